@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""Helpers and the analysis for scripts/bench.sh and scripts/bench-http.sh.
+
+Subcommands (all output on stdout):
+
+  id-regex N                 the rand_regex pattern (for `oha --rand-regex-url`) that draws ids
+                             uniformly from 1..N (see `id_blocks` for how, and for the tiny
+                             deviation it accepts)
+  check-ids URLS_FILE N      reads URLs dumped by `oha --dump-urls`, checks the ids are uniform
+                             over 1..N (per-decile counts) and prints a JSON summary
+  peak-rps RAW_FILE          requests/s of one raw load-generator result (oha or wrk JSON)
+  report DIR [CHART]         reads DIR/runs.jsonl (+ raw files) and writes DIR/results.json,
+                             DIR/table.md (also printed) and the chart (default docs/benchmark.png)
+  http-report DIR            the HTTP-core comparison: DIR/http-runs.jsonl -> DIR/http-core.md
+
+The raw results are oha's `--output-format json` documents, or, with the wrk fallback, the JSON
+line that benches/*.lua print from wrk's done() callback; `load()` normalises both.
+"""
+
+import json
+import math
+import os
+import statistics
+import sys
+from collections import Counter
+
+# ---------------------------------------------------------------------------------------------
+# Drawing ids uniformly with oha's --rand-regex-url
+#
+# oha samples the URL from a regex with the rand_regex crate: an alternation picks each of its
+# branches with equal probability (nested alternations are flattened into one list), a class
+# picks each character with equal probability, and `x{a,b}` picks the repeat count uniformly.
+# So `[1-9][0-9]{0,6}` is NOT uniform over 1..10^7 (a 1-digit id would get 1/7 of the load).
+#
+# Instead 1..N is cut into decimal blocks "prefix + j free digits" (10^j ids each, e.g. for
+# N = 10^7: 1[0-9]{6}, ..., 9[0-9]{6}, 1[0-9]{5}, ..., 1..9, 10000000), and every block becomes
+# round(size / unit) identical branches of one alternation, unit = N / BRANCHES. Each drawn id
+# then has probability 1/N within rounding; only blocks smaller than unit/2 (ids below about
+# N / BRANCHES / 5) are never drawn. `check-ids` measures the result on a sample.
+BRANCHES = 2000
+
+
+def id_blocks(n):
+    """Decimal blocks (prefix, free_digits) that partition 1..n exactly."""
+    s = str(n)
+    blocks = []
+    for length in range(1, len(s)):
+        for d in range(1, 10):
+            blocks.append((str(d), length - 1))
+    for i, ch in enumerate(s):
+        lo = 1 if i == 0 else 0
+        for d in range(lo, int(ch)):
+            blocks.append((s[:i] + str(d), len(s) - i - 1))
+    blocks.append((s, 0))
+    return blocks
+
+
+def id_regex(n):
+    unit = n / BRANCHES
+    branches = []
+    for prefix, j in id_blocks(n):
+        size = 10**j
+        count = round(size / unit)
+        branch = prefix + (f"[0-9]{{{j}}}" if j > 1 else "[0-9]" if j == 1 else "")
+        branches.extend([branch] * count)
+    return "(?:" + "|".join(branches) + ")"
+
+
+def id_regex_coverage(n):
+    """Fraction of 1..n that the regex can draw, and the largest relative over-weight."""
+    unit = n / BRANCHES
+    covered = 0
+    total_branches = 0
+    worst = 0.0
+    for prefix, j in id_blocks(n):
+        size = 10**j
+        count = round(size / unit)
+        total_branches += count
+    for prefix, j in id_blocks(n):
+        size = 10**j
+        count = round(size / unit)
+        if count:
+            covered += size
+            p_per_id = count / total_branches / size
+            worst = max(worst, abs(p_per_id * n - 1))
+    return covered / n, worst
+
+
+def check_ids(path, n):
+    ids = []
+    bad = 0
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                ids.append(int(line.rsplit("/", 1)[1]))
+            except ValueError:
+                bad += 1
+    out_of_range = sum(1 for i in ids if i < 1 or i > n)
+    deciles = Counter(min(9, (i - 1) * 10 // n) for i in ids if 1 <= i <= n)
+    expected = len(ids) / 10
+    dev = max(abs(deciles.get(k, 0) - expected) / expected for k in range(10)) if ids else 1.0
+    coverage, worst = id_regex_coverage(n)
+    return {
+        "sample": len(ids),
+        "unparsable": bad,
+        "out_of_range": out_of_range,
+        "min": min(ids) if ids else None,
+        "max": max(ids) if ids else None,
+        "mean": statistics.fmean(ids) if ids else None,
+        "expected_mean": (n + 1) / 2,
+        "decile_counts": [deciles.get(k, 0) for k in range(10)],
+        "max_decile_deviation": round(dev, 4),
+        "regex_branches": BRANCHES,
+        "regex_coverage_of_ids": coverage,
+        "regex_max_per_id_weight_error": round(worst, 4),
+        # 5 sigma of a binomial decile count, relative
+        "ok": bad == 0
+        and out_of_range == 0
+        and dev < max(0.03, 5 * math.sqrt(0.09 * len(ids)) / max(expected, 1)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw results
+
+
+def load(path):
+    """Normalise one raw load-generator result to a flat dict (latencies in ms)."""
+    with open(path) as f:
+        text = f.read()
+    try:
+        doc = json.loads(text)
+    except ValueError:  # wrk: its text summary, then the JSON line printed by done()
+        doc = json.loads([l for l in text.splitlines() if l.startswith("{")][-1])
+    if doc.get("tool") == "wrk":
+        lat = doc["latency_us"]
+        total = doc["requests"]
+        return {
+            "tool": "wrk",
+            "requests": total,
+            "rps": doc["requests"] / (doc["duration_us"] / 1e6),
+            "p50_ms": lat["p50"] / 1000,
+            "p99_ms": lat["p99"] / 1000,
+            "p999_ms": lat["p99.9"] / 1000,
+            "max_ms": lat["max"] / 1000,
+            "errors": doc["errors"]["connect"]
+            + doc["errors"]["read"]
+            + doc["errors"]["write"]
+            + doc["errors"]["timeout"],
+            "non_2xx": doc["errors"]["status"],
+            "status": {},
+        }
+    # oha --output-format json
+    summary = doc["summary"]
+    pct = doc.get("latencyPercentiles") or {}
+    status = {str(k): v for k, v in (doc.get("statusCodeDistribution") or {}).items()}
+    errors = sum((doc.get("errorDistribution") or {}).values())
+    ok = sum(v for k, v in status.items() if k.startswith("2"))
+    non_2xx = sum(status.values()) - ok
+
+    def ms(key):
+        v = pct.get(key)
+        return None if v is None else v * 1000
+
+    return {
+        "tool": "oha",
+        "requests": sum(status.values()) + errors,
+        "rps": summary.get("requestsPerSec") or 0.0,
+        "success_rate": summary.get("successRate"),
+        "p50_ms": ms("p50"),
+        "p99_ms": ms("p99"),
+        "p999_ms": ms("p99.9"),
+        "max_ms": None if summary.get("slowest") is None else summary["slowest"] * 1000,
+        "errors": errors,
+        "non_2xx": non_2xx,
+        "status": status,
+        "error_kinds": doc.get("errorDistribution") or {},
+    }
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+SYSTEM_LABELS = {
+    "ours": "records-service (WORKERS={workers})",
+    "ours-1": "records-service (WORKERS=1)",
+    "axum": "axum 0.8 + tokio-postgres + deadpool",
+    "fastapi": "FastAPI 0.110 + psycopg 3.1 pool (1 uvicorn worker)",
+}
+ORDER = ["ours", "ours-1", "axum", "fastapi"]
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "–"
+    if isinstance(v, float) and math.isnan(v):
+        return "–"
+    return f"{v:.{digits}f}"
+
+
+def report(out_dir, chart):
+    runs = []
+    with open(os.path.join(out_dir, "runs.jsonl")) as f:
+        for line in f:
+            if line.strip():
+                runs.append(json.loads(line))
+    meta = {}
+    meta_path = os.path.join(out_dir, "meta.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+    for r in runs:
+        r["peak"] = load(os.path.join(out_dir, r["peak_file"]))
+        r["fixed"] = load(os.path.join(out_dir, r["fixed_file"])) if r.get("fixed_file") else None
+
+    systems = [s for s in ORDER if any(r["system"] == s for r in runs)]
+    systems += sorted({r["system"] for r in runs} - set(systems))
+    medians = {}
+    for s in systems:
+        rs = [r for r in runs if r["system"] == s]
+        fixed = [r["fixed"] for r in rs if r["fixed"]]
+        lat_src = fixed if fixed else [r["peak"] for r in rs]
+        medians[s] = {
+            "label": SYSTEM_LABELS.get(s, s).format(workers=meta.get("nproc", "nproc")),
+            "rounds": len(rs),
+            "rps": median([r["peak"]["rps"] for r in rs]),
+            "rps_runs": [round(r["peak"]["rps"], 1) for r in rs],
+            "peak_p99_ms": median([r["peak"]["p99_ms"] for r in rs]),
+            "latency_at": "fixed rate" if fixed else "closed loop (no fixed-rate run)",
+            "fixed_target_rps": median([r.get("fixed_target_rps") for r in rs]),
+            "fixed_rps": median([f["rps"] for f in fixed]) if fixed else None,
+            "p50_ms": median([x["p50_ms"] for x in lat_src]),
+            "p99_ms": median([x["p99_ms"] for x in lat_src]),
+            "p999_ms": median([x["p999_ms"] for x in lat_src]),
+            # errors are summed over every measured run (peak and fixed-rate), not a median
+            "errors": sum(r["peak"]["errors"] + (r["fixed"]["errors"] if r["fixed"] else 0) for r in rs),
+            "non_2xx": sum(r["peak"]["non_2xx"] + (r["fixed"]["non_2xx"] if r["fixed"] else 0) for r in rs),
+            "rss_mb": median([r.get("rss_kb") / 1024 if r.get("rss_kb") else None for r in rs]),
+            "rss_mb_max": max((r.get("rss_kb") or 0) / 1024 for r in rs) or None,
+        }
+    base_axum = medians.get("axum", {}).get("rps")
+    base_fastapi = medians.get("fastapi", {}).get("rps")
+    for m in medians.values():
+        m["vs_axum"] = m["rps"] / base_axum if base_axum and m["rps"] else None
+        m["vs_fastapi"] = m["rps"] / base_fastapi if base_fastapi and m["rps"] else None
+
+    results = {"meta": meta, "medians": medians, "runs": runs}
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+
+    load_pct = int(round(float(meta.get("latency_load", 0.7)) * 100))
+    lines = []
+    lines.append(
+        f"`GET /user/{{id}}`, ids uniform in 1..{meta.get('rows', '?'):,}, "
+        f"{meta.get('connections', '?')} keep-alive connections, {meta.get('tool', '?')}; "
+        f"medians of {meta.get('rounds', '?')} rounds of {meta.get('seconds', '?')} s "
+        f"(after {meta.get('warmup_seconds', '?')} s warm-up). "
+        f"Latency measured at a fixed rate of {load_pct}% of each run's peak."
+    )
+    lines.append("")
+    if meta.get("machine"):
+        lines.append(f"Machine: {meta['machine']}")
+        lines.append("")
+    lines.append(
+        f"| system | req/s (median) | vs axum | vs FastAPI | p50 ms | p99 ms | p99.9 ms "
+        f"| errors / non-2xx | peak RSS MB |"
+    )
+    lines.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for s in systems:
+        m = medians[s]
+        lines.append(
+            f"| {m['label']} | {fmt(m['rps'], 0)} | {fmt(m['vs_axum'])}× | {fmt(m['vs_fastapi'], 1)}× "
+            f"| {fmt(m['p50_ms'])} | {fmt(m['p99_ms'])} | {fmt(m['p999_ms'])} "
+            f"| {m['errors']} / {m['non_2xx']} | {fmt(m['rss_mb'], 1)} |"
+        )
+    lines.append("")
+    lines.append(
+        "Runs (req/s): "
+        + "; ".join(f"{s}: {', '.join(str(round(x)) for x in medians[s]['rps_runs'])}" for s in systems)
+    )
+    table = "\n".join(lines) + "\n"
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write(table)
+    print(table)
+    if chart:
+        draw_chart(medians, systems, meta, chart)
+
+
+def draw_chart(medians, systems, meta, chart):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no chart", file=sys.stderr)
+        return
+    labels = [medians[s]["label"].replace(" (", "\n(").replace(" + ", "\n+ ", 1) for s in systems]
+    values = [medians[s]["rps"] or 0 for s in systems]
+    colors = {"ours": "#2b7bba", "ours-1": "#6fa8dc", "axum": "#999999", "fastapi": "#e69138"}
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
+    bars = ax.bar(range(len(systems)), values, color=[colors.get(s, "#777777") for s in systems])
+    top = max(values) if values else 1
+    for bar, s in zip(bars, systems):
+        m = medians[s]
+        note = f"{m['rps']:,.0f} req/s\np99 {fmt(m['p99_ms'])} ms"
+        ax.text(
+            bar.get_x() + bar.get_width() / 2,
+            bar.get_height() + top * 0.01,
+            note,
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
+    ax.set_xticks(range(len(systems)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("requests/s (median)")
+    ax.set_ylim(0, top * 1.22)
+    load_pct = int(round(float(meta.get("latency_load", 0.7)) * 100))
+    ax.set_title(
+        f"GET /user/{{id}}, {meta.get('rows', 0):,} rows, {meta.get('connections', '?')} connections "
+        f"(p99 at {load_pct}% of peak)",
+        fontsize=10,
+    )
+    if meta.get("machine"):
+        fig.text(0.01, 0.01, meta["machine"], fontsize=7, color="#555555")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    os.makedirs(os.path.dirname(chart) or ".", exist_ok=True)
+    fig.savefig(chart)
+    print(f"chart: {chart}", file=sys.stderr)
+
+
+def http_report(out_dir):
+    runs = []
+    with open(os.path.join(out_dir, "http-runs.jsonl")) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                r.update(load(os.path.join(out_dir, r["file"])))
+                runs.append(r)
+    meta = {}
+    meta_path = os.path.join(out_dir, "http-meta.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+    modes = [m for m in ("keepalive", "pipeline16") if any(r["mode"] == m for r in runs)]
+    servers = ["hello_core", "hello_minihttp"]
+    med = {}
+    for mode in modes:
+        for srv in servers:
+            rs = [r for r in runs if r["mode"] == mode and r["server"] == srv]
+            med[(mode, srv)] = {
+                "rps": median([r["rps"] for r in rs]),
+                "p99_ms": median([r["p99_ms"] for r in rs]),
+                "errors": sum(r["errors"] + r["non_2xx"] for r in rs),
+                "runs": [round(r["rps"]) for r in rs],
+            }
+    lines = [
+        "HTTP core alone: `GET /json` answering `{\"message\":\"Hello, World!\"}`, wrk, "
+        f"{meta.get('connections', '?')} connections, {meta.get('threads', '?')} threads, "
+        f"medians of {meta.get('rounds', '?')} rounds of {meta.get('seconds', '?')} s, servers alternating.",
+        "",
+    ]
+    if meta.get("machine"):
+        lines += [f"Machine: {meta['machine']}", ""]
+    lines.append("| mode | ours req/s | may_minihttp req/s | ours / may_minihttp | ours p99 ms | may_minihttp p99 ms | errors (ours / minihttp) |")
+    lines.append("|---|--:|--:|--:|--:|--:|--:|")
+    summary = {}
+    for mode in modes:
+        a, b = med[(mode, "hello_core")], med[(mode, "hello_minihttp")]
+        ratio = a["rps"] / b["rps"] if a["rps"] and b["rps"] else None
+        summary[mode] = {"ours": a, "may_minihttp": b, "ratio": ratio}
+        label = "keep-alive" if mode == "keepalive" else "pipelined, depth 16"
+        lines.append(
+            f"| {label} | {fmt(a['rps'], 0)} | {fmt(b['rps'], 0)} | {fmt(ratio, 3)} "
+            f"| {fmt(a['p99_ms'])} | {fmt(b['p99_ms'])} | {a['errors']} / {b['errors']} |"
+        )
+    lines.append("")
+    lines.append(
+        "Runs (req/s): "
+        + "; ".join(
+            f"{mode} {srv}: {', '.join(str(x) for x in med[(mode, srv)]['runs'])}"
+            for mode in modes
+            for srv in servers
+        )
+    )
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out_dir, "http-core.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out_dir, "http-core.json"), "w") as f:
+        json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=2)
+    print(text)
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd = argv[1]
+    if cmd == "id-regex":
+        print(id_regex(int(argv[2])))
+    elif cmd == "check-ids":
+        res = check_ids(argv[2], int(argv[3]))
+        print(json.dumps(res))
+        return 0 if res["ok"] else 1
+    elif cmd == "peak-rps":
+        print(f"{load(argv[2])['rps']:.1f}")
+    elif cmd == "report":
+        report(argv[2], argv[3] if len(argv) > 3 else "docs/benchmark.png")
+    elif cmd == "http-report":
+        http_report(argv[2])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# The headline benchmark (issue 5): GET /user/{id}, ids uniform in 1..BENCH_ROWS, over a table of
+# BENCH_ROWS records, BENCH_CONNECTIONS keep-alive connections, every system started and measured
+# by this one script, alternating, ROUNDS rounds:
+#
+#   ours      records-service, WORKERS = nproc                      127.0.0.1:8001
+#   ours-1    records-service, WORKERS = 1                          127.0.0.1:8011
+#   axum      benches/compare/axum (axum 0.8 + tokio-postgres)      127.0.0.1:8002
+#   fastapi   benches/compare/fastapi (the original's stack)        127.0.0.1:8003
+#
+# Each run: start the server, wait until it answers, warm up (WARMUP_SECONDS), a closed-loop run
+# of BENCH_SECONDS for peak throughput, then a fixed-rate run (oha -q) at LATENCY_LOAD (0.7) of
+# that peak for latency, and the server's peak resident memory (VmHWM); stop the server.
+# Output: bench-results/{results.json,table.md,runs.jsonl,raw/,logs/} and docs/benchmark.png;
+# the markdown table is printed at the end.
+#
+# Usually run as `make bench` (which builds the release binary and runs `migrate` first). Alone:
+#   scripts/bench.sh
+#   SYSTEMS=fastapi,axum BENCH_SECONDS=5 ROUNDS=1 BENCH_ROWS=100000 scripts/bench.sh
+#
+# Knobs (environment):
+#   BENCH_SECONDS (30)  WARMUP_SECONDS (5)  ROUNDS (3)  BENCH_ROWS (10000000)
+#   BENCH_CONNECTIONS (50)  SYSTEMS (ours,ours-1,axum,fastapi)  LATENCY_LOAD (0.7)
+#   BENCH_TOOL (oha; wrk is the fallback when oha cannot be installed: no fixed-rate run then,
+#     latency comes from the closed-loop run)   BENCH_THREADS (wrk threads, 2)
+#   BENCH_OUT (bench-results)  BENCH_CHART (docs/benchmark.png)
+#   OURS_BIN (target/release/records-service)  BENCH_BUILD_JOBS (2)
+#   POSTGRES_DB_* (default: the project's own PostgreSQL, scripts/localpg.sh)
+#
+# How ids are drawn: with oha, --rand-regex-url and a regex built by `benches/report.py id-regex`
+# (an alternation of decimal blocks weighted by size, so that every id in 1..BENCH_ROWS has the
+# same probability to within 0.1%; ids below BENCH_ROWS/10000 are never drawn); the script checks
+# a sample of 200,000 generated URLs before measuring (results.json: meta.id_check). With wrk,
+# benches/random_user.lua draws math.random(1, BENCH_ROWS) per request.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+BENCH_SECONDS=${BENCH_SECONDS:-30}
+WARMUP_SECONDS=${WARMUP_SECONDS:-5}
+ROUNDS=${ROUNDS:-3}
+BENCH_ROWS=${BENCH_ROWS:-10000000}
+BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-50}
+SYSTEMS=${SYSTEMS:-ours,ours-1,axum,fastapi}
+LATENCY_LOAD=${LATENCY_LOAD:-0.7}
+BENCH_TOOL=${BENCH_TOOL:-oha}
+BENCH_THREADS=${BENCH_THREADS:-2}
+OUT_DIR=${BENCH_OUT:-bench-results}
+CHART=${BENCH_CHART:-docs/benchmark.png}
+OURS_BIN=${OURS_BIN:-target/release/records-service}
+BUILD_JOBS=${BENCH_BUILD_JOBS:-2}
+VENV=.venv/bench
+AXUM_DIR=benches/compare/axum
+AXUM_BIN=$AXUM_DIR/target/release/axum-records
+NPROC=$(nproc)
+
+log() { echo "bench: $*" >&2; }
+die() { echo "bench: error: $*" >&2; exit 1; }
+
+for v in BENCH_SECONDS WARMUP_SECONDS ROUNDS BENCH_ROWS BENCH_CONNECTIONS BENCH_THREADS; do
+  [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || die "$v must be a positive integer (got '${!v}')"
+done
+[[ $LATENCY_LOAD =~ ^0?\.[0-9]+$|^1(\.0*)?$ ]] || die "LATENCY_LOAD must be in (0, 1] (got '$LATENCY_LOAD')"
+IFS=',' read -r -a SYS <<<"${SYSTEMS// /}"
+[ ${#SYS[@]} -gt 0 ] || die "SYSTEMS is empty"
+wants() { local s; for s in "${SYS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+for s in "${SYS[@]}"; do
+  case $s in ours|ours-1|axum|fastapi) ;; *) die "unknown system '$s' (known: ours, ours-1, axum, fastapi)" ;; esac
+done
+
+port_of() {
+  case $1 in ours) echo 8001 ;; ours-1) echo 8011 ;; axum) echo 8002 ;; fastapi) echo 8003 ;; esac
+}
+
+# --- cleanup: never leave a server behind ------------------------------------------------------
+SERVER_PID=""
+stop_server() {
+  local pid=$SERVER_PID
+  SERVER_PID=""
+  [ -n "$pid" ] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+trap stop_server EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# --- tools ---------------------------------------------------------------------------------------
+export PATH="$HOME/.cargo/bin:$PATH"
+ensure_wrk() {
+  command -v wrk >/dev/null 2>&1 && return 0
+  log "installing wrk (apt-get)"
+  if command -v apt-get >/dev/null 2>&1; then
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq wrk >/dev/null || true
+  fi
+  command -v wrk >/dev/null 2>&1
+}
+ensure_oha() {
+  command -v oha >/dev/null 2>&1 && return 0
+  command -v cargo >/dev/null 2>&1 || return 1
+  log "installing oha (cargo install oha --locked; a few minutes)"
+  nice -n 10 cargo install oha --locked -j "$BUILD_JOBS" >&2 || return 1
+  command -v oha >/dev/null 2>&1
+}
+case $BENCH_TOOL in
+  oha)
+    if ! ensure_oha; then
+      log "oha could not be installed; falling back to wrk (no fixed-rate latency run)"
+      BENCH_TOOL=wrk
+      ensure_wrk || die "neither oha nor wrk could be installed"
+    fi ;;
+  wrk) ensure_wrk || die "wrk could not be installed" ;;
+  *) die "BENCH_TOOL must be oha or wrk" ;;
+esac
+if [ "$BENCH_TOOL" = oha ]; then
+  oha --help | grep -q -- '--rand-regex-url' && oha --help | grep -q -- '--output-format' \
+    && oha --help | grep -q -- '--dump-urls' \
+    || die "oha $(oha --version) is too old (needs --rand-regex-url, --output-format, --dump-urls): cargo install oha --locked --force"
+  TOOL_VERSION=$(oha --version | head -1)
+else
+  TOOL_VERSION=$(wrk -v 2>&1 | head -1 || true)
+fi
+command -v curl >/dev/null 2>&1 || die "curl is needed"
+
+# --- Python virtualenv: FastAPI stack, psycopg (seed check), matplotlib (chart) -----------------
+REQS=benches/compare/fastapi/requirements.txt
+stamp="$(cat "$REQS"; echo matplotlib)"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.bench-installed" 2>/dev/null)" != "$stamp" ]; then
+  log "creating virtualenv $VENV"
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      apt-get update -qq >/dev/null && apt-get install -y -qq python3-venv >/dev/null
+    fi
+    rm -rf "$VENV"; python3 -m venv "$VENV" || die "python3 -m venv failed (install python3-venv)"
+  fi
+  "$VENV/bin/pip" install -q --upgrade pip >&2 || true
+  "$VENV/bin/pip" install -q -r "$REQS" 'matplotlib>=3.7' >&2
+  echo "$stamp" >"$VENV/.bench-installed"
+fi
+PY="$VENV/bin/python"
+
+# --- builds --------------------------------------------------------------------------------------
+if wants axum; then
+  log "building the axum reference (release)"
+  (cd "$AXUM_DIR" && nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" --target-dir target >&2)
+  [ -x "$AXUM_BIN" ] || die "axum build produced no $AXUM_BIN"
+fi
+if { wants ours || wants ours-1; } && [ ! -x "$OURS_BIN" ]; then
+  log "building records-service (release)"
+  nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" >&2
+  [ -x "$OURS_BIN" ] || die "no $OURS_BIN after cargo build"
+fi
+
+# --- database ------------------------------------------------------------------------------------
+if [ -z "${POSTGRES_DB_HOST:-}" ]; then
+  scripts/localpg.sh start
+  eval "$(scripts/localpg.sh env)"
+fi
+export POSTGRES_DB_HOST POSTGRES_DB_PORT POSTGRES_DB_NAME POSTGRES_DB_USER POSTGRES_DB_PASSWORD
+if [ -x "$OURS_BIN" ]; then
+  "$OURS_BIN" migrate >&2
+  log "making sure ids 1..$BENCH_ROWS exist (records-service seed; the first time takes minutes)"
+  "$OURS_BIN" seed --rows "$BENCH_ROWS" >&2
+else
+  log "no $OURS_BIN: not seeding; checking the table as it is"
+fi
+DB_INFO=$("$PY" - "$BENCH_ROWS" <<'EOF'
+import json, os, sys
+import psycopg
+n = int(sys.argv[1])
+with psycopg.connect(host=os.environ["POSTGRES_DB_HOST"], port=os.environ.get("POSTGRES_DB_PORT", "5432"),
+                     dbname=os.environ["POSTGRES_DB_NAME"], user=os.environ["POSTGRES_DB_USER"],
+                     password=os.environ["POSTGRES_DB_PASSWORD"]) as conn:
+    have = conn.execute("select count(*) from records where id between 1 and %s", (n,)).fetchone()[0]
+    total = conn.execute("select count(*) from records").fetchone()[0]
+    version = conn.execute("show server_version").fetchone()[0]
+    size = conn.execute("select pg_size_pretty(pg_total_relation_size('records'))").fetchone()[0]
+    sb = conn.execute("show shared_buffers").fetchone()[0]
+print(json.dumps({"ids_present": have, "rows_total": total, "server_version": version,
+                  "table_size": size, "shared_buffers": sb}))
+if have != n:
+    sys.exit(f"the records table holds {have} of the ids 1..{n}: seed it (records-service seed --rows {n})")
+EOF
+) || die "database check failed"
+log "database: $DB_INFO"
+
+# --- how ids are drawn ---------------------------------------------------------------------------
+mkdir -p "$OUT_DIR"
+rm -rf "$OUT_DIR/raw" "$OUT_DIR/logs" "$OUT_DIR/runs.jsonl"
+mkdir -p "$OUT_DIR/raw" "$OUT_DIR/logs"
+ID_CHECK=null
+if [ "$BENCH_TOOL" = oha ]; then
+  ID_REGEX=$("$PY" benches/report.py id-regex "$BENCH_ROWS")
+  timeout 120 oha --dump-urls 200000 --rand-regex-url "http://127.0.0.1:1/user/$ID_REGEX" >"$OUT_DIR/raw/id-sample.txt"
+  ID_CHECK=$("$PY" benches/report.py check-ids "$OUT_DIR/raw/id-sample.txt" "$BENCH_ROWS") \
+    || die "generated ids are not uniform: $ID_CHECK"
+  rm -f "$OUT_DIR/raw/id-sample.txt"
+  log "id distribution check: $ID_CHECK"
+fi
+
+# --- machine description -------------------------------------------------------------------------
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
+MEM_GB=$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)
+MACHINE="${CPU:-unknown CPU}, $NPROC CPUs, ${MEM_GB} GB RAM, Linux $(uname -r); PostgreSQL, server and load generator on the same machine"
+"$PY" - <<EOF
+import json
+meta = {
+    "machine": """$MACHINE""",
+    "nproc": $NPROC,
+    "rows": $BENCH_ROWS,
+    "connections": $BENCH_CONNECTIONS,
+    "seconds": $BENCH_SECONDS,
+    "warmup_seconds": $WARMUP_SECONDS,
+    "rounds": $ROUNDS,
+    "latency_load": $LATENCY_LOAD,
+    "systems": "$SYSTEMS".split(","),
+    "tool": """$BENCH_TOOL ($TOOL_VERSION)""",
+    "fixed_rate_run": "$BENCH_TOOL" == "oha",
+    "id_draw": ("oha --rand-regex-url with benches/report.py id-regex" if "$BENCH_TOOL" == "oha"
+                else "wrk benches/random_user.lua: math.random(1, rows) per request"),
+    "id_check": json.loads('''$ID_CHECK'''),
+    "database": json.loads('''$DB_INFO'''),
+}
+json.dump(meta, open("$OUT_DIR/meta.json", "w"), indent=2)
+EOF
+
+# --- one measured run ----------------------------------------------------------------------------
+start_server() { # system port log
+  local sys=$1 port=$2 logf=$3
+  if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null; then
+    die "port $port is already in use"
+  fi
+  case $sys in
+    ours)   SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
+    ours-1) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=1 "$OURS_BIN" >"$logf" 2>&1 & ;;
+    axum)   HOST=127.0.0.1 PORT=$port "$AXUM_BIN" >"$logf" 2>&1 & ;;
+    fastapi)
+      "$VENV/bin/uvicorn" app:app --app-dir benches/compare/fastapi --host 127.0.0.1 --port "$port" \
+        --workers 1 --no-access-log --log-level warning >"$logf" 2>&1 & ;;
+  esac
+  SERVER_PID=$!
+  local code
+  for _ in $(seq 600); do
+    kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$logf" >&2; die "$sys exited at start (log: $logf)"; }
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/user/1" 2>/dev/null || true)
+    [ "$code" = 200 ] && return 0
+    sleep 0.1
+  done
+  tail -20 "$logf" >&2
+  die "$sys did not answer GET /user/1 with 200 within 60 s (last status '$code', log: $logf)"
+}
+
+# Resident memory of the server and its children, in kB: "peak current" (VmHWM, VmRSS summed).
+rss_kb() {
+  local pids=$1 p kids hwm=0 rss=0 v
+  kids=$(cat /proc/"$1"/task/*/children 2>/dev/null || true)
+  for p in $pids $kids; do
+    v=$(awk '/^VmHWM:/ {print $2}' /proc/"$p"/status 2>/dev/null || echo 0); hwm=$((hwm + ${v:-0}))
+    v=$(awk '/^VmRSS:/ {print $2}' /proc/"$p"/status 2>/dev/null || echo 0); rss=$((rss + ${v:-0}))
+  done
+  echo "$hwm $rss"
+}
+
+load() { # port seconds rate(0 = closed loop) outfile
+  local port=$1 secs=$2 rate=$3 out=$4
+  local limit=$((secs + 60))
+  if [ "$BENCH_TOOL" = oha ]; then
+    local extra=()
+    [ "$rate" -gt 0 ] && extra=(-q "$rate" --latency-correction)
+    timeout "$limit" oha --no-tui --output-format json -w -z "${secs}s" -c "$BENCH_CONNECTIONS" "${extra[@]}" \
+      --rand-regex-url "http://127.0.0.1:$port/user/$ID_REGEX" >"$out" 2>"$out.err" \
+      || die "oha failed or ran past ${limit}s (see $out.err)"
+  else
+    timeout "$limit" wrk -c "$BENCH_CONNECTIONS" -t "$BENCH_THREADS" -d "${secs}s" --latency \
+      -s benches/random_user.lua "http://127.0.0.1:$port" -- "$BENCH_ROWS" >"$out" 2>"$out.err" \
+      || die "wrk failed or ran past ${limit}s (see $out.err)"
+  fi
+}
+
+bench_one() { # system round
+  local sys=$1 round=$2 port tag
+  port=$(port_of "$sys")
+  tag="$sys-r$round"
+  log "round $round/$ROUNDS: $sys on 127.0.0.1:$port"
+  start_server "$sys" "$port" "$OUT_DIR/logs/$tag.log"
+  load "$port" "$WARMUP_SECONDS" 0 "$OUT_DIR/raw/$tag-warmup.json"
+  load "$port" "$BENCH_SECONDS" 0 "$OUT_DIR/raw/$tag-peak.json"
+  local peak rate=0 fixed_file=null
+  peak=$("$PY" benches/report.py peak-rps "$OUT_DIR/raw/$tag-peak.json")
+  if [ "$BENCH_TOOL" = oha ]; then
+    rate=$("$PY" -c "print(max(1, int($peak * $LATENCY_LOAD)))")
+    log "  peak $peak req/s; fixed-rate run at $rate req/s"
+    load "$port" "$BENCH_SECONDS" "$rate" "$OUT_DIR/raw/$tag-fixed.json"
+    fixed_file="\"raw/$tag-fixed.json\""
+  else
+    log "  peak $peak req/s"
+  fi
+  local mem
+  mem=$(rss_kb "$SERVER_PID")
+  kill -0 "$SERVER_PID" 2>/dev/null || die "$sys died during the run (log: $OUT_DIR/logs/$tag.log)"
+  stop_server
+  printf '{"system":"%s","round":%d,"port":%d,"peak_file":"raw/%s-peak.json","fixed_file":%s,"fixed_target_rps":%d,"rss_kb":%d,"rss_end_kb":%d}\n' \
+    "$sys" "$round" "$port" "$tag" "$fixed_file" "$rate" "${mem% *}" "${mem#* }" >>"$OUT_DIR/runs.jsonl"
+  sleep 2 # let sockets and PostgreSQL backends of the stopped server go away
+}
+
+# --- rounds: every system once per round, the order rotated each round ---------------------------
+log "systems: ${SYS[*]}; $ROUNDS round(s) of ${WARMUP_SECONDS}s warm-up + ${BENCH_SECONDS}s peak$([ "$BENCH_TOOL" = oha ] && echo " + ${BENCH_SECONDS}s at ${LATENCY_LOAD} of peak"); $BENCH_CONNECTIONS connections; $BENCH_TOOL"
+n=${#SYS[@]}
+for ((r = 1; r <= ROUNDS; r++)); do
+  for ((i = 0; i < n; i++)); do
+    bench_one "${SYS[$(((i + r - 1) % n))]}" "$r"
+  done
+done
+
+"$PY" benches/report.py report "$OUT_DIR" "$CHART"
+log "results: $OUT_DIR/results.json, $OUT_DIR/table.md, $CHART"

@@ -1,0 +1,207 @@
+//! Writing responses: the status line and the headers every response carries (`Server`, `Date`,
+//! `Content-Type`, `Content-Length`), straight into the connection's output buffer.
+
+use std::cell::Cell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The `Server` header value.
+pub const SERVER_NAME: &str = "records-service";
+
+/// At most this many extra headers per response (`Allow`, `Retry-After`, `Cache-Control`...).
+const MAX_EXTRA_HEADERS: usize = 4;
+
+/// A response under construction. The handler sets the status, the content type, a few extra
+/// headers and writes the body into `body`; the connection loop serializes it.
+pub struct Response<'a> {
+    pub(crate) status: u16,
+    pub(crate) content_type: &'static str,
+    headers: [(&'static str, &'static str); MAX_EXTRA_HEADERS],
+    n_headers: usize,
+    body: &'a mut Vec<u8>,
+    pub(crate) close: bool,
+}
+
+impl<'a> Response<'a> {
+    pub(crate) fn new(body: &'a mut Vec<u8>) -> Response<'a> {
+        body.clear();
+        Response {
+            status: 200,
+            content_type: "application/json",
+            headers: [("", ""); MAX_EXTRA_HEADERS],
+            n_headers: 0,
+            body,
+            close: false,
+        }
+    }
+
+    pub fn status(&mut self, status: u16) -> &mut Self {
+        self.status = status;
+        self
+    }
+
+    pub fn content_type(&mut self, content_type: &'static str) -> &mut Self {
+        self.content_type = content_type;
+        self
+    }
+
+    /// Adds a header. Names and values are static: they come from the program, never from a
+    /// client, so they cannot inject header lines. Extra headers beyond the fixed room are a
+    /// programming error and are dropped (debug builds assert).
+    pub fn header(&mut self, name: &'static str, value: &'static str) -> &mut Self {
+        debug_assert!(self.n_headers < MAX_EXTRA_HEADERS, "too many headers");
+        if self.n_headers < MAX_EXTRA_HEADERS {
+            self.headers[self.n_headers] = (name, value);
+            self.n_headers += 1;
+        }
+        self
+    }
+
+    /// Asks the connection to close after this response.
+    pub fn close_connection(&mut self) -> &mut Self {
+        self.close = true;
+        self
+    }
+
+    pub fn body_mut(&mut self) -> &mut Vec<u8> {
+        self.body
+    }
+
+    pub fn body(&self) -> &[u8] {
+        self.body
+    }
+
+    /// Sets a JSON error body `{"detail": "..."}` with `status`.
+    pub fn error(&mut self, status: u16, detail: &str) -> &mut Self {
+        self.status = status;
+        self.content_type = "application/json";
+        self.body.clear();
+        write_detail(self.body, detail);
+        self
+    }
+
+    /// Forgets everything set so far (used when a handler panicked half-way).
+    pub(crate) fn reset(&mut self) {
+        self.status = 200;
+        self.content_type = "application/json";
+        self.n_headers = 0;
+        self.body.clear();
+    }
+
+    pub(crate) fn extra_headers(&self) -> &[(&'static str, &'static str)] {
+        &self.headers[..self.n_headers]
+    }
+}
+
+/// Appends `{"detail":"..."}` with `detail` escaped as a JSON string.
+pub fn write_detail(out: &mut Vec<u8>, detail: &str) {
+    out.extend_from_slice(b"{\"detail\":");
+    // Serializing a &str cannot fail.
+    let _ = sonic_rs::to_writer(&mut *out, detail);
+    out.push(b'}');
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        422 => "Unprocessable Content",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Serializes a complete response into `out`. `head_only` omits the body (for HEAD) but keeps
+/// its Content-Length.
+pub(crate) fn write_response(out: &mut Vec<u8>, res: &Response<'_>, head_only: bool, close: bool) {
+    let body = res.body();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(num.format(res.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(res.status).as_bytes());
+    out.extend_from_slice(b"\r\nServer: ");
+    out.extend_from_slice(SERVER_NAME.as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    with_date(|d| out.extend_from_slice(d));
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(res.content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(num.format(body.len()).as_bytes());
+    for (name, value) in res.extra_headers() {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+    }
+    if close {
+        out.extend_from_slice(b"\r\nConnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+/// A response the connection loop makes on its own (errors before or around a handler).
+pub(crate) fn write_error(out: &mut Vec<u8>, scratch: &mut Vec<u8>, status: u16, detail: &str) {
+    let mut res = Response::new(scratch);
+    res.error(status, detail);
+    write_response(out, &res, false, true);
+}
+
+thread_local! {
+    /// The IMF-fixdate for the second in `.0`, formatted at most once a second per worker
+    /// thread. Thread-local, so no lock and no race; never held across a blocking point.
+    static DATE: Cell<(u64, [u8; 29])> = const { Cell::new((0, [0; 29])) };
+}
+
+fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    DATE.with(|cell| {
+        let (cached, mut text) = cell.get();
+        if cached != secs {
+            let formatted = httpdate::fmt_http_date(now);
+            text.copy_from_slice(&formatted.as_bytes()[..29]);
+            cell.set((secs, text));
+        }
+        f(&text)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_escape_the_detail() {
+        let mut out = Vec::new();
+        write_detail(&mut out, "a \"quoted\"\nline");
+        assert_eq!(out, br#"{"detail":"a \"quoted\"\nline"}"#);
+    }
+
+    #[test]
+    fn responses_carry_the_required_headers() {
+        let mut body = Vec::new();
+        let mut res = Response::new(&mut body);
+        res.body_mut().extend_from_slice(b"{}");
+        let mut out = Vec::new();
+        write_response(&mut out, &res, false, false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\nServer: records-service\r\nDate: "));
+        assert!(text.contains("\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"));
+        assert!(text.contains(" GMT\r\n"), "{text}");
+    }
+}

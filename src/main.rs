@@ -1,0 +1,224 @@
+//! The `records-service` command: configuration, signals, runtime, and one of `serve`,
+//! `migrate` or `seed`. Nothing else lives here.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use records_service::config::{self, ConfigError};
+use records_service::pg::{self, ErrorKind};
+use records_service::records::{migrate, seed, RecordsService, Repository};
+use records_service::{http, signals};
+
+const HELP: &str = "\
+records-service: the records HTTP JSON API over PostgreSQL
+
+USAGE:
+    records-service [COMMAND]
+
+COMMANDS:
+    serve            Serve HTTP on SERVER_HOST:SERVER_PORT (the default command). Stops
+                     gracefully on SIGTERM or SIGINT.
+    migrate          Apply the database migrations that are missing (safe to run twice,
+                     and from two processes at once).
+    seed --rows N    Apply migrations, then top the records table up to ids 1..N with
+                     generated records (progress on stderr).
+    help             Show this text. `records-service COMMAND --help` shows the same.
+
+Configuration comes from the environment and from a .env file in the working directory;
+see .env.example and the README for every variable and its default.
+";
+
+enum Command {
+    Serve,
+    Migrate,
+    Seed { rows: i64 },
+    Help,
+}
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    let mut it = args.iter().map(String::as_str);
+    let command = match it.next() {
+        None | Some("serve") => Command::Serve,
+        Some("migrate") => Command::Migrate,
+        Some("seed") => {
+            let mut rows = None;
+            while let Some(arg) = it.next() {
+                match arg {
+                    "--rows" => {
+                        let value = it.next().ok_or("--rows needs a number")?;
+                        rows = Some(parse_rows(value)?);
+                    }
+                    a if a.starts_with("--rows=") => rows = Some(parse_rows(&a[7..])?),
+                    "-h" | "--help" => return Ok(Command::Help),
+                    other => return Err(format!("unexpected argument {other:?} for seed")),
+                }
+            }
+            return Ok(Command::Seed {
+                rows: rows.ok_or("seed needs --rows N")?,
+            });
+        }
+        Some("help" | "-h" | "--help") => Command::Help,
+        Some(other) => return Err(format!("unknown command {other:?}")),
+    };
+    match it.next() {
+        None => Ok(command),
+        Some("-h" | "--help") => Ok(Command::Help),
+        Some(other) => Err(format!("unexpected argument {other:?}")),
+    }
+}
+
+fn parse_rows(value: &str) -> Result<i64, String> {
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|n| (0..=i64::from(i32::MAX)).contains(n))
+        .ok_or_else(|| format!("--rows must be a whole number from 0 to {}", i32::MAX))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}\n\n{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    // Before any thread exists, so every thread inherits the mask and only the signal thread
+    // receives SIGTERM and SIGINT.
+    let signals = signals::block_termination_signals();
+    let result = match command {
+        Command::Help => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Command::Serve => serve(signals),
+        Command::Migrate => run_migrate(),
+        Command::Seed { rows } => run_seed(rows),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_error(e: ConfigError) -> String {
+    e.to_string()
+}
+
+fn admin_client() -> Result<pg::Client, String> {
+    let db = config::from_env().database().map_err(config_error)?;
+    let mut params = db.connect_params();
+    // Migrations and seeding may run for minutes: no statement timeout.
+    params.statement_timeout = Duration::ZERO;
+    may::config().set_workers(1);
+    pg::connect_once(&params).map_err(|e| describe_db_error(&db.host, db.port, &db.name, &e))
+}
+
+fn describe_db_error(host: &str, port: u16, name: &str, e: &pg::Error) -> String {
+    match e.kind() {
+        ErrorKind::AuthFailed => format!(
+            "PostgreSQL at {host}:{port} refused the credentials (check POSTGRES_DB_USER and POSTGRES_DB_PASSWORD): {}",
+            e.message()
+        ),
+        ErrorKind::UnknownDatabase => format!(
+            "PostgreSQL at {host}:{port} has no database {name:?} (check POSTGRES_DB_NAME): {}",
+            e.message()
+        ),
+        ErrorKind::ConnectFailed | ErrorKind::ConnectionLost => format!(
+            "cannot reach PostgreSQL at {host}:{port} (check POSTGRES_DB_HOST and POSTGRES_DB_PORT, and that the server runs): {}",
+            e.message()
+        ),
+        _ => format!("PostgreSQL at {host}:{port}: {e}"),
+    }
+}
+
+fn run_migrate() -> Result<(), String> {
+    let client = admin_client()?;
+    let applied = migrate::migrate(&client).map_err(|e| format!("migration failed: {e}"))?;
+    if applied.is_empty() {
+        eprintln!("migrate: the schema is up to date");
+    } else {
+        eprintln!("migrate: applied {applied:?}");
+    }
+    client.close();
+    Ok(())
+}
+
+fn run_seed(rows: i64) -> Result<(), String> {
+    let client = admin_client()?;
+    migrate::migrate(&client).map_err(|e| format!("migration failed: {e}"))?;
+    seed::seed(&client, rows, &mut |line| eprintln!("{line}"))
+        .map_err(|e| format!("seeding failed: {e}"))?;
+    client.close();
+    Ok(())
+}
+
+fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
+    let mut cfg = config::from_env().config().map_err(config_error)?;
+    may::config()
+        .set_workers(cfg.workers)
+        .set_stack_size(cfg.stack_size / std::mem::size_of::<usize>());
+
+    let fd_limit = signals::raise_fd_limit();
+    // Leave room for the PostgreSQL connections, the listener and stdio.
+    let fd_room = fd_limit.saturating_sub(64 + cfg.workers as u64 * 2) as usize;
+    if cfg.http.limits.max_connections > fd_room {
+        eprintln!(
+            "serve: the file descriptor limit ({fd_limit}) allows {fd_room} connections; \
+             HTTP_MAX_CONNECTIONS lowered from {}",
+            cfg.http.limits.max_connections
+        );
+        cfg.http.limits.max_connections = fd_room.max(1);
+    }
+
+    let db = &cfg.database;
+    let repo = Arc::new(Repository::start(db, cfg.workers));
+    if let Err(e) = repo.wait_connected(db.connect_timeout + Duration::from_secs(1)) {
+        let message = describe_db_error(&db.host, db.port, &db.name, &e);
+        if matches!(e.kind(), ErrorKind::AuthFailed | ErrorKind::UnknownDatabase) {
+            // Configuration, not an outage: retrying will not help.
+            return Err(message);
+        }
+        eprintln!("serve: {message}; serving 503 until it answers, retrying in the background");
+    }
+
+    let listener = may::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let service = Arc::new(RecordsService::new(
+        repo.clone(),
+        &cfg.static_dir,
+        draining.clone(),
+    ));
+    let server = http::serve(listener, service, cfg.http.clone())
+        .map_err(|e| format!("cannot start the server: {e}"))?;
+    eprintln!(
+        "serve: listening on http://{} with {} workers",
+        server.local_addr(),
+        cfg.workers
+    );
+
+    let signal = signals.wait();
+    eprintln!("serve: {signal} received, shutting down");
+    draining.store(true, Ordering::SeqCst);
+    server.shutdown();
+    if server.wait(cfg.http.timeouts.shutdown) {
+        eprintln!("serve: all connections closed");
+    } else {
+        eprintln!(
+            "serve: {} connections still open after {:?}; exiting",
+            server.active_connections(),
+            cfg.http.timeouts.shutdown
+        );
+    }
+    for client in repo.clients() {
+        client.close();
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Errors of the Postgres client, typed so that callers map them to outcomes in one place.
+//!
+//! The server's message text is kept for logs only; a caller that talks to untrusted clients
+//! must show them nothing but the [`ErrorKind`].
+
+use std::fmt;
+
+/// What went wrong, as a closed set a caller can `match` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// SQLSTATE 23505: a unique constraint rejected the row.
+    UniqueViolation,
+    /// SQLSTATE 23514: a CHECK constraint rejected the row.
+    CheckViolation,
+    /// SQLSTATE 22001: a value is longer than its column allows.
+    StringTooLong,
+    /// SQLSTATE 57014: the statement was cancelled (for example by `statement_timeout`).
+    QueryCanceled,
+    /// Any other error the server reported for this statement.
+    OtherDatabase,
+    /// The connection failed while the query was in flight (SQLSTATE class 08, 57P0x, EOF, I/O).
+    ConnectionLost,
+    /// No connection to the server right now (the circuit is open): failed fast, nothing sent.
+    Unavailable,
+    /// Too many queries in flight on this connection for longer than the wait deadline.
+    Overloaded,
+    /// The client-side deadline passed before the answer arrived.
+    Timeout,
+    /// Startup failed: the server refused the credentials (SQLSTATE 28000, 28P01).
+    AuthFailed,
+    /// Startup failed: the database does not exist (SQLSTATE 3D000).
+    UnknownDatabase,
+    /// Startup failed: the TCP connection could not be made (refused, unreachable, timed out).
+    ConnectFailed,
+    /// The server sent something this client does not understand, or a value failed to decode.
+    Protocol,
+}
+
+/// A client error: its kind, the SQLSTATE if the server sent one, and a message for logs.
+#[derive(Debug, Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    code: Option<[u8; 5]>,
+    constraint: Option<String>,
+    message: String,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            code: None,
+            constraint: None,
+            message: message.into(),
+        }
+    }
+
+    /// Builds an error from the fields of a server `ErrorResponse`.
+    pub(crate) fn from_server(code: &str, constraint: Option<String>, message: String) -> Error {
+        let mut sqlstate = [b'0'; 5];
+        if code.len() == 5 {
+            sqlstate.copy_from_slice(code.as_bytes());
+        }
+        Error {
+            kind: kind_of_sqlstate(code),
+            code: Some(sqlstate),
+            constraint,
+            message,
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The five-character SQLSTATE, when the server sent one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_ref().and_then(|c| std::str::from_utf8(c).ok())
+    }
+
+    /// The constraint named by the server, for constraint violations.
+    pub fn constraint(&self) -> Option<&str> {
+        self.constraint.as_deref()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether this error means the connection (not the statement) is at fault.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::ConnectionLost
+                | ErrorKind::Unavailable
+                | ErrorKind::ConnectFailed
+                | ErrorKind::AuthFailed
+                | ErrorKind::UnknownDatabase
+        )
+    }
+}
+
+/// Maps a SQLSTATE to the kind a caller acts on. Class 08 and the 57P0x operator interventions
+/// mean the session is gone; everything else concerns only the statement.
+pub fn kind_of_sqlstate(code: &str) -> ErrorKind {
+    match code {
+        "23505" => ErrorKind::UniqueViolation,
+        "23514" => ErrorKind::CheckViolation,
+        "22001" => ErrorKind::StringTooLong,
+        "57014" => ErrorKind::QueryCanceled,
+        "28000" | "28P01" => ErrorKind::AuthFailed,
+        "3D000" => ErrorKind::UnknownDatabase,
+        "57P01" | "57P02" | "57P03" => ErrorKind::ConnectionLost,
+        c if c.starts_with("08") => ErrorKind::ConnectionLost,
+        _ => ErrorKind::OtherDatabase,
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.code() {
+            Some(code) => write!(f, "{:?} (SQLSTATE {code}): {}", self.kind, self.message),
+            None => write!(f, "{:?}: {}", self.kind, self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_to_kinds() {
+        let table = [
+            ("23505", ErrorKind::UniqueViolation),
+            ("23514", ErrorKind::CheckViolation),
+            ("22001", ErrorKind::StringTooLong),
+            ("57014", ErrorKind::QueryCanceled),
+            ("08006", ErrorKind::ConnectionLost),
+            ("57P01", ErrorKind::ConnectionLost),
+            ("28P01", ErrorKind::AuthFailed),
+            ("3D000", ErrorKind::UnknownDatabase),
+            ("42601", ErrorKind::OtherDatabase),
+        ];
+        for (code, kind) in table {
+            assert_eq!(kind_of_sqlstate(code), kind, "SQLSTATE {code}");
+        }
+    }
+}
