@@ -16,7 +16,7 @@
 #
 # Knobs: ROUNDS (3), HTTP_SECONDS (10), HTTP_CONNECTIONS (64), HTTP_THREADS (2), PIPELINE_DEPTH (16),
 # WARMUP_SECONDS (2), BENCH_OUT (bench-results), WORKERS (passed to both servers when set),
-# HTTP_NO_BUILD=1 (use the binaries as they are).
+# HTTP_NO_BUILD=1 (use the binaries as they are), HTTP_BIN_DIR (target/release/examples).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +27,7 @@ HTTP_THREADS=${HTTP_THREADS:-2}
 PIPELINE_DEPTH=${PIPELINE_DEPTH:-16}
 WARMUP_SECONDS=${WARMUP_SECONDS:-2}
 OUT_DIR=${BENCH_OUT:-bench-results}
-BIN_DIR=target/release/examples
+BIN_DIR=${HTTP_BIN_DIR:-target/release/examples}
 
 log() { echo "bench-http: $*" >&2; }
 die() { echo "bench-http: error: $*" >&2; exit 1; }
@@ -48,7 +48,12 @@ stop_server() {
   fi
   wait "$pid" 2>/dev/null || true
 }
-trap stop_server EXIT
+LOAD_PID=""
+stop_load() {
+  [ -n "$LOAD_PID" ] && kill -TERM "$LOAD_PID" 2>/dev/null || true
+  LOAD_PID=""
+}
+trap 'stop_load; stop_server' EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -95,9 +100,11 @@ start_server() { # name port
 }
 
 run_wrk() { # port secs depth out
-  timeout $(($2 + 30)) wrk -c "$HTTP_CONNECTIONS" -t "$HTTP_THREADS" -d "${2}s" --latency \
-    -s benches/pipeline.lua "http://127.0.0.1:$1/json" -- "$3" >"$4" 2>&1 \
-    || die "wrk failed or ran past $(($2 + 30)) s (see $4)"
+  timeout --foreground $(($2 + 30)) wrk -c "$HTTP_CONNECTIONS" -t "$HTTP_THREADS" -d "${2}s" --latency \
+    -s benches/pipeline.lua "http://127.0.0.1:$1/json" -- "$3" >"$4" 2>&1 &
+  LOAD_PID=$!
+  wait "$LOAD_PID" || die "wrk failed or ran past $(($2 + 30)) s (see $4)"
+  LOAD_PID=""
 }
 
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
@@ -105,7 +112,7 @@ cat >"$OUT_DIR/http-meta.json" <<EOF
 {"machine": "${CPU:-unknown CPU}, $(nproc) CPUs, Linux $(uname -r); server and wrk on the same machine",
  "rounds": $ROUNDS, "seconds": $HTTP_SECONDS, "connections": $HTTP_CONNECTIONS,
  "threads": $HTTP_THREADS, "pipeline_depth": $PIPELINE_DEPTH, "workers": "${WORKERS:-default}",
- "tool": "$(wrk -v 2>&1 | head -1 | sed 's/"//g')"}
+ "tool": "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"}
 EOF
 
 SERVERS=(hello_core hello_minihttp)

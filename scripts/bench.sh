@@ -22,7 +22,7 @@
 #   BENCH_SECONDS (30)  WARMUP_SECONDS (5)  ROUNDS (3)  BENCH_ROWS (10000000)
 #   BENCH_CONNECTIONS (50)  SYSTEMS (ours,ours-1,axum,fastapi)  LATENCY_LOAD (0.7)
 #   BENCH_TOOL (oha; wrk is the fallback when oha cannot be installed: no fixed-rate run then,
-#     latency comes from the closed-loop run)   BENCH_THREADS (wrk threads, 2)
+#     latency comes from the closed-loop run)   BENCH_THREADS (wrk threads: 1 up to 4 CPUs, else nproc/4)
 #   BENCH_OUT (bench-results)  BENCH_CHART (docs/benchmark.png)
 #   OURS_BIN (target/release/records-service)  BENCH_BUILD_JOBS (2)
 #   POSTGRES_DB_* (default: the project's own PostgreSQL, scripts/localpg.sh)
@@ -44,7 +44,7 @@ BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-50}
 SYSTEMS=${SYSTEMS:-ours,ours-1,axum,fastapi}
 LATENCY_LOAD=${LATENCY_LOAD:-0.7}
 BENCH_TOOL=${BENCH_TOOL:-oha}
-BENCH_THREADS=${BENCH_THREADS:-2}
+BENCH_THREADS=${BENCH_THREADS:-$(( $(nproc) <= 4 ? 1 : $(nproc) / 4 ))}
 OUT_DIR=${BENCH_OUT:-bench-results}
 CHART=${BENCH_CHART:-docs/benchmark.png}
 OURS_BIN=${OURS_BIN:-target/release/records-service}
@@ -85,7 +85,12 @@ stop_server() {
   fi
   wait "$pid" 2>/dev/null || true
 }
-trap stop_server EXIT
+LOAD_PID=""
+stop_load() {
+  [ -n "$LOAD_PID" ] && kill -TERM "$LOAD_PID" 2>/dev/null || true
+  LOAD_PID=""
+}
+trap 'stop_load; stop_server' EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # --- tools ---------------------------------------------------------------------------------------
@@ -122,7 +127,7 @@ if [ "$BENCH_TOOL" = oha ]; then
     || die "oha $(oha --version) is too old (needs --rand-regex-url, --output-format, --dump-urls): cargo install oha --locked --force"
   TOOL_VERSION=$(oha --version | head -1)
 else
-  TOOL_VERSION=$(wrk -v 2>&1 | head -1 || true)
+  TOOL_VERSION=$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}' || true)
 fi
 command -v curl >/dev/null 2>&1 || die "curl is needed"
 
@@ -195,7 +200,7 @@ mkdir -p "$OUT_DIR/raw" "$OUT_DIR/logs"
 ID_CHECK=null
 if [ "$BENCH_TOOL" = oha ]; then
   ID_REGEX=$("$PY" benches/report.py id-regex "$BENCH_ROWS")
-  timeout 120 oha --dump-urls 200000 --rand-regex-url "http://127.0.0.1:1/user/$ID_REGEX" >"$OUT_DIR/raw/id-sample.txt"
+  timeout --foreground 120 oha --dump-urls 200000 --rand-regex-url "http://127.0.0.1:1/user/$ID_REGEX" >"$OUT_DIR/raw/id-sample.txt"
   ID_CHECK=$("$PY" benches/report.py check-ids "$OUT_DIR/raw/id-sample.txt" "$BENCH_ROWS") \
     || die "generated ids are not uniform: $ID_CHECK"
   rm -f "$OUT_DIR/raw/id-sample.txt"
@@ -271,14 +276,17 @@ load() { # port seconds rate(0 = closed loop) outfile
   if [ "$BENCH_TOOL" = oha ]; then
     local extra=()
     [ "$rate" -gt 0 ] && extra=(-q "$rate" --latency-correction)
-    timeout "$limit" oha --no-tui --output-format json -w -z "${secs}s" -c "$BENCH_CONNECTIONS" "${extra[@]}" \
-      --rand-regex-url "http://127.0.0.1:$port/user/$ID_REGEX" >"$out" 2>"$out.err" \
-      || die "oha failed or ran past ${limit}s (see $out.err)"
+    timeout --foreground "$limit" oha --no-tui --output-format json -w -z "${secs}s" -c "$BENCH_CONNECTIONS" \
+      "${extra[@]}" --rand-regex-url "http://127.0.0.1:$port/user/$ID_REGEX" >"$out" 2>"$out.err" &
+    LOAD_PID=$!
+    wait "$LOAD_PID" || die "oha failed or ran past ${limit}s (see $out.err)"
   else
-    timeout "$limit" wrk -c "$BENCH_CONNECTIONS" -t "$BENCH_THREADS" -d "${secs}s" --latency \
-      -s benches/random_user.lua "http://127.0.0.1:$port" -- "$BENCH_ROWS" >"$out" 2>"$out.err" \
-      || die "wrk failed or ran past ${limit}s (see $out.err)"
+    timeout --foreground "$limit" wrk -c "$BENCH_CONNECTIONS" -t "$BENCH_THREADS" -d "${secs}s" --latency \
+      -s benches/random_user.lua "http://127.0.0.1:$port" -- "$BENCH_ROWS" >"$out" 2>"$out.err" &
+    LOAD_PID=$!
+    wait "$LOAD_PID" || die "wrk failed or ran past ${limit}s (see $out.err)"
   fi
+  LOAD_PID=""
 }
 
 bench_one() { # system round

@@ -163,7 +163,7 @@ fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
     let mut cfg = config::from_env().config().map_err(config_error)?;
     may::config()
         .set_workers(cfg.workers)
-        .set_stack_size(cfg.stack_size / std::mem::size_of::<usize>());
+        .set_stack_size(cfg.stack_size / std::mem::size_of::<usize>() + usize::from(std::env::var_os("STACK_DEBUG").is_some()));
 
     let fd_limit = signals::raise_fd_limit();
     // Leave room for the PostgreSQL connections, the listener and stdio.

@@ -73,6 +73,8 @@ pub(crate) fn run<S: Service>(
     loop {
         let mut answered = 0;
         let mut close = false;
+        // Whether what is buffered ends in an incomplete request, so reading is the only way on.
+        let mut need_more = false;
         while !input.is_empty()
             && answered < limits.max_pipelined
             && bufs.out.len() < limits.max_output_bytes
@@ -82,6 +84,7 @@ pub(crate) fn run<S: Service>(
                     write_error(&mut bufs.out, &mut bufs.body, 431, "Request header too large");
                     close = true;
                 }
+                need_more = true;
                 break;
             }
             match step(&input, service, shared, &mut bufs, conn_id) {
@@ -109,6 +112,7 @@ pub(crate) fn run<S: Service>(
                     if !in_body {
                         scanned = input.len();
                     }
+                    need_more = true;
                     break;
                 }
                 Step::Refused { status, detail } => {
@@ -133,8 +137,10 @@ pub(crate) fn run<S: Service>(
             let _ = stream.flush();
             return;
         }
-        if answered == limits.max_pipelined && !input.is_empty() {
-            // A full batch: what is left may already hold complete requests.
+        if !need_more && !input.is_empty() {
+            // The batch ended on its request or output limit: what is left may already hold
+            // complete requests. Answer those before reading more, or a client waiting for
+            // them stalls, and the input buffer grows with whatever else it sends.
             continue;
         }
 
@@ -325,7 +331,6 @@ fn step<S: Service>(
                         body,
                         conn_id,
                     };
-                    let close = !info.keep_alive || shared.draining();
                     let mut res = Response::new(&mut bufs.body);
                     let outcome =
                         catch_unwind(AssertUnwindSafe(|| service.call(&request, &mut res)));
@@ -334,7 +339,13 @@ fn step<S: Service>(
                         res.error(500, "Internal Server Error");
                         res.close = true;
                     }
-                    let close = close || res.close;
+                    // Draining is read after the handler, so a request that was in the handler
+                    // when shutdown began is answered with `Connection: close`.
+                    let close = !info.keep_alive || res.close || shared.draining();
+                    if !info.http11 && !close {
+                        // HTTP/1.0 closes by default: say that this connection stays open.
+                        res.header("Connection", "keep-alive");
+                    }
                     write_response(&mut bufs.out, &res, method == "HEAD", close);
                     Step::Answered { consumed, close }
                 }

@@ -88,7 +88,9 @@ fn check_fields(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo,
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // Each coding applies in order; only a final `chunked` is framing we can honour.
+            let mut codings = 0;
             for coding in split_list(h.value) {
+                codings += 1;
                 if transfer_encoding && chunked_last {
                     // `chunked` must be the last coding and appear once.
                     return Err(HeadError::Bad("chunked must be the final transfer coding"));
@@ -99,7 +101,9 @@ fn check_fields(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo,
                     return Err(HeadError::NotImplemented);
                 }
             }
-            if h.value.iter().all(|b| *b == b' ' || *b == b'\t') {
+            // An empty value, or a list of nothing but commas: the field is there, but no
+            // coding says how the body is framed.
+            if codings == 0 {
                 return Err(HeadError::Bad("Empty Transfer-Encoding"));
             }
         } else if name.eq_ignore_ascii_case("host") {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use may::net::{TcpListener, TcpStream};
 
+use super::response::{write_response, Response};
 use super::{conn, HttpConfig, Service};
 
 /// State shared by the accept loop, every connection and the handle.
@@ -208,15 +209,19 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 }
 
 /// Answers 503 without waiting (a non-blocking send that may write nothing) and closes: a
-/// refused connection costs no coroutine and no buffer.
+/// refused connection costs no coroutine, only a short-lived buffer for the answer.
 fn refuse_busy(stream: &TcpStream) {
-    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: records-service\r\nContent-Type: application/json\r\nContent-Length: 38\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{\"detail\":\"Too many open connections\"}";
+    let mut body = Vec::with_capacity(64);
+    let mut out = Vec::with_capacity(256);
+    let mut res = Response::new(&mut body);
+    res.error(503, "Too many open connections").header("Retry-After", "1");
+    write_response(&mut out, &res, false, true);
     // SAFETY: a send on a descriptor we own, from a valid buffer.
     unsafe {
         libc::send(
             stream.as_raw_fd(),
-            BUSY.as_ptr().cast(),
-            BUSY.len(),
+            out.as_ptr().cast(),
+            out.len(),
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         );
     }

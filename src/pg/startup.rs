@@ -107,6 +107,10 @@ pub(crate) fn establish(
             return Err(e);
         }
     }
+    // The startup deadline must not outlive startup: the pipeline's reader waits on an idle
+    // connection indefinitely, and callers bound their own waits.
+    conn.stream.set_read_timeout(None).map_err(lost)?;
+    conn.stream.set_write_timeout(None).map_err(lost)?;
     Ok(Established {
         stream: conn.stream,
         read_buf: conn.buf,

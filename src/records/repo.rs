@@ -34,12 +34,13 @@ pub const DELETE: Statement = Statement {
 };
 pub const PAGE_OFFSET: Statement = Statement {
     name: "page_offset",
-    sql: "SELECT email::text, text::text FROM records ORDER BY email \
+    sql: "SELECT email::text, text::text FROM records ORDER BY records.email \
           LIMIT $1::int8 OFFSET $2::int8",
 };
 pub const PAGE_AFTER: Statement = Statement {
     name: "page_after",
-    sql: "SELECT email::text, text::text FROM records WHERE email > $1::citext ORDER BY email \
+    sql: "SELECT email::text, text::text FROM records WHERE records.email > $1::citext \
+          ORDER BY records.email \
           LIMIT $2::int8",
 };
 pub const PING: Statement = Statement {

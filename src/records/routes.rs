@@ -181,7 +181,16 @@ impl RecordsService {
 
     fn upsert(&self, req: &Request<'_>, lane: u64, res: &mut Response<'_>) -> Outcome {
         // The original validated the body before the handler ran; keep that order.
-        let payload: TextPayload<'_> = sonic_rs::from_slice(req.body())
+        let body = req.body();
+        // Only a JSON object will do (serde would also take `["text"]` as the struct), and its
+        // nesting is checked without recursion before a recursive parser sees it: hostile depth
+        // must not overflow a coroutine's small stack.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
+            || !nesting_within(body, MAX_JSON_DEPTH)
+        {
+            return Err(Failure::BadRequest(INVALID_PAYLOAD.into()));
+        }
+        let payload: TextPayload<'_> = sonic_rs::from_slice(body)
             .map_err(|_| Failure::BadRequest(INVALID_PAYLOAD.into()))?;
         let raw = required_email(req)?;
         let email = EmailAddress::parse(&raw).map_err(|_| {
@@ -336,6 +345,40 @@ pub fn parse_id(raw: &str) -> Option<PathId> {
     Some(PathId { value, canonical })
 }
 
+/// Deepest JSON nesting accepted in a request body; the payload needs 1.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Whether the arrays and objects in `json` nest at most `max` deep (strings skipped, escapes
+/// honoured). A linear scan with no recursion; malformed JSON is left to the parser.
+pub fn nesting_within(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 fn parse_i64(s: &str) -> Option<i64> {
     let s = s.trim();
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
@@ -387,6 +430,15 @@ mod tests {
         out.clear();
         sonic_rs::to_writer(&mut out, &[("a@b.com", Some("hi")), ("c@d.com", None)]).unwrap();
         assert_eq!(out, br#"[["a@b.com","hi"],["c@d.com",null]]"#);
+    }
+
+    #[test]
+    fn nesting_depth() {
+        assert!(nesting_within(br#"{"a":[[1]]}"#, 3));
+        assert!(!nesting_within(br#"{"a":[[1]]}"#, 2));
+        assert!(nesting_within(br#"{"a":"[[[[[[\"[[["}"#, 1), "brackets in strings do not count");
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(!nesting_within(deep.as_bytes(), MAX_JSON_DEPTH));
     }
 
     #[test]

@@ -1,0 +1,140 @@
+//! The command line: configuration errors, `migrate` and `seed`, as a user runs them.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::app::{command, env_for};
+use crate::support::pg::{server, TestDb};
+
+fn run(env: &[(String, String)], args: &[&str]) -> (i32, String) {
+    let out = command(env)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run records-service");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[test]
+fn help_explains_each_command() {
+    let (code, text) = run(&[], &["--help"]);
+    assert_eq!(code, 0);
+    for word in ["serve", "migrate", "seed --rows N"] {
+        assert!(text.contains(word), "{word} missing from help:\n{text}");
+    }
+    let (code, text) = run(&[], &["frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("unknown command \"frobnicate\""), "{text}");
+    let (code, text) = run(&[], &["seed", "--rows", "-5"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("--rows must be a whole number"), "{text}");
+}
+
+#[test]
+fn bad_configuration_stops_the_process_naming_the_variable() {
+    let base = env_for(server(), "records");
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        ("POSTGRES_DB_HOST", None, "POSTGRES_DB_HOST: is not set"),
+        ("POSTGRES_DB_NAME", None, "POSTGRES_DB_NAME: is not set"),
+        ("POSTGRES_DB_PORT", Some("fivefourthreetwo"), "POSTGRES_DB_PORT: \"fivefourthreetwo\" is not a whole number"),
+        ("SERVER_PORT", Some("99999"), "SERVER_PORT"),
+        ("WORKERS", Some("0"), "WORKERS: 0 is out of range"),
+        ("HTTP_HEADER_TIMEOUT_MS", Some("ten"), "HTTP_HEADER_TIMEOUT_MS"),
+    ];
+    for (var, value, message) in cases {
+        let mut env = base.clone();
+        env.retain(|(k, _)| k != var);
+        if let Some(v) = value {
+            env.push((var.to_string(), v.to_string()));
+        }
+        let (code, text) = run(&env, &["serve"]);
+        assert_eq!(code, 1, "{var}={value:?}: {text}");
+        assert!(text.contains(message), "{var}={value:?}: {text}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
+}
+
+#[test]
+fn database_errors_at_start_are_explained() {
+    let s = server();
+    let db = TestDb::new();
+    let mut wrong_password = env_for(s, &db.name);
+    wrong_password.retain(|(k, _)| k != "POSTGRES_DB_USER" && k != "POSTGRES_DB_PASSWORD");
+    wrong_password.push(("POSTGRES_DB_USER".into(), "scram_user".into()));
+    wrong_password.push(("POSTGRES_DB_PASSWORD".into(), "wrong".into()));
+    let (code, text) = run(&wrong_password, &["serve"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("refused the credentials"), "{text}");
+
+    let mut unknown_db = env_for(s, "no_such_database");
+    unknown_db.retain(|_| true);
+    let (code, text) = run(&unknown_db, &["migrate"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("has no database \"no_such_database\""), "{text}");
+
+    // Nothing listens on port 1: refused at once.
+    let mut unreachable = env_for(s, &db.name);
+    unreachable.retain(|(k, _)| k != "POSTGRES_DB_PORT");
+    unreachable.push(("POSTGRES_DB_PORT".into(), "1".into()));
+    let started = std::time::Instant::now();
+    let (code, text) = run(&unreachable, &["migrate"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("cannot reach PostgreSQL at"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10), "a clear failure, not a hang");
+}
+
+#[test]
+fn migrate_is_idempotent_and_safe_concurrently() {
+    let s = server();
+    let name = format!("records_bare_{}", std::process::id());
+    s.execute(&format!("DROP DATABASE IF EXISTS {name}"));
+    s.execute(&format!("CREATE DATABASE {name}"));
+    let env = env_for(s, &name);
+    // Two processes at once: both succeed, the migration is applied exactly once.
+    let a = command(&env).arg("migrate").stderr(Stdio::piped()).spawn().unwrap();
+    let b = command(&env).arg("migrate").stderr(Stdio::piped()).spawn().unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let (code, text) = run(&env, &["migrate"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("up to date"), "{text}");
+    let c = records_service::pg::connect_once(&s.params(&name)).unwrap();
+    let r = c
+        .simple_query("SELECT count(*) FROM schema_migrations", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(r.rows[0].text(0).unwrap(), Some("1"));
+    c.close();
+    s.execute(&format!("DROP DATABASE {name} WITH (FORCE)"));
+}
+
+#[test]
+fn seed_tops_the_table_up_to_contiguous_ids() {
+    let db = TestDb::new();
+    let env = env_for(&db.server, &db.name);
+    let (code, text) = run(&env, &["seed", "--rows", "1000"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("1000/1000 rows"), "progress on stderr: {text}");
+    let (code, _) = run(&env, &["seed", "--rows", "1500"]);
+    assert_eq!(code, 0);
+    let (code, text) = run(&env, &["seed", "--rows", "1500"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("nothing to do"), "{text}");
+    assert_eq!(
+        db.scalar("SELECT count(*) || ' ' || min(id) || ' ' || max(id) || ' ' || count(DISTINCT email) FROM records").as_deref(),
+        Some("1500 1 1500 1500")
+    );
+    // Every generated email passes the service's own validation; texts fit the column.
+    let reply = db.execute("SELECT email::text, coalesce(text, '') FROM records");
+    for row in &reply.rows {
+        let email = row.text(0).unwrap().unwrap();
+        assert!(records_service::records::EmailAddress::parse(email).is_ok(), "{email}");
+        assert!(row.text(1).unwrap().unwrap().chars().count() <= 100);
+    }
+    // New records continue after the seeded ids.
+    db.execute("INSERT INTO records (email, text) VALUES ('after@seed.com', 'x')");
+    assert_eq!(db.scalar("SELECT id FROM records WHERE email = 'after@seed.com'").as_deref(), Some("1501"));
+}

@@ -1,0 +1,9 @@
+//! API tests: the real binary on a real socket against a real PostgreSQL, every row of API.md.
+//! One test binary (modules below) so the suite links once; each test has its own database.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod resilience;
+mod routes;

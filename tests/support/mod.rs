@@ -1,0 +1,13 @@
+//! Shared test support: a real PostgreSQL, the real service binary, a raw HTTP client.
+pub mod app;
+pub mod http;
+pub mod pg;
+
+/// Configures the may runtime for in-process clients, once per test binary.
+#[allow(dead_code)]
+pub fn init_runtime() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        may::config().set_workers(2).set_stack_size(64 * 1024 / 8);
+    });
+}

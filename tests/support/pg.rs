@@ -1,0 +1,481 @@
+//! A real PostgreSQL for the tests.
+//!
+//! By default a throwaway cluster: `initdb` in a temporary directory, `postgres` on a free port,
+//! run as the unprivileged `postgres` user when the tests run as root (PostgreSQL refuses root),
+//! stopped and removed when the test process exits (an `atexit` hook, plus PR_SET_PDEATHSIG so a
+//! killed test run does not leave it behind; directories of dead runs are swept at start).
+//! If `DATABASE_URL` or `POSTGRES_DB_HOST` is set, that server is used instead; it must allow
+//! the configured user to create databases.
+//!
+//! Each test gets its own database, cloned from a migrated template, so tests run in parallel
+//! without seeing each other's rows.
+
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use records_service::pg::{self, Client, ConnectParams};
+use records_service::records::migrate;
+
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a server is and who may log in as its administrator.
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// The database to connect to for administration.
+    pub admin_db: String,
+}
+
+impl Server {
+    pub fn params(&self, dbname: &str) -> ConnectParams {
+        let mut p = ConnectParams::new(
+            &self.host,
+            self.port,
+            &self.user,
+            Some(&self.password),
+            dbname,
+        );
+        p.statement_timeout = Duration::ZERO;
+        // Not the service's name: tests select the service's sessions by it.
+        p.application_name = "records-tests".into();
+        p
+    }
+
+    pub fn admin(&self) -> Client {
+        pg::connect_once(&self.params(&self.admin_db)).expect("connect to the test server")
+    }
+
+    pub fn execute(&self, sql: &str) -> pg::Reply {
+        let c = self.admin();
+        let r = c.simple_query(sql, ADMIN_TIMEOUT);
+        c.close();
+        r.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+/// A cluster this process made. Stopped and deleted on drop (private ones) or at exit (shared).
+pub struct Cluster {
+    pub server: Server,
+    dir: PathBuf,
+    bindir: PathBuf,
+    child: Mutex<Option<Child>>,
+}
+
+static SHARED: OnceLock<Server> = OnceLock::new();
+static TEMPLATE: OnceLock<String> = OnceLock::new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Postmaster pids and directories to clean up at exit.
+static AT_EXIT: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
+
+/// The server the tests share: an external one if configured, else a throwaway cluster.
+pub fn server() -> &'static Server {
+    super::init_runtime();
+    SHARED.get_or_init(|| {
+        if let Some(s) = external() {
+            return s;
+        }
+        let cluster = Cluster::start();
+        let server = cluster.server.clone();
+        // Lives until the process exits; the atexit hook stops it.
+        std::mem::forget(cluster);
+        server
+    })
+}
+
+fn external() -> Option<Server> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return Some(parse_url(&url));
+    }
+    let host = std::env::var("POSTGRES_DB_HOST").ok()?;
+    Some(Server {
+        host,
+        port: std::env::var("POSTGRES_DB_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(5432),
+        user: std::env::var("POSTGRES_DB_USER").unwrap_or_else(|_| "postgres".into()),
+        password: std::env::var("POSTGRES_DB_PASSWORD").unwrap_or_default(),
+        admin_db: std::env::var("POSTGRES_DB_NAME").unwrap_or_else(|_| "postgres".into()),
+    })
+}
+
+/// `postgres://user:password@host:port/db` (password and port optional).
+fn parse_url(url: &str) -> Server {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .expect("DATABASE_URL must start with postgres://");
+    let (auth, rest) = rest.rsplit_once('@').unwrap_or(("postgres", rest));
+    let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+    let (hostport, db) = rest.split_once('/').unwrap_or((rest, "postgres"));
+    let db = db.split('?').next().unwrap_or("postgres");
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5432"));
+    Server {
+        host: host.to_string(),
+        port: port.parse().expect("port in DATABASE_URL"),
+        user: user.to_string(),
+        password: password.to_string(),
+        admin_db: if db.is_empty() { "postgres".into() } else { db.to_string() },
+    }
+}
+
+/// A fresh, migrated, empty database on the shared server, dropped when this is dropped.
+pub struct TestDb {
+    pub server: Server,
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let server = server().clone();
+        let template = TEMPLATE.get_or_init(|| {
+            let name = format!("records_template_{}", std::process::id());
+            server.execute(&format!("DROP DATABASE IF EXISTS {name}"));
+            server.execute(&format!("CREATE DATABASE {name}"));
+            let c = pg::connect_once(&server.params(&name)).expect("connect to the template");
+            migrate::migrate(&c).expect("migrate the template");
+            c.close();
+            name
+        });
+        let name = format!(
+            "records_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        // CREATE DATABASE ... TEMPLATE fails while another session uses the template; the
+        // template's own session is closed above, but retry briefly in case of overlap.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = server.admin();
+            let r = c.simple_query(&format!("CREATE DATABASE {name} TEMPLATE {template}"), ADMIN_TIMEOUT);
+            c.close();
+            match r {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline && e.code() == Some("55006") => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("create test database: {e}"),
+            }
+        }
+        TestDb { server, name }
+    }
+
+    pub fn params(&self) -> ConnectParams {
+        self.server.params(&self.name)
+    }
+
+    pub fn client(&self) -> Client {
+        pg::connect_once(&self.params()).expect("connect to the test database")
+    }
+
+    /// Runs SQL in this database and returns the reply.
+    pub fn execute(&self, sql: &str) -> pg::Reply {
+        let c = self.client();
+        let r = c.simple_query(sql, ADMIN_TIMEOUT);
+        c.close();
+        r.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The first column of the first row, as text.
+    pub fn scalar(&self, sql: &str) -> Option<String> {
+        let reply = self.execute(sql);
+        let row = reply.rows.first()?;
+        row.text(0).unwrap().map(str::to_string)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(c) = pg::connect_once(&self.server.params(&self.server.admin_db)) {
+            let _ = c.simple_query(
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+                ADMIN_TIMEOUT,
+            );
+            c.close();
+        }
+    }
+}
+
+fn bindir() -> PathBuf {
+    if let Ok(d) = std::env::var("PG_BINDIR") {
+        return PathBuf::from(d);
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    candidates.sort();
+    candidates
+        .into_iter()
+        .rev()
+        .find(|p| p.join("initdb").exists())
+        .expect("no PostgreSQL server binaries under /usr/lib/postgresql (run .ci/run or apt-get install postgresql)")
+}
+
+/// uid and gid to run PostgreSQL as: ourselves, or `postgres` (else `nobody`) when root.
+fn run_as() -> Option<(u32, u32)> {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        return None;
+    }
+    for name in ["postgres", "nobody"] {
+        let cname = std::ffi::CString::new(name).unwrap();
+        // SAFETY: getpwnam with a valid C string; the result is read at once.
+        let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
+        if !pw.is_null() {
+            // SAFETY: non-null passwd entry from getpwnam.
+            let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+            return Some((uid, gid));
+        }
+    }
+    panic!("running as root and there is no postgres or nobody user to run PostgreSQL as");
+}
+
+fn command(path: &Path) -> Command {
+    let mut c = Command::new(path);
+    if let Some((uid, gid)) = run_as() {
+        c.uid(uid).gid(gid);
+    }
+    c.env_remove("PGDATA").env("LC_ALL", "C.UTF-8");
+    c
+}
+
+fn chown(path: &Path) {
+    if let Some((uid, gid)) = run_as() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown test directory");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Users made in every throwaway cluster, one per authentication method (pg_hba.conf below).
+pub const AUTH_USERS: &[(&str, &str, &str)] = &[
+    ("trust_user", "", "trust"),
+    ("clear_user", "clear-secret", "password"),
+    ("md5_user", "md5-secret", "md5"),
+    ("scram_user", "scram-secret", "scram-sha-256"),
+];
+
+impl Cluster {
+    /// A new cluster that this test owns (for tests that stop and start the server).
+    pub fn start() -> Cluster {
+        sweep_stale_dirs();
+        let bindir = bindir();
+        let dir = std::env::temp_dir().join(format!(
+            "records-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        chown(&dir);
+        chown(&dir.join("data"));
+        let out = command(&bindir.join("initdb"))
+            .args(["-D"])
+            .arg(dir.join("data"))
+            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"])
+            .stdout(Stdio::null())
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hba: String = ["local all all trust", "host all postgres 127.0.0.1/32 trust"]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .chain(
+                AUTH_USERS
+                    .iter()
+                    .map(|(user, _, method)| format!("host all {user} 127.0.0.1/32 {method}\n")),
+            )
+            .chain(std::iter::once("host all all 127.0.0.1/32 scram-sha-256\n".to_string()))
+            .collect();
+        std::fs::write(dir.join("data/pg_hba.conf"), hba).unwrap();
+        let cluster = Cluster {
+            server: Server {
+                host: "127.0.0.1".into(),
+                port: 0,
+                user: "postgres".into(),
+                password: String::new(),
+                admin_db: "postgres".into(),
+            },
+            dir,
+            bindir,
+            child: Mutex::new(None),
+        };
+        let mut cluster = cluster;
+        cluster.server.port = free_port();
+        cluster.start_server();
+        for (user, password, method) in AUTH_USERS {
+            let encryption = if *method == "md5" { "md5" } else { "scram-sha-256" };
+            cluster.server.execute(&format!(
+                "SET password_encryption = '{encryption}'; \
+                 CREATE ROLE {user} LOGIN PASSWORD '{password}'"
+            ));
+        }
+        cluster
+    }
+
+    /// Starts (or restarts) the postmaster on the cluster's port and waits until it answers.
+    pub fn start_server(&self) {
+        let mut child = self.child.lock().unwrap();
+        assert!(child.is_none(), "already running");
+        let dir = self.dir.clone();
+        let mut cmd = command(&self.bindir.join("postgres"));
+        cmd.arg("-D")
+            .arg(dir.join("data"))
+            .args(["-p", &self.server.port.to_string()])
+            .arg("-k")
+            .arg(&dir)
+            .args([
+                "-c", "listen_addresses=127.0.0.1",
+                "-c", "fsync=off",
+                "-c", "synchronous_commit=off",
+                "-c", "full_page_writes=off",
+                "-c", "max_connections=300",
+                "-c", "log_min_messages=fatal",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("postgres.log")).unwrap());
+        // SAFETY: prctl in the forked child before exec; async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the test process dies without its exit hook, so does the postmaster.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+                Ok(())
+            });
+        }
+        // PR_SET_PDEATHSIG fires when the *thread* that forked exits: fork from a thread
+        // that lives as long as the process.
+        let spawned = spawn_from_long_lived_thread(cmd);
+        AT_EXIT.lock().unwrap().push((spawned.id(), self.dir.clone()));
+        register_exit_hook();
+        *child = Some(spawned);
+        drop(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut p = self.server.params("postgres");
+            p.connect_timeout = Duration::from_secs(2);
+            match pg::connect_once(&p) {
+                Ok(c) => {
+                    c.close();
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!(
+                    "PostgreSQL did not start: {e}\n{}",
+                    std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+                ),
+            }
+        }
+    }
+
+    /// Stops the postmaster (fast shutdown: sessions are terminated) and waits for it to exit.
+    pub fn stop_server(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGINT);
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_server();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn_from_long_lived_thread(mut cmd: Command) -> Child {
+    use std::sync::mpsc;
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<(Command, mpsc::Sender<Child>)>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<Child>)>();
+        std::thread::Builder::new()
+            .name("pg-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let child = cmd.spawn().expect("spawn postgres");
+                    let _ = reply.send(child);
+                }
+                // The channel never closes (the sender is static): this thread lives on.
+            })
+            .unwrap();
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+    let _ = &mut cmd;
+    spawner.lock().unwrap().send((cmd, reply_tx)).unwrap();
+    reply_rx.recv().expect("spawner thread answers")
+}
+
+fn register_exit_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn at_exit() {
+        let entries = match AT_EXIT.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(_) => return,
+        };
+        for (pid, dir) in entries {
+            // SAFETY: signalling and reaping a postmaster this process started.
+            unsafe {
+                if libc::kill(pid as i32, libc::SIGQUIT) == 0 {
+                    let mut status = 0;
+                    libc::waitpid(pid as i32, &mut status, 0);
+                }
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registering a plain extern "C" function.
+        unsafe {
+            libc::atexit(at_exit);
+        }
+    });
+}
+
+/// Removes `records-test-PID-*` directories whose process is gone (a run that was killed).
+fn sweep_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("records-test-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
