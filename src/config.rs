@@ -19,7 +19,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "configuration error: {}: {}", self.variable, self.problem)
+        write!(
+            f,
+            "configuration error: {}: {}",
+            self.variable, self.problem
+        )
     }
 }
 
@@ -76,27 +80,103 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
     ("POSTGRES_DB_PORT", Some("5432"), "PostgreSQL port"),
     ("POSTGRES_DB_NAME", None, "database name"),
     ("POSTGRES_DB_USER", None, "user name"),
-    ("POSTGRES_DB_PASSWORD", None, "password (may be empty for trust authentication)"),
+    (
+        "POSTGRES_DB_PASSWORD",
+        None,
+        "password (may be empty for trust authentication)",
+    ),
     ("SERVER_HOST", Some("127.0.0.1"), "address to listen on"),
     ("SERVER_PORT", Some("8000"), "port to listen on"),
-    ("WORKERS", Some("number of cores"), "worker threads, and pipelined PostgreSQL connections"),
-    ("PG_LISTING_CONNECTIONS", Some("2"), "extra connections for listings (slow queries)"),
-    ("PG_CONNECT_TIMEOUT_MS", Some("5000"), "TCP connect plus startup and authentication"),
-    ("PG_STATEMENT_TIMEOUT_MS", Some("5000"), "server-side statement_timeout"),
-    ("PG_QUERY_TIMEOUT_MS", Some("6000"), "client-side deadline on every query"),
-    ("PG_MAX_IN_FLIGHT", Some("1024"), "queries in flight per connection before callers wait"),
-    ("HTTP_MAX_HEAD_BYTES", Some("65536"), "request line plus headers (431 beyond)"),
-    ("HTTP_MAX_HEADERS", Some("100"), "header fields per request (431 beyond)"),
-    ("HTTP_MAX_BODY_BYTES", Some("1048576"), "request body (413 beyond)"),
-    ("HTTP_MAX_CONNECTIONS", Some("10000"), "open connections (503 beyond)"),
-    ("HTTP_MAX_PIPELINED", Some("64"), "pipelined requests answered per batch"),
-    ("HTTP_MAX_OUTPUT_BYTES", Some("262144"), "unsent output before reading stops"),
-    ("HTTP_HEADER_TIMEOUT_MS", Some("10000"), "time to send a request head (408 after)"),
-    ("HTTP_BODY_TIMEOUT_MS", Some("30000"), "time to send a request body (408 after)"),
-    ("HTTP_IDLE_TIMEOUT_MS", Some("60000"), "idle keep-alive connection"),
-    ("HTTP_WRITE_TIMEOUT_MS", Some("30000"), "one write to a client that does not read"),
-    ("SHUTDOWN_TIMEOUT_MS", Some("10000"), "graceful shutdown deadline"),
-    ("STATIC_DIR", Some("static"), "directory served at / and /static/"),
+    (
+        "WORKERS",
+        Some("number of cores"),
+        "worker threads, and pipelined PostgreSQL connections",
+    ),
+    (
+        "PG_LISTING_CONNECTIONS",
+        Some("2"),
+        "extra connections for listings (slow queries)",
+    ),
+    (
+        "PG_CONNECT_TIMEOUT_MS",
+        Some("5000"),
+        "TCP connect plus startup and authentication",
+    ),
+    (
+        "PG_STATEMENT_TIMEOUT_MS",
+        Some("5000"),
+        "server-side statement_timeout",
+    ),
+    (
+        "PG_QUERY_TIMEOUT_MS",
+        Some("6000"),
+        "client-side deadline on every query",
+    ),
+    (
+        "PG_MAX_IN_FLIGHT",
+        Some("1024"),
+        "queries in flight per connection before callers wait",
+    ),
+    (
+        "HTTP_MAX_HEAD_BYTES",
+        Some("65536"),
+        "request line plus headers (431 beyond)",
+    ),
+    (
+        "HTTP_MAX_HEADERS",
+        Some("100"),
+        "header fields per request (431 beyond)",
+    ),
+    (
+        "HTTP_MAX_BODY_BYTES",
+        Some("1048576"),
+        "request body (413 beyond)",
+    ),
+    (
+        "HTTP_MAX_CONNECTIONS",
+        Some("10000"),
+        "open connections (503 beyond)",
+    ),
+    (
+        "HTTP_MAX_PIPELINED",
+        Some("64"),
+        "pipelined requests answered per batch",
+    ),
+    (
+        "HTTP_MAX_OUTPUT_BYTES",
+        Some("262144"),
+        "unsent output before reading stops",
+    ),
+    (
+        "HTTP_HEADER_TIMEOUT_MS",
+        Some("10000"),
+        "time to send a request head (408 after)",
+    ),
+    (
+        "HTTP_BODY_TIMEOUT_MS",
+        Some("30000"),
+        "time to send a request body (408 after)",
+    ),
+    (
+        "HTTP_IDLE_TIMEOUT_MS",
+        Some("60000"),
+        "idle keep-alive connection",
+    ),
+    (
+        "HTTP_WRITE_TIMEOUT_MS",
+        Some("30000"),
+        "one write to a client that does not read",
+    ),
+    (
+        "SHUTDOWN_TIMEOUT_MS",
+        Some("10000"),
+        "graceful shutdown deadline",
+    ),
+    (
+        "STATIC_DIR",
+        Some("static"),
+        "directory served at / and /static/",
+    ),
     ("STACK_SIZE_KIB", Some("64"), "coroutine stack size"),
 ];
 
@@ -155,12 +235,7 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         Ok(value)
     }
 
-    fn millis(
-        &self,
-        name: &'static str,
-        default: u64,
-        min: u64,
-    ) -> Result<Duration, ConfigError> {
+    fn millis(&self, name: &'static str, default: u64, min: u64) -> Result<Duration, ConfigError> {
         self.number(name, default, min, 24 * 3600 * 1000)
             .map(Duration::from_millis)
     }
@@ -205,10 +280,7 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         };
         let host = self.string_or("SERVER_HOST", "127.0.0.1");
         if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
-            return Err(err(
-                "SERVER_HOST",
-                format!("{host:?} is not an IP address"),
-            ));
+            return Err(err("SERVER_HOST", format!("{host:?} is not an IP address")));
         }
         Ok(Config {
             database: self.database()?,
@@ -288,7 +360,12 @@ mod tests {
 
     #[test]
     fn missing_required_variables_are_named() {
-        for var in ["POSTGRES_DB_HOST", "POSTGRES_DB_NAME", "POSTGRES_DB_USER", "POSTGRES_DB_PASSWORD"] {
+        for var in [
+            "POSTGRES_DB_HOST",
+            "POSTGRES_DB_NAME",
+            "POSTGRES_DB_USER",
+            "POSTGRES_DB_PASSWORD",
+        ] {
             let pairs: Vec<_> = BASE.iter().copied().filter(|(k, _)| *k != var).collect();
             let e = source(&pairs).config().unwrap_err();
             assert_eq!((e.variable, e.problem.as_str()), (var, "is not set"));

@@ -22,8 +22,10 @@ COMMANDS:
                      gracefully on SIGTERM or SIGINT.
     migrate          Apply the database migrations that are missing (safe to run twice,
                      and from two processes at once).
-    seed --rows N    Apply migrations, then top the records table up to ids 1..N with
-                     generated records (progress on stderr).
+    seed --rows N [--if-empty]
+                     Apply migrations, then top the records table up to ids 1..N with
+                     generated records (progress on stderr). With --if-empty, only
+                     when the table holds no record at all.
     help             Show this text. `records-service COMMAND --help` shows the same.
 
 Configuration comes from the environment and from a .env file in the working directory;
@@ -33,7 +35,7 @@ see .env.example and the README for every variable and its default.
 enum Command {
     Serve,
     Migrate,
-    Seed { rows: i64 },
+    Seed { rows: i64, if_empty: bool },
     Help,
 }
 
@@ -44,8 +46,10 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         Some("migrate") => Command::Migrate,
         Some("seed") => {
             let mut rows = None;
+            let mut if_empty = false;
             while let Some(arg) = it.next() {
                 match arg {
+                    "--if-empty" => if_empty = true,
                     "--rows" => {
                         let value = it.next().ok_or("--rows needs a number")?;
                         rows = Some(parse_rows(value)?);
@@ -57,6 +61,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             }
             return Ok(Command::Seed {
                 rows: rows.ok_or("seed needs --rows N")?,
+                if_empty,
             });
         }
         Some("help" | "-h" | "--help") => Command::Help,
@@ -96,7 +101,7 @@ fn main() -> ExitCode {
         }
         Command::Serve => serve(signals),
         Command::Migrate => run_migrate(),
-        Command::Seed { rows } => run_seed(rows),
+        Command::Seed { rows, if_empty } => run_seed(rows, if_empty),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,20 +155,27 @@ fn run_migrate() -> Result<(), String> {
     Ok(())
 }
 
-fn run_seed(rows: i64) -> Result<(), String> {
+fn run_seed(rows: i64, if_empty: bool) -> Result<(), String> {
     let client = admin_client()?;
     migrate::migrate(&client).map_err(|e| format!("migration failed: {e}"))?;
-    seed::seed(&client, rows, &mut |line| eprintln!("{line}"))
-        .map_err(|e| format!("seeding failed: {e}"))?;
+    let empty =
+        !if_empty || seed::is_empty(&client).map_err(|e| format!("cannot count records: {e}"))?;
+    if empty {
+        seed::seed(&client, rows, &mut |line| eprintln!("{line}"))
+            .map_err(|e| format!("seeding failed: {e}"))?;
+    } else {
+        eprintln!("seed: the table is not empty; nothing to do (--if-empty)");
+    }
     client.close();
     Ok(())
 }
 
 fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
     let mut cfg = config::from_env().config().map_err(config_error)?;
-    may::config()
-        .set_workers(cfg.workers)
-        .set_stack_size(cfg.stack_size / std::mem::size_of::<usize>() + usize::from(std::env::var_os("STACK_DEBUG").is_some()));
+    may::config().set_workers(cfg.workers).set_stack_size(
+        cfg.stack_size / std::mem::size_of::<usize>()
+            + usize::from(std::env::var_os("STACK_DEBUG").is_some()),
+    );
 
     let fd_limit = signals::raise_fd_limit();
     // Leave room for the PostgreSQL connections, the listener and stdio.

@@ -28,7 +28,11 @@ impl TerminationSignals {
             // SAFETY: `set` was initialised by `block_termination_signals`.
             let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
             if rc == 0 {
-                return if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+                return if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
             }
         }
     }

@@ -136,8 +136,19 @@ mod tests {
 
     #[test]
     fn refuses_bad_sizes() {
-        for bad in [&b"zz\r\n"[..], b"-1\r\n", b"\r\n", b"11111111111111111\r\n", b"5\nhello"] {
-            assert_eq!(run(bad).0, Chunked::Bad, "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"zz\r\n"[..],
+            b"-1\r\n",
+            b"\r\n",
+            b"11111111111111111\r\n",
+            b"5\nhello",
+        ] {
+            assert_eq!(
+                run(bad).0,
+                Chunked::Bad,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(run(b"5\r\nhelloXX0\r\n\r\n").0, Chunked::Bad);
     }

@@ -81,7 +81,12 @@ pub(crate) fn run<S: Service>(
         {
             if body_start.is_none() && !head_may_be_complete(&input, &mut scanned) {
                 if input.len() > limits.max_head_bytes {
-                    write_error(&mut bufs.out, &mut bufs.body, 431, "Request header too large");
+                    write_error(
+                        &mut bufs.out,
+                        &mut bufs.body,
+                        431,
+                        "Request header too large",
+                    );
                     close = true;
                 }
                 need_more = true;
@@ -284,8 +289,7 @@ fn step<S: Service>(
                             Some((&bufs.chunked[..], info.len + consumed))
                         }
                         Chunked::Incomplete => {
-                            if input.len() > limits.max_head_bytes * 2 + limits.max_body_bytes * 2
-                            {
+                            if input.len() > limits.max_head_bytes * 2 + limits.max_body_bytes * 2 {
                                 return finish(
                                     bufs,
                                     headers,

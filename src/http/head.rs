@@ -83,7 +83,9 @@ fn check_fields(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo,
         if name.eq_ignore_ascii_case("content-length") {
             let n = parse_content_length(h.value)?;
             match content_length {
-                Some(prev) if prev != n => return Err(HeadError::Bad("Conflicting Content-Length")),
+                Some(prev) if prev != n => {
+                    return Err(HeadError::Bad("Conflicting Content-Length"))
+                }
                 _ => content_length = Some(n),
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -151,7 +153,11 @@ fn check_fields(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo,
             Some(n) => BodyFraming::Length(n),
         }
     };
-    let keep_alive = if http11 { !close } else { keep_alive_token && !close };
+    let keep_alive = if http11 {
+        !close
+    } else {
+        keep_alive_token && !close
+    };
     Ok(HeadInfo {
         len,
         framing,
@@ -207,7 +213,16 @@ mod tests {
 
     #[test]
     fn content_length_must_be_plain_decimal() {
-        for bad in ["+5", "-1", "xyz", "1000,1000", "5 5", "", "18446744073709551616", "0x10"] {
+        for bad in [
+            "+5",
+            "-1",
+            "xyz",
+            "1000,1000",
+            "5 5",
+            "",
+            "18446744073709551616",
+            "0x10",
+        ] {
             let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {bad}\r\n\r\n");
             assert_eq!(
                 parse(raw.as_bytes()),
@@ -215,20 +230,36 @@ mod tests {
                 "Content-Length {bad:?} must be refused"
             );
         }
-        let ok = parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        let ok =
+            parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n");
         assert_eq!(ok.unwrap().framing, BodyFraming::Length(u64::MAX));
     }
 
     #[test]
     fn keep_alive_defaults_follow_the_version() {
-        assert!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap().keep_alive);
-        assert!(!parse(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap().keep_alive);
+        assert!(
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
+        assert!(
+            !parse(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
         assert!(!parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
-        assert!(parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().keep_alive);
+        assert!(
+            parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
     }
 
     #[test]
     fn incomplete_until_the_blank_line() {
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n"), Err(HeadError::Incomplete));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            Err(HeadError::Incomplete)
+        );
     }
 }

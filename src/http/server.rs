@@ -142,7 +142,8 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
                 if is_resource_exhaustion(&e) {
                     // Out of descriptors or memory: spinning would only burn the CPU the open
                     // connections need to finish. Back off, 10 ms doubling to 1 s.
-                    backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
                     eprintln!("http: accept failed ({e}); retrying in {backoff:?}");
                     may::coroutine::sleep(backoff);
                 }
@@ -214,7 +215,8 @@ fn refuse_busy(stream: &TcpStream) {
     let mut body = Vec::with_capacity(64);
     let mut out = Vec::with_capacity(256);
     let mut res = Response::new(&mut body);
-    res.error(503, "Too many open connections").header("Retry-After", "1");
+    res.error(503, "Too many open connections")
+        .header("Retry-After", "1");
     write_response(&mut out, &res, false, true);
     // SAFETY: a send on a descriptor we own, from a valid buffer.
     unsafe {

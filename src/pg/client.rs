@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use postgres_protocol::message::frontend;
 
 use super::error::{Error, ErrorKind};
-use super::pipeline::{encode_prepared, Pipeline, Reply};
+use super::pipeline::{encode_prepared, Pipeline, Reply, Stats};
 use super::startup::{establish, Statement};
 use super::{ConnectParams, Param};
 
@@ -40,6 +40,7 @@ struct Inner {
     connects: AtomicU64,
     /// Connect attempts so far, successful or not.
     attempts: AtomicU64,
+    stats: Arc<Stats>,
 }
 
 impl Client {
@@ -54,6 +55,7 @@ impl Client {
             closing: AtomicBool::new(false),
             connects: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
+            stats: Arc::new(Stats::default()),
         });
         let supervisor = inner.clone();
         let spawned = may::coroutine::Builder::new().name("pg-supervisor".into());
@@ -95,6 +97,11 @@ impl Client {
     /// How many times a connection was established (reconnects included).
     pub fn connects(&self) -> u64 {
         self.inner.connects.load(Ordering::Acquire)
+    }
+
+    /// Queries queued and socket writes made so far, over every connection this client had.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
     }
 
     pub fn last_error(&self) -> Option<Error> {
@@ -162,15 +169,18 @@ fn supervise(inner: &Inner) {
         inner.attempts.fetch_add(1, Ordering::AcqRel);
         match attempt {
             Ok(established) => {
-                let writer = match established.stream.try_clone() {
-                    Ok(w) => w,
+                let pipeline = match Pipeline::start(
+                    &established.stream,
+                    inner.params.max_in_flight,
+                    inner.stats.clone(),
+                ) {
+                    Ok(p) => p,
                     Err(e) => {
                         set_error(inner, Error::new(ErrorKind::ConnectFailed, e.to_string()));
                         may::coroutine::sleep(MAX_BACKOFF);
                         continue;
                     }
                 };
-                let pipeline = Arc::new(Pipeline::new(writer, inner.params.max_in_flight));
                 *inner.current.write().unwrap_or_else(|p| p.into_inner()) = Some(pipeline.clone());
                 inner.connects.fetch_add(1, Ordering::AcqRel);
                 if logged_down {

@@ -69,6 +69,12 @@ impl Error {
         }
     }
 
+    /// An `Unavailable` error with `message`, for callers that decide the database is not
+    /// usable before asking it.
+    pub fn unavailable(message: &str) -> Error {
+        Error::new(ErrorKind::Unavailable, message)
+    }
+
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }

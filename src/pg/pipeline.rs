@@ -1,18 +1,19 @@
 //! One PostgreSQL connection shared by many coroutines, with their queries pipelined.
 //!
 //! A caller encodes its messages (Bind, Execute, Sync) into the shared outbox and queues a reply
-//! slot under one lock, so the order of the slots is the order of the bytes on the wire. Whoever
-//! finds no write in progress becomes the writer and sends everything queued so far in one
-//! `write`, then whatever arrived meanwhile: under load many callers' queries leave together.
-//! The connection's reader matches each answer (everything up to `ReadyForQuery`) to the slot at
-//! the head of the queue, so answers reach callers in order without any id on the wire.
+//! slot under one lock, so the order of the slots is the order of the bytes on the wire, then
+//! wakes the connection's writer coroutine if it sleeps. The writer runs only after the caller
+//! yields (it parks on its slot), so every caller that became runnable meanwhile has queued too:
+//! under load one `write` carries many callers' queries. The connection's reader matches each
+//! answer (everything up to `ReadyForQuery`) to the slot at the head of the queue, so answers
+//! reach callers in order without any id on the wire.
 //!
 //! Never blocks a caller past its deadline; never leaves a caller waiting on a dead connection.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -53,21 +54,31 @@ struct Outbox {
     buf: BytesMut,
     /// One slot per query sent or about to be sent, in wire order. The reader pops the front.
     queue: VecDeque<Arc<Slot>>,
-    /// True while some caller is writing `buf` to the socket; others only append.
-    writing: bool,
+    /// True while the writer coroutine sleeps with nothing to send; the caller that finds it
+    /// so clears it and wakes the writer.
+    writer_idle: bool,
     /// Set once the connection has failed: nothing more is queued.
     closed: bool,
 }
 
+/// Counters kept across reconnects: how many queries were queued and in how many socket writes
+/// they left. Their ratio is the pipelining depth actually achieved.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub queries: AtomicU64,
+    pub writes: AtomicU64,
+}
+
 pub(crate) struct Pipeline {
     outbox: Mutex<Outbox>,
-    /// The socket's write half. Only the caller that set `Outbox::writing` touches it.
-    writer: Mutex<TcpStream>,
+    /// The writer coroutine, to wake when the outbox gets bytes. Set once it has started.
+    writer: std::sync::OnceLock<may::coroutine::Coroutine>,
     /// Bounds the queries in flight on this connection: a permit per queued slot, returned by
     /// the reader when it delivers the answer (or fails the slot).
     permits: Semphore,
     broken: AtomicBool,
     fd: i32,
+    stats: Arc<Stats>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,20 +87,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Pipeline {
-    pub(crate) fn new(writer: TcpStream, max_in_flight: usize) -> Pipeline {
-        let fd = writer.as_raw_fd();
-        Pipeline {
+    /// A pipeline over `stream`'s connection; starts its writer coroutine on a clone of it.
+    pub(crate) fn start(
+        stream: &TcpStream,
+        max_in_flight: usize,
+        stats: Arc<Stats>,
+    ) -> std::io::Result<Arc<Pipeline>> {
+        let write_half = stream.try_clone()?;
+        let pipeline = Arc::new(Pipeline {
             outbox: Mutex::new(Outbox {
                 buf: BytesMut::with_capacity(16 * 1024),
-                queue: VecDeque::with_capacity(max_in_flight),
-                writing: false,
+                queue: VecDeque::with_capacity(max_in_flight.min(4096)),
+                writer_idle: false,
                 closed: false,
             }),
-            writer: Mutex::new(writer),
+            writer: std::sync::OnceLock::new(),
             permits: Semphore::new(max_in_flight),
             broken: AtomicBool::new(false),
-            fd,
-        }
+            fd: stream.as_raw_fd(),
+            stats,
+        });
+        let p = pipeline.clone();
+        // SAFETY: the writer blocks only on may I/O and may park.
+        let handle = unsafe {
+            may::coroutine::Builder::new()
+                .name("pg-writer".into())
+                .spawn(move || p.run_writer(write_half))?
+        };
+        let _ = pipeline.writer.set(handle.coroutine().clone());
+        Ok(pipeline)
     }
 
     /// Sends one query (whatever `encode` writes, ending in a Sync or a simple Query) and waits
@@ -110,7 +136,7 @@ impl Pipeline {
             outcome: Mutex::new(None),
             blocker: Blocker::new(false),
         });
-        let to_write = {
+        let wake_writer = {
             let mut outbox = lock(&self.outbox);
             if outbox.closed {
                 drop(outbox);
@@ -128,42 +154,52 @@ impl Pipeline {
                 return Err(e);
             }
             outbox.queue.push_back(slot.clone());
-            if outbox.writing {
-                None
-            } else {
-                outbox.writing = true;
-                Some(outbox.buf.split())
-            }
+            self.stats.queries.fetch_add(1, Ordering::Relaxed);
+            std::mem::replace(&mut outbox.writer_idle, false)
         };
-        if let Some(bytes) = to_write {
-            self.write_loop(bytes);
+        if wake_writer {
+            self.wake_writer();
         }
         self.wait(&slot, deadline)
     }
 
-    /// Writes `bytes`, then whatever other callers appended meanwhile, until the outbox is empty.
-    fn write_loop(&self, mut bytes: BytesMut) {
+    fn wake_writer(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+    }
+
+    /// The writer coroutine: sends whatever the outbox holds, in one write, until the pipeline
+    /// closes; sleeps while there is nothing to send.
+    fn run_writer(&self, mut stream: TcpStream) {
+        let mut bytes = BytesMut::new();
         loop {
-            let result = lock(&self.writer).write_all(&bytes);
-            let mut outbox = lock(&self.outbox);
+            {
+                let mut outbox = lock(&self.outbox);
+                if outbox.closed {
+                    return;
+                }
+                if outbox.buf.is_empty() {
+                    outbox.writer_idle = true;
+                } else {
+                    // Swap buffers, keeping both allocations for reuse.
+                    bytes.clear();
+                    std::mem::swap(&mut bytes, &mut outbox.buf);
+                }
+            }
+            if bytes.is_empty() {
+                // A wake-up that came before this park is not lost: park returns at once.
+                may::coroutine::park();
+                continue;
+            }
+            let result = stream.write_all(&bytes);
+            self.stats.writes.fetch_add(1, Ordering::Relaxed);
+            bytes.clear();
             if result.is_err() {
-                outbox.writing = false;
-                drop(outbox);
                 // The reader sees the shut-down socket and fails every queued slot.
                 self.shutdown();
                 return;
             }
-            if outbox.buf.is_empty() {
-                outbox.writing = false;
-                // Keep the allocation: the next split reuses the space when nothing else holds it.
-                bytes.clear();
-                outbox.buf.unsplit(bytes);
-                return;
-            }
-            bytes.clear();
-            let next = outbox.buf.split();
-            outbox.buf.unsplit(bytes);
-            bytes = next;
         }
     }
 
@@ -202,6 +238,8 @@ impl Pipeline {
             outbox.buf.clear();
             outbox.queue.drain(..).collect()
         };
+        // Let the writer see `closed` and end.
+        self.wake_writer();
         for slot in drained {
             slot.deliver(Err(error.clone()));
             self.permits.post();

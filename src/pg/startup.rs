@@ -184,11 +184,7 @@ impl Handshake {
                 self.send(&mut out)?;
             }
             Message::AuthenticationMd5Password(body) => {
-                let hash = md5_hash(
-                    params.user.as_bytes(),
-                    password()?.as_bytes(),
-                    body.salt(),
-                );
+                let hash = md5_hash(params.user.as_bytes(), password()?.as_bytes(), body.salt());
                 frontend::password_message(hash.as_bytes(), &mut out).map_err(protocol)?;
                 self.send(&mut out)?;
             }
@@ -212,22 +208,18 @@ impl Handshake {
                     .map_err(protocol)?;
                 self.send(&mut out)?;
                 match self.next()? {
-                    Message::AuthenticationSaslContinue(body) => {
-                        scram.update(body.data()).map_err(|e| {
-                            Error::new(ErrorKind::AuthFailed, format!("SCRAM: {e}"))
-                        })?
-                    }
+                    Message::AuthenticationSaslContinue(body) => scram
+                        .update(body.data())
+                        .map_err(|e| Error::new(ErrorKind::AuthFailed, format!("SCRAM: {e}")))?,
                     Message::ErrorResponse(body) => return Err(server_error(body)),
                     _ => return Err(unexpected("SCRAM continue")),
                 }
                 frontend::sasl_response(scram.message(), &mut out).map_err(protocol)?;
                 self.send(&mut out)?;
                 match self.next()? {
-                    Message::AuthenticationSaslFinal(body) => {
-                        scram.finish(body.data()).map_err(|e| {
-                            Error::new(ErrorKind::AuthFailed, format!("SCRAM: {e}"))
-                        })?
-                    }
+                    Message::AuthenticationSaslFinal(body) => scram
+                        .finish(body.data())
+                        .map_err(|e| Error::new(ErrorKind::AuthFailed, format!("SCRAM: {e}")))?,
                     Message::ErrorResponse(body) => return Err(server_error(body)),
                     _ => return Err(unexpected("SCRAM final")),
                 }

@@ -15,14 +15,18 @@ const MAX_LABEL: usize = 63;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmailAddress<'a>(&'a str);
 
+/// The input is not an address this service accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidEmail;
+
 impl<'a> EmailAddress<'a> {
-    pub fn parse(s: &'a str) -> Result<EmailAddress<'a>, ()> {
+    pub fn parse(s: &'a str) -> Result<EmailAddress<'a>, InvalidEmail> {
         if s.len() > MAX_LEN || s.chars().count() > MAX_LEN {
-            return Err(());
+            return Err(InvalidEmail);
         }
-        let (local, domain) = s.rsplit_once('@').ok_or(())?;
+        let (local, domain) = s.rsplit_once('@').ok_or(InvalidEmail)?;
         if !valid_local(local) || !valid_domain(domain) {
-            return Err(());
+            return Err(InvalidEmail);
         }
         Ok(EmailAddress(s))
     }
@@ -74,9 +78,15 @@ mod tests {
     fn accepts_real_addresses_and_everything_the_original_accepted() {
         let accepted = [
             ("a@b.com", "the original's shape"),
-            ("user_1@my_host.org", "underscores, as the original's \\w and [a-zA-Z_]"),
+            (
+                "user_1@my_host.org",
+                "underscores, as the original's \\w and [a-zA-Z_]",
+            ),
             ("élodie@example.fr", "Unicode letters, as Python's \\w"),
-            ("first.last+tag@mail.example-host.co.uk", "dots, plus, hyphen, subdomains"),
+            (
+                "first.last+tag@mail.example-host.co.uk",
+                "dots, plus, hyphen, subdomains",
+            ),
             ("x@example.museum", "long top-level domain"),
             ("o'brien@example.ie", "apostrophe is atext"),
             ("user@xn--bcher-kva.example", "punycode label"),
@@ -85,17 +95,37 @@ mod tests {
             ("1234@numbers.net", "digits"),
         ];
         for (addr, why) in accepted {
-            assert!(EmailAddress::parse(addr).is_ok(), "{addr} must be accepted: {why}");
+            assert!(
+                EmailAddress::parse(addr).is_ok(),
+                "{addr} must be accepted: {why}"
+            );
         }
-        let max = format!("{}@{}.{}.{}.{}", "l".repeat(64), "d".repeat(61), "d".repeat(61), "d".repeat(61), "com");
+        let max = format!(
+            "{}@{}.{}.{}.{}",
+            "l".repeat(64),
+            "d".repeat(61),
+            "d".repeat(61),
+            "d".repeat(61),
+            "com"
+        );
         assert_eq!(max.len(), 254);
-        assert!(EmailAddress::parse(&max).is_ok(), "254 characters is allowed");
+        assert!(
+            EmailAddress::parse(&max).is_ok(),
+            "254 characters is allowed"
+        );
     }
 
     #[test]
     fn rejects_what_is_not_an_address() {
         let long_local = format!("{}@example.com", "a".repeat(65));
-        let too_long = format!("{}@{}.{}.{}.{}", "l".repeat(64), "d".repeat(61), "d".repeat(61), "d".repeat(61), "comm");
+        let too_long = format!(
+            "{}@{}.{}.{}.{}",
+            "l".repeat(64),
+            "d".repeat(61),
+            "d".repeat(61),
+            "d".repeat(61),
+            "comm"
+        );
         let rejected = [
             ("plainaddress", "no @"),
             ("@example.com", "empty local part"),
@@ -120,7 +150,10 @@ mod tests {
             ("", "empty"),
         ];
         for (addr, why) in rejected {
-            assert!(EmailAddress::parse(addr).is_err(), "{addr:?} must be rejected: {why}");
+            assert!(
+                EmailAddress::parse(addr).is_err(),
+                "{addr:?} must be rejected: {why}"
+            );
         }
     }
 }

@@ -15,7 +15,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
 )];
 
 /// Arbitrary but fixed key for `pg_advisory_xact_lock`, so concurrent migrators queue up.
-const LOCK_KEY: i64 = 0x7265_636f_7264_73; // "records"
+const LOCK_KEY: i64 = 0x0072_6563_6f72_6473; // "records" in ASCII
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 

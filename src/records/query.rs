@@ -4,8 +4,15 @@
 
 use std::borrow::Cow;
 
+/// A query string whose decoded value is not UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedQuery;
+
 /// The last value of parameter `name` in `query`, decoded. `Ok(None)` if absent.
-pub fn param<'q>(query: Option<&'q str>, name: &str) -> Result<Option<Cow<'q, str>>, ()> {
+pub fn param<'q>(
+    query: Option<&'q str>,
+    name: &str,
+) -> Result<Option<Cow<'q, str>>, MalformedQuery> {
     let Some(query) = query else {
         return Ok(None);
     };
@@ -21,7 +28,7 @@ pub fn param<'q>(query: Option<&'q str>, name: &str) -> Result<Option<Cow<'q, st
 
 /// Percent-decodes one component. Malformed escapes are kept literally, as Python's
 /// `unquote_plus` does.
-pub fn decode(s: &str) -> Result<Cow<'_, str>, ()> {
+pub fn decode(s: &str) -> Result<Cow<'_, str>, MalformedQuery> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
         return Ok(Cow::Borrowed(s));
     }
@@ -31,7 +38,10 @@ pub fn decode(s: &str) -> Result<Cow<'_, str>, ()> {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() && hex(bytes[i + 1]).is_some() && hex(bytes[i + 2]).is_some() => {
+            b'%' if i + 2 < bytes.len()
+                && hex(bytes[i + 1]).is_some()
+                && hex(bytes[i + 2]).is_some() =>
+            {
                 out.push(hex(bytes[i + 1]).unwrap_or(0) << 4 | hex(bytes[i + 2]).unwrap_or(0));
                 i += 2;
             }
@@ -39,7 +49,9 @@ pub fn decode(s: &str) -> Result<Cow<'_, str>, ()> {
         }
         i += 1;
     }
-    String::from_utf8(out).map(Cow::Owned).map_err(|_| ())
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| MalformedQuery)
 }
 
 fn hex(b: u8) -> Option<u8> {

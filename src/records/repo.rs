@@ -82,7 +82,10 @@ impl Repository {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.fast.iter().chain(&self.listing).all(Client::is_connected)
+        self.fast
+            .iter()
+            .chain(&self.listing)
+            .all(Client::is_connected)
     }
 
     /// Every client, for tests and diagnostics.

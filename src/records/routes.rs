@@ -14,7 +14,7 @@ use crate::pg::{self, ErrorKind};
 
 use super::assets::Assets;
 use super::email::EmailAddress;
-use super::query::param;
+use super::query::{param, MalformedQuery};
 use super::repo::Repository;
 
 /// The generic validation message of the original, kept for its clients.
@@ -117,33 +117,33 @@ impl RecordsService {
         if let Some(id) = path.strip_prefix("/user/") {
             return match method {
                 "GET" => self.get_by_id(lane, id, res),
-                _ => Ok(not_allowed(res, "GET, HEAD")),
+                _ => not_allowed(res, "GET, HEAD"),
             };
         }
         match (path, method) {
-            ("/user/", _) => Ok(not_found(res)),
+            ("/user/", _) => not_found(res),
             ("/user", "GET") => self.get_by_email(req, lane, res),
             ("/user", "POST") => self.upsert(req, lane, res),
             ("/user", "DELETE") => self.delete(req, lane, res),
-            ("/user", _) => Ok(not_allowed(res, "GET, HEAD, POST, DELETE")),
+            ("/user", _) => not_allowed(res, "GET, HEAD, POST, DELETE"),
             ("/users", "GET") => self.list(req, lane, res),
             ("/livez", "GET") => {
                 res.body_mut().extend_from_slice(br#"{"status":"ok"}"#);
                 Ok(())
             }
-            ("/readyz", "GET") => Ok(self.readyz(lane, res)),
+            ("/readyz", "GET") => self.readyz(lane, res),
             ("/openapi.json", "GET") => {
                 res.body_mut().extend_from_slice(OPENAPI.as_bytes());
                 Ok(())
             }
-            ("/", "GET") => Ok(self.asset("index.html", res)),
+            ("/", "GET") => self.asset("index.html", res),
             ("/users" | "/livez" | "/readyz" | "/openapi.json" | "/", _) => {
-                Ok(not_allowed(res, "GET, HEAD"))
+                not_allowed(res, "GET, HEAD")
             }
             _ => match path.strip_prefix("/static/") {
-                Some(name) if method == "GET" => Ok(self.asset(name, res)),
-                Some(_) => Ok(not_allowed(res, "GET, HEAD")),
-                None => Ok(not_found(res)),
+                Some(name) if method == "GET" => self.asset(name, res),
+                Some(_) => not_allowed(res, "GET, HEAD"),
+                None => not_found(res),
             },
         }
     }
@@ -152,7 +152,7 @@ impl RecordsService {
         let Some(id) = parse_id(raw) else {
             // A path segment that is not an integer: the original's validation error.
             if raw.is_empty() || raw.contains('/') {
-                return Ok(not_found(res));
+                return not_found(res);
             }
             return Err(Failure::BadRequest(INVALID_PAYLOAD.into()));
         };
@@ -190,16 +190,15 @@ impl RecordsService {
         {
             return Err(Failure::BadRequest(INVALID_PAYLOAD.into()));
         }
-        let payload: TextPayload<'_> = sonic_rs::from_slice(body)
-            .map_err(|_| Failure::BadRequest(INVALID_PAYLOAD.into()))?;
+        let payload: TextPayload<'_> =
+            sonic_rs::from_slice(body).map_err(|_| Failure::BadRequest(INVALID_PAYLOAD.into()))?;
         let raw = required_email(req)?;
         let email = EmailAddress::parse(&raw).map_err(|_| {
             Failure::BadRequest(format!("Invalid email address provided! Email: {raw}").into())
         })?;
         if payload.text.chars().count() > MAX_TEXT_CHARS {
             return Err(Failure::BadRequest(
-                format!("Text is too long: at most {MAX_TEXT_CHARS} characters are allowed")
-                    .into(),
+                format!("Text is too long: at most {MAX_TEXT_CHARS} characters are allowed").into(),
             ));
         }
         self.repo.upsert(lane, email, &payload.text)?;
@@ -253,12 +252,20 @@ impl RecordsService {
         Ok(())
     }
 
-    fn readyz(&self, lane: u64, res: &mut Response<'_>) {
+    /// Ready when every connection of both lanes is up and the database answers a query.
+    fn readyz(&self, lane: u64, res: &mut Response<'_>) -> Outcome {
         if self.draining.load(Ordering::SeqCst) {
             res.error(503, "Shutting down").header("Retry-After", "1");
-            return;
+            return Ok(());
         }
-        match self.repo.ping(lane, Duration::from_secs(1)) {
+        let check = if self.repo.is_connected() {
+            self.repo.ping(lane, Duration::from_secs(1))
+        } else {
+            Err(pg::Error::unavailable(
+                "not every PostgreSQL connection is up",
+            ))
+        };
+        match check {
             Ok(()) => res.body_mut().extend_from_slice(br#"{"status":"ready"}"#),
             Err(e) => {
                 eprintln!("records: readiness check failed: {e}");
@@ -266,13 +273,15 @@ impl RecordsService {
                     .header("Retry-After", "1");
             }
         }
+        Ok(())
     }
 
-    fn asset(&self, name: &str, res: &mut Response<'_>) {
+    fn asset(&self, name: &str, res: &mut Response<'_>) -> Outcome {
         match self.assets.get(name) {
             Some((content_type, bytes)) => {
                 res.content_type(content_type);
                 res.body_mut().extend_from_slice(bytes);
+                Ok(())
             }
             None => not_found(res),
         }
@@ -287,12 +296,14 @@ impl Service for RecordsService {
     }
 }
 
-fn not_found(res: &mut Response<'_>) {
+fn not_found(res: &mut Response<'_>) -> Outcome {
     res.error(404, "Not Found");
+    Ok(())
 }
 
-fn not_allowed(res: &mut Response<'_>, allow: &'static str) {
+fn not_allowed(res: &mut Response<'_>, allow: &'static str) -> Outcome {
     res.error(405, "Method Not Allowed").header("Allow", allow);
+    Ok(())
 }
 
 fn write_json<T: Serialize + ?Sized>(res: &mut Response<'_>, value: &T) {
@@ -305,7 +316,7 @@ fn required_email<'q>(req: &Request<'q>) -> Result<Cow<'q, str>, Failure> {
     match param(req.query(), "email") {
         Ok(Some(e)) if !e.is_empty() => Ok(e),
         Ok(_) => Err(Failure::BadRequest(NO_EMAIL.into())),
-        Err(()) => Err(Failure::BadRequest(INVALID_PAYLOAD.into())),
+        Err(MalformedQuery) => Err(Failure::BadRequest(INVALID_PAYLOAD.into())),
     }
 }
 
@@ -400,7 +411,10 @@ mod tests {
             ("+5", Some((5, "5"))),
             ("-3", Some((-3, "-3"))),
             ("2147483648", Some((2147483648, "2147483648"))),
-            ("99999999999999999999999", Some((i64::MAX, "99999999999999999999999"))),
+            (
+                "99999999999999999999999",
+                Some((i64::MAX, "99999999999999999999999")),
+            ),
             ("abc", None),
             ("1.5", None),
             ("", None),
@@ -436,16 +450,28 @@ mod tests {
     fn nesting_depth() {
         assert!(nesting_within(br#"{"a":[[1]]}"#, 3));
         assert!(!nesting_within(br#"{"a":[[1]]}"#, 2));
-        assert!(nesting_within(br#"{"a":"[[[[[[\"[[["}"#, 1), "brackets in strings do not count");
+        assert!(
+            nesting_within(br#"{"a":"[[[[[[\"[[["}"#, 1),
+            "brackets in strings do not count"
+        );
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(!nesting_within(deep.as_bytes(), MAX_JSON_DEPTH));
     }
 
     #[test]
     fn payloads() {
-        let ok: TextPayload = sonic_rs::from_slice(br#"{"text":"hello","extra":[1,{"a":2}]}"#).unwrap();
+        let ok: TextPayload =
+            sonic_rs::from_slice(br#"{"text":"hello","extra":[1,{"a":2}]}"#).unwrap();
         assert_eq!(ok.text, "hello");
-        for bad in [&br#"{"text":null}"#[..], br#"{"text":1}"#, br#"{}"#, b"[]", b"", b"{", br#""text""#] {
+        for bad in [
+            &br#"{"text":null}"#[..],
+            br#"{"text":1}"#,
+            br#"{}"#,
+            b"[]",
+            b"",
+            b"{",
+            br#""text""#,
+        ] {
             assert!(
                 sonic_rs::from_slice::<TextPayload>(bad).is_err(),
                 "{:?}",

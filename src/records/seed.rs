@@ -24,6 +24,12 @@ const ROW_SQL: &str = "g, 'user' || g || '@example.com', \
     (g % 1000)::text || ' ' || \
     (ARRAY['records','letters','queries','rows','pages','stories','numbers'])[1 + (g / 7920) % 7] || '.' END";
 
+/// Whether `records` holds no row at all.
+pub fn is_empty(client: &Client) -> Result<bool, pg::Error> {
+    let reply = client.simple_query("SELECT 1 FROM records LIMIT 1", TIMEOUT)?;
+    Ok(reply.rows.is_empty())
+}
+
 /// Tops `records` up to `rows` rows with ids 1..rows; returns how many were inserted.
 pub fn seed(client: &Client, rows: i64, progress: &mut dyn FnMut(&str)) -> Result<i64, pg::Error> {
     let started = Instant::now();
@@ -35,7 +41,9 @@ pub fn seed(client: &Client, rows: i64, progress: &mut dyn FnMut(&str)) -> Resul
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
     if max_id >= rows {
-        progress(&format!("seed: the table already holds ids up to {max_id}; nothing to do"));
+        progress(&format!(
+            "seed: the table already holds ids up to {max_id}; nothing to do"
+        ));
         return Ok(0);
     }
     let to_add = rows - max_id;
@@ -43,7 +51,11 @@ pub fn seed(client: &Client, rows: i64, progress: &mut dyn FnMut(&str)) -> Resul
     progress(&format!(
         "seed: inserting ids {} to {rows} ({to_add} rows{})",
         max_id + 1,
-        if bulk { ", indexes rebuilt at the end" } else { "" }
+        if bulk {
+            ", indexes rebuilt at the end"
+        } else {
+            ""
+        }
     ));
     let mut sql = String::from("BEGIN;");
     if bulk {

@@ -39,10 +39,18 @@ fn bad_configuration_stops_the_process_naming_the_variable() {
     let cases: &[(&str, Option<&str>, &str)] = &[
         ("POSTGRES_DB_HOST", None, "POSTGRES_DB_HOST: is not set"),
         ("POSTGRES_DB_NAME", None, "POSTGRES_DB_NAME: is not set"),
-        ("POSTGRES_DB_PORT", Some("fivefourthreetwo"), "POSTGRES_DB_PORT: \"fivefourthreetwo\" is not a whole number"),
+        (
+            "POSTGRES_DB_PORT",
+            Some("fivefourthreetwo"),
+            "POSTGRES_DB_PORT: \"fivefourthreetwo\" is not a whole number",
+        ),
         ("SERVER_PORT", Some("99999"), "SERVER_PORT"),
         ("WORKERS", Some("0"), "WORKERS: 0 is out of range"),
-        ("HTTP_HEADER_TIMEOUT_MS", Some("ten"), "HTTP_HEADER_TIMEOUT_MS"),
+        (
+            "HTTP_HEADER_TIMEOUT_MS",
+            Some("ten"),
+            "HTTP_HEADER_TIMEOUT_MS",
+        ),
     ];
     for (var, value, message) in cases {
         let mut env = base.clone();
@@ -73,7 +81,10 @@ fn database_errors_at_start_are_explained() {
     unknown_db.retain(|_| true);
     let (code, text) = run(&unknown_db, &["migrate"]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("has no database \"no_such_database\""), "{text}");
+    assert!(
+        text.contains("has no database \"no_such_database\""),
+        "{text}"
+    );
 
     // Nothing listens on port 1: refused at once.
     let mut unreachable = env_for(s, &db.name);
@@ -83,7 +94,10 @@ fn database_errors_at_start_are_explained() {
     let (code, text) = run(&unreachable, &["migrate"]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("cannot reach PostgreSQL at"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(10), "a clear failure, not a hang");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a clear failure, not a hang"
+    );
 }
 
 #[test]
@@ -94,8 +108,16 @@ fn migrate_is_idempotent_and_safe_concurrently() {
     s.execute(&format!("CREATE DATABASE {name}"));
     let env = env_for(s, &name);
     // Two processes at once: both succeed, the migration is applied exactly once.
-    let a = command(&env).arg("migrate").stderr(Stdio::piped()).spawn().unwrap();
-    let b = command(&env).arg("migrate").stderr(Stdio::piped()).spawn().unwrap();
+    let a = command(&env)
+        .arg("migrate")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = command(&env)
+        .arg("migrate")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
@@ -104,7 +126,10 @@ fn migrate_is_idempotent_and_safe_concurrently() {
     assert!(text.contains("up to date"), "{text}");
     let c = records_service::pg::connect_once(&s.params(&name)).unwrap();
     let r = c
-        .simple_query("SELECT count(*) FROM schema_migrations", Duration::from_secs(10))
+        .simple_query(
+            "SELECT count(*) FROM schema_migrations",
+            Duration::from_secs(10),
+        )
         .unwrap();
     assert_eq!(r.rows[0].text(0).unwrap(), Some("1"));
     c.close();
@@ -117,7 +142,10 @@ fn seed_tops_the_table_up_to_contiguous_ids() {
     let env = env_for(&db.server, &db.name);
     let (code, text) = run(&env, &["seed", "--rows", "1000"]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("1000/1000 rows"), "progress on stderr: {text}");
+    assert!(
+        text.contains("1000/1000 rows"),
+        "progress on stderr: {text}"
+    );
     let (code, _) = run(&env, &["seed", "--rows", "1500"]);
     assert_eq!(code, 0);
     let (code, text) = run(&env, &["seed", "--rows", "1500"]);
@@ -131,10 +159,17 @@ fn seed_tops_the_table_up_to_contiguous_ids() {
     let reply = db.execute("SELECT email::text, coalesce(text, '') FROM records");
     for row in &reply.rows {
         let email = row.text(0).unwrap().unwrap();
-        assert!(records_service::records::EmailAddress::parse(email).is_ok(), "{email}");
+        assert!(
+            records_service::records::EmailAddress::parse(email).is_ok(),
+            "{email}"
+        );
         assert!(row.text(1).unwrap().unwrap().chars().count() <= 100);
     }
     // New records continue after the seeded ids.
     db.execute("INSERT INTO records (email, text) VALUES ('after@seed.com', 'x')");
-    assert_eq!(db.scalar("SELECT id FROM records WHERE email = 'after@seed.com'").as_deref(), Some("1501"));
+    assert_eq!(
+        db.scalar("SELECT id FROM records WHERE email = 'after@seed.com'")
+            .as_deref(),
+        Some("1501")
+    );
 }

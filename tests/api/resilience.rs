@@ -16,8 +16,11 @@ fn database_outage_gives_fast_503_and_the_service_recovers_by_itself() {
     s.execute("CREATE DATABASE outage");
     let c = records_service::pg::connect_once(&s.params("outage")).unwrap();
     records_service::records::migrate::migrate(&c).unwrap();
-    c.simple_query("INSERT INTO records (email, text) VALUES ('a@b.com', 'x')", Duration::from_secs(5))
-        .unwrap();
+    c.simple_query(
+        "INSERT INTO records (email, text) VALUES ('a@b.com', 'x')",
+        Duration::from_secs(5),
+    )
+    .unwrap();
     c.close();
     let env = crate::support::app::env_for(&s, "outage");
     let app = App::spawn(&env);
@@ -26,7 +29,8 @@ fn database_outage_gives_fast_503_and_the_service_recovers_by_itself() {
     cluster.stop_server();
     // Within a bounded time every request fails fast with 503 and Retry-After.
     assert!(
-        eventually(Duration::from_secs(5), || get(app.addr, "/user/1").status == 503),
+        eventually(Duration::from_secs(5), || get(app.addr, "/user/1").status
+            == 503),
         "503 while the database is down"
     );
     for path in ["/user/1", "/user?email=a@b.com", "/users", "/readyz"] {
@@ -34,20 +38,37 @@ fn database_outage_gives_fast_503_and_the_service_recovers_by_itself() {
         let r = get(app.addr, path);
         assert_eq!(r.status, 503, "{path}");
         assert_eq!(r.header("retry-after"), Some("1"), "{path}");
-        assert!(started.elapsed() < Duration::from_secs(1), "{path} took {:?}", started.elapsed());
-        assert!(!r.text().contains("connect"), "no database error text leaks: {}", r.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            !r.text().contains("connect"),
+            "no database error text leaks: {}",
+            r.text()
+        );
     }
-    assert_eq!(get(app.addr, "/livez").status, 200, "liveness checks nothing external");
+    assert_eq!(
+        get(app.addr, "/livez").status,
+        200,
+        "liveness checks nothing external"
+    );
 
     cluster.start_server();
     // Backoff is capped at about 2 s: the service is back within a few seconds.
     assert!(
-        eventually(Duration::from_secs(10), || get(app.addr, "/user/1").status == 200),
+        eventually(Duration::from_secs(10), || get(app.addr, "/user/1").status
+            == 200),
         "recovered after the database returned; log:\n{}",
         app.log_text()
     );
     assert_eq!(get(app.addr, "/readyz").status, 200);
-    assert_eq!(get(app.addr, "/users").status, 200, "the listing lane recovered too");
+    assert_eq!(
+        get(app.addr, "/users").status,
+        200,
+        "the listing lane recovered too"
+    );
 }
 
 #[test]
@@ -60,11 +81,19 @@ fn service_starts_while_the_database_is_down_and_serves_once_it_is_up() {
     c.close();
     cluster.stop_server();
     let app = App::spawn(&crate::support::app::env_for(&s, "late"));
-    assert!(app.log_text().contains("cannot reach PostgreSQL"), "{}", app.log_text());
+    assert!(
+        app.log_text().contains("cannot reach PostgreSQL"),
+        "{}",
+        app.log_text()
+    );
     assert_eq!(get(app.addr, "/readyz").status, 503);
     assert_eq!(get(app.addr, "/user/1").status, 503);
     cluster.start_server();
-    assert!(eventually(Duration::from_secs(10), || get(app.addr, "/readyz").status == 200));
+    assert!(eventually(Duration::from_secs(10), || get(
+        app.addr, "/readyz"
+    )
+    .status
+        == 200));
     assert_eq!(get(app.addr, "/user/1").status, 404);
 }
 
@@ -79,7 +108,12 @@ fn killed_sessions_fail_fast_and_reconnect_under_load() {
     let slowest = Arc::new(std::sync::Mutex::new(Duration::ZERO));
     let workers: Vec<_> = (0..4)
         .map(|t| {
-            let (stop, ok, unavailable, slowest) = (stop.clone(), ok.clone(), unavailable.clone(), slowest.clone());
+            let (stop, ok, unavailable, slowest) = (
+                stop.clone(),
+                ok.clone(),
+                unavailable.clone(),
+                slowest.clone(),
+            );
             let addr = app.addr;
             std::thread::spawn(move || {
                 let mut reader = Reader::new(connect(addr));
@@ -87,8 +121,15 @@ fn killed_sessions_fail_fast_and_reconnect_under_load() {
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
                     let started = Instant::now();
-                    send(&mut reader.stream, "GET", &format!("/user/{}", 1 + (i * 7 + t) % 100), None);
-                    let r = reader.response(false).expect("a response, never a dropped connection");
+                    send(
+                        &mut reader.stream,
+                        "GET",
+                        &format!("/user/{}", 1 + (i * 7 + t) % 100),
+                        None,
+                    );
+                    let r = reader
+                        .response(false)
+                        .expect("a response, never a dropped connection");
                     let took = started.elapsed();
                     let mut s = slowest.lock().unwrap();
                     *s = (*s).max(took);
@@ -101,7 +142,9 @@ fn killed_sessions_fail_fast_and_reconnect_under_load() {
             })
         })
         .collect();
-    assert!(eventually(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > 100));
+    assert!(eventually(Duration::from_secs(5), || ok
+        .load(Ordering::Relaxed)
+        > 100));
     let before = db.scalar(&format!(
         "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'records-service'",
         db.name
@@ -110,18 +153,28 @@ fn killed_sessions_fail_fast_and_reconnect_under_load() {
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'records-service'",
         db.name
     ));
-    assert_eq!(killed.as_deref(), Some("4"), "2 fast-lane and 2 listing connections");
+    assert_eq!(
+        killed.as_deref(),
+        Some("4"),
+        "2 fast-lane and 2 listing connections"
+    );
     let ok_at_kill = ok.load(Ordering::Relaxed);
     // It recovers by itself: successes resume.
     assert!(
-        eventually(Duration::from_secs(10), || ok.load(Ordering::Relaxed) > ok_at_kill + 200),
+        eventually(Duration::from_secs(10), || ok.load(Ordering::Relaxed)
+            > ok_at_kill + 200),
         "lookups resumed after the sessions were killed"
     );
     stop.store(true, Ordering::Relaxed);
     for w in workers {
-        w.join().expect("no client saw a hang or a dropped connection");
+        w.join()
+            .expect("no client saw a hang or a dropped connection");
     }
-    assert!(*slowest.lock().unwrap() < Duration::from_secs(3), "callers failed fast: {:?}", slowest.lock().unwrap());
+    assert!(
+        *slowest.lock().unwrap() < Duration::from_secs(3),
+        "callers failed fast: {:?}",
+        slowest.lock().unwrap()
+    );
     let after = db.scalar(&format!(
         "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'records-service'",
         db.name
@@ -140,8 +193,17 @@ fn statement_timeout_turns_a_slow_listing_into_503() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(app.log_text().contains("canceling statement due to statement timeout"), "{}", app.log_text());
-    assert_eq!(get(app.addr, "/users?limit=1").status, 200, "the connection survives a cancelled statement");
+    assert!(
+        app.log_text()
+            .contains("canceling statement due to statement timeout"),
+        "{}",
+        app.log_text()
+    );
+    assert_eq!(
+        get(app.addr, "/users?limit=1").status,
+        200,
+        "the connection survives a cancelled statement"
+    );
 }
 
 #[test]
@@ -157,12 +219,20 @@ fn sigterm_under_load_finishes_requests_and_exits_zero() {
             let addr = app.addr;
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok(stream) = std::net::TcpStream::connect(addr) else { return };
-                    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+                    let Ok(stream) = std::net::TcpStream::connect(addr) else {
+                        return;
+                    };
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(15)))
+                        .unwrap();
                     let mut reader = Reader::new(stream);
                     loop {
                         use std::io::Write;
-                        if reader.stream.write_all(b"GET /user/1 HTTP/1.1\r\nHost: t\r\n\r\n").is_err() {
+                        if reader
+                            .stream
+                            .write_all(b"GET /user/1 HTTP/1.1\r\nHost: t\r\n\r\n")
+                            .is_err()
+                        {
                             break;
                         }
                         // `response` panics on a torn response; None is a clean close.
@@ -181,13 +251,24 @@ fn sigterm_under_load_finishes_requests_and_exits_zero() {
             })
         })
         .collect();
-    assert!(eventually(Duration::from_secs(5), || complete.load(Ordering::Relaxed) > 500));
+    assert!(eventually(Duration::from_secs(5), || complete
+        .load(Ordering::Relaxed)
+        > 500));
     app.signal(libc::SIGTERM);
     let code = app.wait_exit(Duration::from_secs(12));
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().expect("no torn response");
     }
-    assert_eq!(code, Some(0), "exit 0 within the shutdown deadline; log:\n{}", app.log_text());
-    assert!(app.log_text().contains("SIGTERM received"), "{}", app.log_text());
+    assert_eq!(
+        code,
+        Some(0),
+        "exit 0 within the shutdown deadline; log:\n{}",
+        app.log_text()
+    );
+    assert!(
+        app.log_text().contains("SIGTERM received"),
+        "{}",
+        app.log_text()
+    );
 }

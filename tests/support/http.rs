@@ -106,13 +106,19 @@ impl Reader {
             }
             match self.fill() {
                 Ok(0) => {
-                    assert!(self.buf.is_empty(), "connection closed mid-response: {:?}", String::from_utf8_lossy(&self.buf));
+                    assert!(
+                        self.buf.is_empty(),
+                        "connection closed mid-response: {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    );
                     return None;
                 }
                 Ok(_) => {}
                 // A reset before any byte of a response is a close (a keep-alive connection
                 // closed by the server as the request crossed it); mid-response it is a tear.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && self.buf.is_empty() => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionReset && self.buf.is_empty() =>
+                {
                     return None
                 }
                 Err(e) => panic!("reading a response: {e}"),
@@ -163,7 +169,8 @@ impl Reader {
         self.stream.set_read_timeout(Some(timeout)).unwrap();
         let r = self.fill();
         self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        matches!(r, Ok(0)) || matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        matches!(r, Ok(0))
+            || matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset)
     }
 }
 

@@ -124,7 +124,11 @@ fn parse_url(url: &str) -> Server {
         port: port.parse().expect("port in DATABASE_URL"),
         user: user.to_string(),
         password: password.to_string(),
-        admin_db: if db.is_empty() { "postgres".into() } else { db.to_string() },
+        admin_db: if db.is_empty() {
+            "postgres".into()
+        } else {
+            db.to_string()
+        },
     }
 }
 
@@ -156,7 +160,10 @@ impl TestDb {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let c = server.admin();
-            let r = c.simple_query(&format!("CREATE DATABASE {name} TEMPLATE {template}"), ADMIN_TIMEOUT);
+            let r = c.simple_query(
+                &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+                ADMIN_TIMEOUT,
+            );
             c.close();
             match r {
                 Ok(_) => break,
@@ -288,7 +295,16 @@ impl Cluster {
         let out = command(&bindir.join("initdb"))
             .args(["-D"])
             .arg(dir.join("data"))
-            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
             .stdout(Stdio::null())
             .output()
             .expect("run initdb");
@@ -297,16 +313,21 @@ impl Cluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let hba: String = ["local all all trust", "host all postgres 127.0.0.1/32 trust"]
-            .iter()
-            .map(|l| format!("{l}\n"))
-            .chain(
-                AUTH_USERS
-                    .iter()
-                    .map(|(user, _, method)| format!("host all {user} 127.0.0.1/32 {method}\n")),
-            )
-            .chain(std::iter::once("host all all 127.0.0.1/32 scram-sha-256\n".to_string()))
-            .collect();
+        let hba: String = [
+            "local all all trust",
+            "host all postgres 127.0.0.1/32 trust",
+        ]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .chain(
+            AUTH_USERS
+                .iter()
+                .map(|(user, _, method)| format!("host all {user} 127.0.0.1/32 {method}\n")),
+        )
+        .chain(std::iter::once(
+            "host all all 127.0.0.1/32 scram-sha-256\n".to_string(),
+        ))
+        .collect();
         std::fs::write(dir.join("data/pg_hba.conf"), hba).unwrap();
         let cluster = Cluster {
             server: Server {
@@ -324,7 +345,11 @@ impl Cluster {
         cluster.server.port = free_port();
         cluster.start_server();
         for (user, password, method) in AUTH_USERS {
-            let encryption = if *method == "md5" { "md5" } else { "scram-sha-256" };
+            let encryption = if *method == "md5" {
+                "md5"
+            } else {
+                "scram-sha-256"
+            };
             cluster.server.execute(&format!(
                 "SET password_encryption = '{encryption}'; \
                  CREATE ROLE {user} LOGIN PASSWORD '{password}'"
@@ -345,12 +370,18 @@ impl Cluster {
             .arg("-k")
             .arg(&dir)
             .args([
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
-                "-c", "max_connections=300",
-                "-c", "log_min_messages=fatal",
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "log_min_messages=fatal",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -366,7 +397,10 @@ impl Cluster {
         // PR_SET_PDEATHSIG fires when the *thread* that forked exits: fork from a thread
         // that lives as long as the process.
         let spawned = spawn_from_long_lived_thread(cmd);
-        AT_EXIT.lock().unwrap().push((spawned.id(), self.dir.clone()));
+        AT_EXIT
+            .lock()
+            .unwrap()
+            .push((spawned.id(), self.dir.clone()));
         register_exit_hook();
         *child = Some(spawned);
         drop(child);
@@ -412,9 +446,10 @@ impl Drop for Cluster {
 
 fn spawn_from_long_lived_thread(mut cmd: Command) -> Child {
     use std::sync::mpsc;
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<(Command, mpsc::Sender<Child>)>>> = OnceLock::new();
+    type Request = (Command, mpsc::Sender<Child>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<Child>)>();
+        let (tx, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("pg-spawner".into())
             .spawn(move || {

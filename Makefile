@@ -1,0 +1,69 @@
+# records-service: every workflow in one place. `make run` and `make test` need nothing set up
+# by hand: the local PostgreSQL (scripts/localpg.sh) lives in .pgdata/ on port 55432.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ROWS ?= 100000
+BIN := target/release/records-service
+LOCALPG := scripts/localpg.sh
+WITH_DB := eval "$$($(LOCALPG) env)" &&
+
+.PHONY: build run stop seed migrate test lint fmt bench bench-http db \
+	run-server-local run-server-docker run-postgres-background \
+	run-unit-tests run-integration-tests run-api-tests
+
+build:
+	cargo build --release
+
+# The project's own PostgreSQL (installed with apt-get when no server binaries are found).
+db:
+	$(LOCALPG) start
+
+migrate: build db
+	$(WITH_DB) $(BIN) migrate
+
+# Build, start PostgreSQL, migrate, seed 100,000 rows into an empty table, serve on
+# 127.0.0.1:8000 in the foreground (Ctrl-C stops the service; `make stop` stops PostgreSQL).
+run: build db
+	$(WITH_DB) $(BIN) seed --rows 100000 --if-empty
+	$(WITH_DB) exec $(BIN) serve
+
+stop:
+	$(LOCALPG) stop
+
+# Top the table up to ids 1..ROWS.
+seed: build db
+	$(WITH_DB) $(BIN) seed --rows $(ROWS)
+
+# Every test: unit, integration and API. The tests start their own throwaway PostgreSQL
+# (or use DATABASE_URL / POSTGRES_DB_* when set).
+test:
+	cargo test
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+# The headline benchmark against the original's stack and axum (see benches/README.md).
+bench: build db
+	$(WITH_DB) $(BIN) migrate
+	$(WITH_DB) scripts/bench.sh
+
+# Our HTTP core against may_minihttp on a fixed response.
+bench-http:
+	cargo build --release --examples
+	HTTP_NO_BUILD=1 scripts/bench-http.sh
+
+# The original's target names.
+run-server-local: run
+run-postgres-background: db
+run-server-docker:
+	docker compose -f docker/docker-compose.yml up --build
+run-unit-tests:
+	cargo test --lib --bins
+run-integration-tests:
+	cargo test --test pg_client
+run-api-tests:
+	cargo test --test api --test http_core
