@@ -87,7 +87,7 @@ fn every_authentication_method_and_clear_startup_errors() {
         c.close();
         if !password.is_empty() {
             let p = pg::ConnectParams::new(&s.host, s.port, user, Some("wrong"), "postgres");
-            let e = pg::connect_once(&p).err().expect("a wrong password fails");
+            let e = pg::connect_once(&p).expect_err("a wrong password fails");
             assert_eq!(e.kind(), ErrorKind::AuthFailed, "{method}: {e}");
             assert_eq!(e.code(), Some("28P01"), "{method}");
         }
@@ -142,7 +142,7 @@ fn database_errors_are_typed_by_sqlstate() {
         ),
     ];
     for (params, kind, code) in cases {
-        let e = c.query(INSERT.name, params, T).err().expect("an error");
+        let e = c.query(INSERT.name, params, T).expect_err("an error");
         assert_eq!((e.kind(), e.code()), (*kind, Some(*code)), "{e}");
     }
     assert_eq!(
@@ -224,7 +224,7 @@ fn terminated_session_fails_callers_at_once_and_reconnects_with_statements() {
     ));
     assert_eq!(killed.as_deref(), Some("1"));
     let (result, waited) = waiter.join().unwrap();
-    let e = result.err().expect("the waiting caller gets an error");
+    let e = result.expect_err("the waiting caller gets an error");
     assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{e}");
     assert!(
         waited < Duration::from_secs(5),
@@ -248,7 +248,7 @@ fn server_restart_fails_fast_while_down_and_recovers() {
     assert!(support::app::eventually(Duration::from_secs(5), || !c.is_connected()));
     for _ in 0..20 {
         let began = Instant::now();
-        let e = echo(&c, 2, T).err().expect("down");
+        let e = echo(&c, 2, T).expect_err("down");
         assert!(e.is_connection_error(), "{e}");
         assert!(
             began.elapsed() < Duration::from_millis(100),

@@ -157,6 +157,17 @@ impl Client {
     }
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("host", &self.inner.params.host)
+            .field("port", &self.inner.params.port)
+            .field("dbname", &self.inner.params.dbname)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|p| p.into_inner())
 }
