@@ -22,7 +22,7 @@ const SLEEP: Statement = Statement {
 const T: Duration = Duration::from_secs(10);
 
 fn echo(client: &Client, n: i32, timeout: Duration) -> Result<(i32, String), pg::Error> {
-    let reply = client.query(ECHO.name, &[Param::Int4(n)], timeout)?;
+    let reply = client.query_read(ECHO.name, &[Param::Int4(n)], timeout)?;
     let row = &reply.rows[0];
     Ok((row.int4(0)?.unwrap(), row.text(1)?.unwrap().to_string()))
 }
@@ -68,6 +68,53 @@ fn answers_reach_their_callers_in_order_with_1000_coroutines_on_2_workers() {
         writes < queries / 2,
         "queries were pipelined: {queries} queries in {writes} writes"
     );
+    client.close();
+}
+
+/// A read that fails inside a shared-Sync group makes the server skip the rest of the group;
+/// those reads are re-sent and succeed, and only the failing one sees its error.
+#[test]
+fn a_failing_read_does_not_fail_its_neighbours() {
+    support::init_runtime();
+    const DIVIDE: Statement = Statement {
+        name: "divide",
+        sql: "SELECT 100 / $1::int4",
+    };
+    let db = TestDb::new();
+    let client = Arc::new(started(db.params(), &[ECHO, DIVIDE]));
+    let handles: Vec<_> = (0..1000)
+        .map(|i| {
+            let client = client.clone();
+            // SAFETY: the coroutine only blocks on may primitives (the client).
+            unsafe {
+                may::coroutine::spawn(move || {
+                    if i % 10 == 0 {
+                        let e = client
+                            .query_read(DIVIDE.name, &[Param::Int4(0)], T)
+                            .expect_err("division by zero");
+                        assert_eq!(e.code(), Some("22012"), "{e}");
+                    } else {
+                        assert_eq!(
+                            echo(&client, i, T).expect("a neighbour of a failure"),
+                            (i, format!("n{i}"))
+                        );
+                    }
+                })
+            }
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("every caller got its own answer");
+    }
+    let resent = client
+        .stats()
+        .resent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        resent > 0,
+        "some reads shared a group with a failing one and were re-sent"
+    );
+    assert_eq!(echo(&client, 5, T).unwrap(), (5, "n5".to_string()));
     client.close();
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use postgres_protocol::message::frontend;
 
 use super::error::{Error, ErrorKind};
-use super::pipeline::{encode_prepared, Pipeline, Reply, Stats};
+use super::pipeline::{encode_prepared, Isolation, Pipeline, Protocol, Reply, Stats};
 use super::startup::{establish, Statement};
 use super::{ConnectParams, Param};
 
@@ -113,23 +113,47 @@ impl Client {
     }
 
     /// Runs a prepared statement by name with binary parameters, waiting at most `timeout`.
+    /// The statement gets its own Sync: use this for anything with side effects.
     pub fn query(
         &self,
         statement: &str,
         params: &[Param<'_>],
         timeout: Duration,
     ) -> Result<Reply, Error> {
+        self.run(statement, params, timeout, Isolation::OwnSync)
+    }
+
+    /// Runs a read-only prepared statement, sharing a Sync with the other queries in the same
+    /// write (see the pipeline's docs). It may be sent twice: it must have no side effects.
+    pub fn query_read(
+        &self,
+        statement: &str,
+        params: &[Param<'_>],
+        timeout: Duration,
+    ) -> Result<Reply, Error> {
+        self.run(statement, params, timeout, Isolation::SharedSync)
+    }
+
+    fn run(
+        &self,
+        statement: &str,
+        params: &[Param<'_>],
+        timeout: Duration,
+        isolation: Isolation,
+    ) -> Result<Reply, Error> {
         let pipeline = self.pipeline()?;
-        pipeline.submit(Instant::now() + timeout, |buf| {
-            encode_prepared(statement, params, buf)
-        })
+        pipeline.submit(
+            Instant::now() + timeout,
+            Protocol::Extended(isolation),
+            |buf| encode_prepared(statement, params, buf),
+        )
     }
 
     /// Runs SQL through the simple query protocol (several statements allowed, text results).
     /// For administration: migrations, seeding, tests. Not for request paths.
     pub fn simple_query(&self, sql: &str, timeout: Duration) -> Result<Reply, Error> {
         let pipeline = self.pipeline()?;
-        pipeline.submit(Instant::now() + timeout, |buf| {
+        pipeline.submit(Instant::now() + timeout, Protocol::Simple, |buf| {
             frontend::query(sql, buf)
                 .map_err(|e| Error::new(ErrorKind::Protocol, format!("cannot encode query: {e}")))
         })

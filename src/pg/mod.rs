@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use client::{Client, MAX_BACKOFF};
 pub use error::{kind_of_sqlstate, Error, ErrorKind};
-pub use pipeline::{Reply, Stats};
+pub use pipeline::{Isolation, Reply, Stats};
 pub use row::Row;
 pub use startup::Statement;
 

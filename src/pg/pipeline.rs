@@ -1,12 +1,21 @@
 //! One PostgreSQL connection shared by many coroutines, with their queries pipelined.
 //!
-//! A caller encodes its messages (Bind, Execute, Sync) into the shared outbox and queues a reply
-//! slot under one lock, so the order of the slots is the order of the bytes on the wire, then
-//! wakes the connection's writer coroutine if it sleeps. The writer runs only after the caller
-//! yields (it parks on its slot), so every caller that became runnable meanwhile has queued too:
-//! under load one `write` carries many callers' queries. The connection's reader matches each
-//! answer (everything up to `ReadyForQuery`) to the slot at the head of the queue, so answers
-//! reach callers in order without any id on the wire.
+//! A caller encodes its messages into the shared outbox and queues a reply slot under one lock,
+//! so the order of the slots is the order of the bytes on the wire, then wakes the connection's
+//! writer coroutine if it sleeps. The writer runs only after the caller yields (it parks on its
+//! slot), so every caller that became runnable meanwhile has queued too: under load one `write`
+//! carries many callers' queries. The reader matches answers to slots in queue order, so no id
+//! travels on the wire.
+//!
+//! Reads share a Sync. PostgreSQL flushes its output at every Sync, so a Sync per query costs
+//! the server a `send` per query and us a wake-up per answer. Read-only queries
+//! ([`Isolation::SharedSync`]) are therefore sent as Bind/Execute only, and the writer closes
+//! each batch with one Sync: the server answers the whole batch in one flush, as pgbench's
+//! pipeline mode does. The price: if one query of such a group fails, the server skips the rest
+//! of the group until the Sync. Those were not executed, so they are re-sent, each with a Sync
+//! of its own, transparently. Writes and administration ([`Isolation::OwnSync`]) always carry
+//! their own Sync and are answered only at `ReadyForQuery`, after the implicit commit, so a
+//! failed commit can never be reported as success.
 //!
 //! Never blocks a caller past its deadline; never leaves a caller waiting on a dead connection.
 
@@ -14,13 +23,14 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use may::net::TcpStream;
 use may::sync::{Blocker, Semphore};
 use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
 
 use super::error::{Error, ErrorKind};
 use super::row::Row;
@@ -36,29 +46,69 @@ pub struct Reply {
 
 type Outcome = Result<Reply, Error>;
 
+/// How a query's messages are closed, which decides what else can make it fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Read-only: shares one Sync (one implicit transaction) with the queries sent in the same
+    /// write. Must have no side effects: it may be sent a second time (see the module docs).
+    SharedSync,
+    /// Followed by its own Sync and answered after it: writes, anything with side effects.
+    OwnSync,
+}
+
+/// What the reader leaves in a slot.
+enum Delivery {
+    Done(Outcome),
+    /// Not executed: another query of its shared group failed first. Send it again.
+    Skipped,
+}
+
 /// Where the reader leaves one caller's answer and wakes it.
 struct Slot {
-    outcome: Mutex<Option<Outcome>>,
+    delivery: Mutex<Option<Delivery>>,
     blocker: Blocker,
 }
 
 impl Slot {
-    fn deliver(&self, outcome: Outcome) {
-        *lock(&self.outcome) = Some(outcome);
+    fn deliver(&self, delivery: Delivery) {
+        *lock(&self.delivery) = Some(delivery);
         self.blocker.unpark();
     }
+}
+
+/// One expected answer, in wire order.
+enum Entry {
+    /// A shared-Sync query: complete at its CommandComplete (or ErrorResponse).
+    Shared(Arc<Slot>),
+    /// An own-Sync query or a simple Query: complete at ReadyForQuery.
+    UntilReady(Arc<Slot>),
+    /// The Sync that closes a group of shared queries: its ReadyForQuery carries no answer.
+    Sync,
 }
 
 struct Outbox {
     /// Encoded messages not yet handed to the socket.
     buf: BytesMut,
-    /// One slot per query sent or about to be sent, in wire order. The reader pops the front.
-    queue: VecDeque<Arc<Slot>>,
+    /// One entry per answer expected, in wire order. The reader pops the front.
+    queue: VecDeque<Entry>,
+    /// Shared queries are in `buf` with no Sync after them yet.
+    unsynced: bool,
     /// True while the writer coroutine sleeps with nothing to send; the caller that finds it
     /// so clears it and wakes the writer.
     writer_idle: bool,
     /// Set once the connection has failed: nothing more is queued.
     closed: bool,
+}
+
+impl Outbox {
+    /// Closes the open group of shared queries, if any, with a Sync.
+    fn sync(&mut self) {
+        if self.unsynced {
+            frontend::sync(&mut self.buf);
+            self.queue.push_back(Entry::Sync);
+            self.unsynced = false;
+        }
+    }
 }
 
 /// Counters kept across reconnects: how many queries were queued and in how many socket writes
@@ -67,12 +117,14 @@ struct Outbox {
 pub struct Stats {
     pub queries: AtomicU64,
     pub writes: AtomicU64,
+    /// Shared-Sync queries sent again because another query of their group failed.
+    pub resent: AtomicU64,
 }
 
 pub(crate) struct Pipeline {
     outbox: Mutex<Outbox>,
     /// The writer coroutine, to wake when the outbox gets bytes. Set once it has started.
-    writer: std::sync::OnceLock<may::coroutine::Coroutine>,
+    writer: OnceLock<may::coroutine::Coroutine>,
     /// Bounds the queries in flight on this connection: a permit per queued slot, returned by
     /// the reader when it delivers the answer (or fails the slot).
     permits: Semphore,
@@ -84,6 +136,15 @@ pub(crate) struct Pipeline {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind; keep serving.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Which protocol a submission speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// Bind + Execute (the pipeline adds the Sync).
+    Extended(Isolation),
+    /// One simple `Query` message (it syncs by itself).
+    Simple,
 }
 
 impl Pipeline {
@@ -98,10 +159,11 @@ impl Pipeline {
             outbox: Mutex::new(Outbox {
                 buf: BytesMut::with_capacity(16 * 1024),
                 queue: VecDeque::with_capacity(max_in_flight.min(4096)),
+                unsynced: false,
                 writer_idle: false,
                 closed: false,
             }),
-            writer: std::sync::OnceLock::new(),
+            writer: OnceLock::new(),
             permits: Semphore::new(max_in_flight),
             broken: AtomicBool::new(false),
             fd: stream.as_raw_fd(),
@@ -118,13 +180,37 @@ impl Pipeline {
         Ok(pipeline)
     }
 
-    /// Sends one query (whatever `encode` writes, ending in a Sync or a simple Query) and waits
-    /// for its answer until `deadline`.
+    /// Sends one query (whatever `encode` writes) and waits for its answer until `deadline`.
+    /// A shared-Sync query skipped because of another's failure is re-sent with its own Sync.
     pub(crate) fn submit(
         &self,
         deadline: Instant,
-        encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>,
+        protocol: Protocol,
+        encode: impl Fn(&mut BytesMut) -> Result<(), Error>,
     ) -> Outcome {
+        match self.submit_once(deadline, protocol, &encode)? {
+            Delivery::Done(outcome) => outcome,
+            Delivery::Skipped => {
+                self.stats.resent.fetch_add(1, Ordering::Relaxed);
+                let own = Protocol::Extended(Isolation::OwnSync);
+                match self.submit_once(deadline, own, &encode)? {
+                    Delivery::Done(outcome) => outcome,
+                    // An own-Sync query is never skipped; treat it as a broken connection.
+                    Delivery::Skipped => Err(Error::new(
+                        ErrorKind::Protocol,
+                        "a query with its own Sync was skipped",
+                    )),
+                }
+            }
+        }
+    }
+
+    fn submit_once(
+        &self,
+        deadline: Instant,
+        protocol: Protocol,
+        encode: &dyn Fn(&mut BytesMut) -> Result<(), Error>,
+    ) -> Result<Delivery, Error> {
         let wait = deadline.saturating_duration_since(Instant::now());
         if !self.permits.wait_timeout(wait) {
             return Err(Error::new(
@@ -133,7 +219,7 @@ impl Pipeline {
             ));
         }
         let slot = Arc::new(Slot {
-            outcome: Mutex::new(None),
+            delivery: Mutex::new(None),
             blocker: Blocker::new(false),
         });
         let wake_writer = {
@@ -146,6 +232,9 @@ impl Pipeline {
                     "the PostgreSQL connection was lost",
                 ));
             }
+            if protocol != Protocol::Extended(Isolation::SharedSync) {
+                outbox.sync();
+            }
             let before = outbox.buf.len();
             if let Err(e) = encode(&mut outbox.buf) {
                 outbox.buf.truncate(before);
@@ -153,7 +242,17 @@ impl Pipeline {
                 self.permits.post();
                 return Err(e);
             }
-            outbox.queue.push_back(slot.clone());
+            match protocol {
+                Protocol::Extended(Isolation::SharedSync) => {
+                    outbox.queue.push_back(Entry::Shared(slot.clone()));
+                    outbox.unsynced = true;
+                }
+                Protocol::Extended(Isolation::OwnSync) => {
+                    frontend::sync(&mut outbox.buf);
+                    outbox.queue.push_back(Entry::UntilReady(slot.clone()));
+                }
+                Protocol::Simple => outbox.queue.push_back(Entry::UntilReady(slot.clone())),
+            }
             self.stats.queries.fetch_add(1, Ordering::Relaxed);
             std::mem::replace(&mut outbox.writer_idle, false)
         };
@@ -169,8 +268,8 @@ impl Pipeline {
         }
     }
 
-    /// The writer coroutine: sends whatever the outbox holds, in one write, until the pipeline
-    /// closes; sleeps while there is nothing to send.
+    /// The writer coroutine: closes the open group with a Sync and sends whatever the outbox
+    /// holds in one write, until the pipeline closes; sleeps while there is nothing to send.
     fn run_writer(&self, mut stream: TcpStream) {
         let mut bytes = BytesMut::new();
         loop {
@@ -182,6 +281,7 @@ impl Pipeline {
                 if outbox.buf.is_empty() {
                     outbox.writer_idle = true;
                 } else {
+                    outbox.sync();
                     // Swap buffers, keeping both allocations for reuse.
                     bytes.clear();
                     std::mem::swap(&mut bytes, &mut outbox.buf);
@@ -203,10 +303,10 @@ impl Pipeline {
         }
     }
 
-    fn wait(&self, slot: &Slot, deadline: Instant) -> Outcome {
+    fn wait(&self, slot: &Slot, deadline: Instant) -> Result<Delivery, Error> {
         loop {
-            if let Some(outcome) = lock(&slot.outcome).take() {
-                return outcome;
+            if let Some(delivery) = lock(&slot.delivery).take() {
+                return Ok(delivery);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -223,7 +323,7 @@ impl Pipeline {
     /// Closes the socket; the reader then fails every waiting caller.
     pub(crate) fn shutdown(&self) {
         if !self.broken.swap(true, Ordering::AcqRel) {
-            // SAFETY: plain libc call on a descriptor this pipeline owns (through `writer`).
+            // SAFETY: plain libc call on a descriptor this pipeline owns (through the reader).
             unsafe {
                 libc::shutdown(self.fd, libc::SHUT_RDWR);
             }
@@ -232,7 +332,7 @@ impl Pipeline {
 
     /// Marks the pipeline closed and fails every queued caller with `error`.
     fn fail_all(&self, error: &Error) {
-        let drained: Vec<Arc<Slot>> = {
+        let drained: Vec<Entry> = {
             let mut outbox = lock(&self.outbox);
             outbox.closed = true;
             outbox.buf.clear();
@@ -240,10 +340,16 @@ impl Pipeline {
         };
         // Let the writer see `closed` and end.
         self.wake_writer();
-        for slot in drained {
-            slot.deliver(Err(error.clone()));
-            self.permits.post();
+        for entry in drained {
+            if let Entry::Shared(slot) | Entry::UntilReady(slot) = entry {
+                self.finish(&slot, Delivery::Done(Err(error.clone())));
+            }
         }
+    }
+
+    fn finish(&self, slot: &Slot, delivery: Delivery) {
+        slot.deliver(delivery);
+        self.permits.post();
     }
 
     /// Reads answers until the connection fails, handing each to the caller at the head of the
@@ -257,6 +363,7 @@ impl Pipeline {
 
     fn read_answers(&self, stream: &mut TcpStream, buf: &mut BytesMut) -> Error {
         let mut reply = Reply::default();
+        // The error of the UntilReady query being answered, delivered at ReadyForQuery.
         let mut failure: Option<Error> = None;
         loop {
             loop {
@@ -274,6 +381,14 @@ impl Pipeline {
                             .and_then(|tag| tag.rsplit(' ').next())
                             .and_then(|n| n.parse().ok())
                             .unwrap_or(0);
+                        if let Some(slot) = self.pop_shared() {
+                            self.finish(&slot, Delivery::Done(Ok(std::mem::take(&mut reply))));
+                        }
+                    }
+                    Message::EmptyQueryResponse => {
+                        if let Some(slot) = self.pop_shared() {
+                            self.finish(&slot, Delivery::Done(Ok(std::mem::take(&mut reply))));
+                        }
                     }
                     Message::ErrorResponse(body) => {
                         let error = server_error(body);
@@ -282,27 +397,38 @@ impl Pipeline {
                             // pg_terminate_backend); every queued caller gets this error.
                             return error;
                         }
-                        failure = Some(error);
+                        reply = Reply::default();
+                        match self.pop_shared() {
+                            Some(slot) => {
+                                self.finish(&slot, Delivery::Done(Err(error)));
+                                // The server skips the rest of the group until its Sync.
+                                while let Some(skipped) = self.pop_shared() {
+                                    self.finish(&skipped, Delivery::Skipped);
+                                }
+                            }
+                            None => failure = Some(error),
+                        }
                     }
                     Message::ReadyForQuery(_) => {
-                        let slot = lock(&self.outbox).queue.pop_front();
-                        let outcome = match failure.take() {
-                            Some(e) => Err(e),
-                            None => Ok(std::mem::take(&mut reply)),
-                        };
-                        reply = Reply::default();
-                        match slot {
-                            Some(slot) => {
-                                slot.deliver(outcome);
-                                self.permits.post();
+                        let entry = lock(&self.outbox).queue.pop_front();
+                        match entry {
+                            Some(Entry::Sync) => {}
+                            Some(Entry::UntilReady(slot)) => {
+                                let outcome = match failure.take() {
+                                    Some(e) => Err(e),
+                                    None => Ok(std::mem::take(&mut reply)),
+                                };
+                                self.finish(&slot, Delivery::Done(outcome));
                             }
-                            None => {
+                            Some(Entry::Shared(_)) | None => {
                                 return Error::new(
                                     ErrorKind::Protocol,
-                                    "an answer arrived that no query asked for",
+                                    "ReadyForQuery arrived where no query expected one",
                                 )
                             }
                         }
+                        reply = Reply::default();
+                        failure = None;
                     }
                     // ParseComplete, BindComplete, RowDescription, NoData, notices, parameter
                     // status and notifications carry nothing a caller waits for.
@@ -337,15 +463,26 @@ impl Pipeline {
             }
         }
     }
+
+    /// Pops the head of the queue if it is a shared-Sync query.
+    fn pop_shared(&self) -> Option<Arc<Slot>> {
+        let mut outbox = lock(&self.outbox);
+        match outbox.queue.front() {
+            Some(Entry::Shared(_)) => match outbox.queue.pop_front() {
+                Some(Entry::Shared(slot)) => Some(slot),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
-/// Encodes the messages of one extended-protocol query on a prepared statement.
+/// Encodes Bind and Execute for a prepared statement (the pipeline adds the Sync).
 pub(crate) fn encode_prepared(
     statement: &str,
     params: &[super::Param<'_>],
     buf: &mut BytesMut,
 ) -> Result<(), Error> {
-    use postgres_protocol::message::frontend;
     use postgres_protocol::IsNull;
     frontend::bind(
         "",
@@ -367,7 +504,5 @@ pub(crate) fn encode_prepared(
     )
     .map_err(|_| Error::new(ErrorKind::Protocol, "cannot encode query parameters"))?;
     frontend::execute("", 0, buf)
-        .map_err(|e| Error::new(ErrorKind::Protocol, format!("cannot encode Execute: {e}")))?;
-    frontend::sync(buf);
-    Ok(())
+        .map_err(|e| Error::new(ErrorKind::Protocol, format!("cannot encode Execute: {e}")))
 }

@@ -97,25 +97,31 @@ impl Repository {
         &self.fast[(lane % self.fast.len() as u64) as usize]
     }
 
-    fn run(&self, lane: u64, st: &Statement, params: &[Param<'_>]) -> Result<Reply, Error> {
+    /// A read-only statement: shares a Sync with its neighbours (see `pg::Isolation`).
+    fn read(&self, lane: u64, st: &Statement, params: &[Param<'_>]) -> Result<Reply, Error> {
+        self.fast(lane).query_read(st.name, params, self.timeout)
+    }
+
+    /// A statement with side effects: its own Sync, answered after its commit.
+    fn write(&self, lane: u64, st: &Statement, params: &[Param<'_>]) -> Result<Reply, Error> {
         self.fast(lane).query(st.name, params, self.timeout)
     }
 
     /// The record's (id, email, text) row.
     pub fn by_id(&self, lane: u64, id: i32) -> Result<Option<Row>, Error> {
-        Ok(self.run(lane, &BY_ID, &[Param::Int4(id)])?.rows.pop())
+        Ok(self.read(lane, &BY_ID, &[Param::Int4(id)])?.rows.pop())
     }
 
     /// The record's (text) row.
     pub fn text_by_email(&self, lane: u64, email: &str) -> Result<Option<Row>, Error> {
         Ok(self
-            .run(lane, &TEXT_BY_EMAIL, &[Param::Text(email)])?
+            .read(lane, &TEXT_BY_EMAIL, &[Param::Text(email)])?
             .rows
             .pop())
     }
 
     pub fn upsert(&self, lane: u64, email: EmailAddress<'_>, text: &str) -> Result<(), Error> {
-        self.run(
+        self.write(
             lane,
             &UPSERT,
             &[Param::Text(email.as_str()), Param::Text(text)],
@@ -125,14 +131,14 @@ impl Repository {
 
     /// Deletes the record with that email, if any; returns how many rows went (0 or 1).
     pub fn delete(&self, lane: u64, email: &str) -> Result<u64, Error> {
-        Ok(self.run(lane, &DELETE, &[Param::Text(email)])?.affected)
+        Ok(self.write(lane, &DELETE, &[Param::Text(email)])?.affected)
     }
 
     /// (email, text) rows ordered by email, from `offset`. On the listing lane.
     pub fn page_offset(&self, lane: u64, limit: i64, offset: i64) -> Result<Vec<Row>, Error> {
         let client = &self.listing[(lane % self.listing.len() as u64) as usize];
         Ok(client
-            .query(
+            .query_read(
                 PAGE_OFFSET.name,
                 &[Param::Int8(limit), Param::Int8(offset)],
                 self.timeout,
@@ -144,12 +150,14 @@ impl Repository {
     /// so on the fast lane.
     pub fn page_after(&self, lane: u64, after: &str, limit: i64) -> Result<Vec<Row>, Error> {
         Ok(self
-            .run(lane, &PAGE_AFTER, &[Param::Text(after), Param::Int8(limit)])?
+            .read(lane, &PAGE_AFTER, &[Param::Text(after), Param::Int8(limit)])?
             .rows)
     }
 
     /// Whether the database answers a trivial query on this lane within `timeout`.
     pub fn ping(&self, lane: u64, timeout: Duration) -> Result<(), Error> {
-        self.fast(lane).query(PING.name, &[], timeout).map(drop)
+        self.fast(lane)
+            .query_read(PING.name, &[], timeout)
+            .map(drop)
     }
 }

@@ -57,7 +57,9 @@ pub fn seed(client: &Client, rows: i64, progress: &mut dyn FnMut(&str)) -> Resul
             ""
         }
     ));
-    let mut sql = String::from("BEGIN;");
+    // Index builds sort in memory up to maintenance_work_mem; the default 64 MB spills
+    // 10M-row sorts to disk.
+    let mut sql = String::from("BEGIN; SET LOCAL maintenance_work_mem = '512MB';");
     if bulk {
         sql.push_str(
             "ALTER TABLE records DROP CONSTRAINT records_pkey, DROP CONSTRAINT records_email_key;",
