@@ -17,6 +17,11 @@ impl Row {
         Row { body }
     }
 
+    /// A row from a parsed `DataRow` message (for benchmarks and tests of decoding).
+    pub fn from_body(body: DataRowBody) -> Row {
+        Row { body }
+    }
+
     /// The raw bytes of column `idx`, or `None` for SQL NULL.
     pub fn raw(&self, idx: usize) -> Result<Option<&[u8]>, Error> {
         let range = self
