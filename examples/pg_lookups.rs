@@ -14,7 +14,10 @@ use records_service::pg::{Client, Param};
 use records_service::records::repo::BY_ID;
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -22,7 +25,9 @@ fn main() {
     let callers = env_num("CALLERS", 256);
     let seconds = env_num("SECONDS", 10);
     let rows = env_num("ROWS", 10_000_000) as u32;
-    may::config().set_workers(workers).set_stack_size(64 * 1024 / 8);
+    may::config()
+        .set_workers(workers)
+        .set_stack_size(64 * 1024 / 8);
     let db = config::from_env().database().unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2)
@@ -71,5 +76,8 @@ fn main() {
     let q = stats.queries.load(Ordering::Relaxed);
     let w = stats.writes.load(Ordering::Relaxed).max(1);
     println!("lookups/s {:.0}", n as f64 / elapsed);
-    eprintln!("pipelining depth: {:.1} queries per write on connection 0", q as f64 / w as f64);
+    eprintln!(
+        "pipelining depth: {:.1} queries per write on connection 0",
+        q as f64 / w as f64
+    );
 }

@@ -290,6 +290,9 @@ impl Pipeline {
             if bytes.is_empty() {
                 // A wake-up that came before this park is not lost: park returns at once.
                 may::coroutine::park();
+                // Woken by the first caller of a burst: let the callers that are runnable now
+                // queue their queries too, so they leave in this write.
+                may::coroutine::yield_now();
                 continue;
             }
             let result = stream.write_all(&bytes);
