@@ -36,6 +36,10 @@ use super::error::{Error, ErrorKind};
 use super::row::Row;
 use super::startup::server_error;
 
+/// How often the watchdog looks for callers whose deadline has passed: the most a deadline can
+/// be overshot.
+const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// What a query returns: its rows (as received, not copied) and the affected-row count of its
 /// command tag.
 #[derive(Debug, Default)]
@@ -67,6 +71,9 @@ enum Delivery {
 struct Slot {
     delivery: Mutex<Option<Delivery>>,
     blocker: Blocker,
+    /// The caller's deadline. The watchdog wakes the caller once it has passed, so a waiting
+    /// caller needs no timer of its own (one per query would cost a timer-thread round trip).
+    deadline: Instant,
 }
 
 impl Slot {
@@ -177,7 +184,34 @@ impl Pipeline {
                 .spawn(move || p.run_writer(write_half))?
         };
         let _ = pipeline.writer.set(handle.coroutine().clone());
+        let p = pipeline.clone();
+        // SAFETY: the watchdog blocks only on may sleep.
+        unsafe {
+            may::coroutine::Builder::new()
+                .name("pg-watchdog".into())
+                .spawn(move || p.run_watchdog())?;
+        }
         Ok(pipeline)
+    }
+
+    /// Wakes every queued caller whose deadline has passed, every tick, until the pipeline
+    /// closes. The caller then returns `Timeout`; its slot stays queued for the late answer.
+    fn run_watchdog(&self) {
+        loop {
+            may::coroutine::sleep(WATCHDOG_TICK);
+            let outbox = lock(&self.outbox);
+            if outbox.closed {
+                return;
+            }
+            let now = Instant::now();
+            for entry in &outbox.queue {
+                if let Entry::Shared(slot) | Entry::UntilReady(slot) = entry {
+                    if slot.deadline <= now {
+                        slot.blocker.unpark();
+                    }
+                }
+            }
+        }
     }
 
     /// Sends one query (whatever `encode` writes) and waits for its answer until `deadline`.
@@ -221,6 +255,7 @@ impl Pipeline {
         let slot = Arc::new(Slot {
             delivery: Mutex::new(None),
             blocker: Blocker::new(false),
+            deadline,
         });
         let wake_writer = {
             let mut outbox = lock(&self.outbox);
@@ -311,15 +346,15 @@ impl Pipeline {
             if let Some(delivery) = lock(&slot.delivery).take() {
                 return Ok(delivery);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= deadline {
                 // The slot stays queued; the reader drops the late answer.
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     "no answer from PostgreSQL before the query deadline",
                 ));
             }
-            let _ = slot.blocker.park(Some(left));
+            // No timer: the watchdog wakes us once the deadline has passed.
+            let _ = slot.blocker.park(None);
         }
     }
 
