@@ -6,7 +6,9 @@
 #   BIN=target/release/records-service scripts/bench-scaling.sh
 #
 # Knobs: WORKER_LIST ("1 2 4 8"), ROWS (10000000), SECONDS_PER_RUN (15), CONNECTIONS (50),
-# WRK_THREADS (4), PG_BINDIR (found under /usr/lib/postgresql), OUT_DIR (bench-results).
+# WRK_THREADS (4), PG_BINDIR (found under /usr/lib/postgresql), OUT_DIR (bench-results),
+# WRK (wrk), PG_LIBS (a directory prepended to LD_LIBRARY_PATH for PostgreSQL and wrk only, for
+# binaries carried to a machine without them).
 # Starts its own throwaway cluster (as the postgres user when root) and removes it at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +23,14 @@ PG_BINDIR=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin | tail -1)}
 mkdir -p "$OUT_DIR"
 DATA=$(mktemp -d /tmp/scaling-pg.XXXX)
 PORT=${PG_PORT:-55499}
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-if [ "$(id -u)" = 0 ]; then id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres; chown postgres "$DATA"; fi
+WRK=${WRK:-wrk}
+with_libs() { if [ -n "${PG_LIBS:-}" ]; then env LD_LIBRARY_PATH="$PG_LIBS" "$@"; else "$@"; fi; }
+PG_USER=postgres
+if [ "$(id -u)" = 0 ]; then
+  id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres 2>/dev/null || PG_USER=nobody
+  chown "$PG_USER" "$DATA"
+fi
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u "$PG_USER" -- "$(command -v env)" ${PG_LIBS:+LD_LIBRARY_PATH=$PG_LIBS} "$@"; else with_libs "$@"; fi; }
 cleanup() { as_pg "$PG_BINDIR/pg_ctl" -D "$DATA/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$DATA"; }
 trap cleanup EXIT
 as_pg "$PG_BINDIR/initdb" -D "$DATA/data" -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
@@ -37,8 +45,8 @@ for w in $WORKER_LIST; do
   WORKERS=$w SERVER_PORT=8099 "$BIN" serve 2>"$OUT_DIR/scaling-server-$w.log" &
   sp=$!
   for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:8099/user/1 2>/dev/null && break; sleep 0.1; done
-  wrk -c "$CONNS" -t "$THREADS" -d 3s -s benches/random_user.lua http://127.0.0.1:8099 -- "$ROWS" >/dev/null 2>&1 || true
-  line=$(wrk -c "$CONNS" -t "$THREADS" -d "${SECS}s" --latency -s benches/random_user.lua http://127.0.0.1:8099 -- "$ROWS" 2>/dev/null | grep '^{"tool"')
+  with_libs $WRK -c "$CONNS" -t "$THREADS" -d 3s -s benches/random_user.lua http://127.0.0.1:8099 -- "$ROWS" >/dev/null 2>&1 || true
+  line=$(with_libs $WRK -c "$CONNS" -t "$THREADS" -d "${SECS}s" --latency -s benches/random_user.lua http://127.0.0.1:8099 -- "$ROWS" 2>/dev/null | grep '^{"tool"')
   rss=$(awk '/VmHWM/ {print $2}' /proc/$sp/status)
   kill "$sp"; wait "$sp" || true
   echo "scaling: WORKERS=$w $line rss_kib=$rss" >&2
