@@ -1256,3 +1256,34 @@ fn smuggled_requests_in_the_property_streams_never_reach_the_handler() {
         "{seen:?}"
     );
 }
+
+/// A client that sends requests but never reads the answers: once the server's write has been
+/// blocked for the write timeout, it gives up and closes the connection.
+#[test]
+fn client_that_never_reads_is_closed_at_the_write_timeout() {
+    let server = TestServer::start(config(|c| {
+        c.limits.max_output_bytes = 16 * 1024;
+        c.timeouts.write = Duration::from_millis(300);
+    }));
+    let c = server.client();
+    let mut writer = c.stream.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    // Ask for far more output than the socket buffers hold, and never read.
+    let one = b"GET /big?n=65536 HTTP/1.1\r\nHost: a\r\n\r\n";
+    for _ in 0..400 {
+        if writer.write_all(one).is_err() {
+            break;
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || server
+            .handle
+            .active_connections()
+            == 0),
+        "the stalled connection is closed after the write timeout; {} still open",
+        server.handle.active_connections()
+    );
+    drop(c);
+}
