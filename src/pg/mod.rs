@@ -62,8 +62,9 @@ impl ConnectParams {
     }
 }
 
-/// Opens one connection synchronously (no supervisor, no reconnect) and runs `sql` through the
-/// simple query protocol. For command-line tasks (migrate, seed) and test setup.
+/// Starts a client with no prepared statements and waits for its first connection attempt:
+/// the client if it connected, else that attempt's error (and the client is stopped, so it
+/// does not retry in the background). For command-line tasks (migrate, seed) and test setup.
 pub fn connect_once(params: &ConnectParams) -> Result<Client, Error> {
     let client = Client::start(params.clone(), &[]);
     match client.wait_connected(params.connect_timeout + Duration::from_secs(1)) {
