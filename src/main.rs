@@ -172,6 +172,8 @@ fn run_seed(rows: i64, if_empty: bool) -> Result<(), String> {
 
 fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
     let mut cfg = config::from_env().config().map_err(config_error)?;
+    // STACK_DEBUG=1 makes the size odd, which makes may print each coroutine's peak stack use
+    // when it ends: how the default was sized (README, "Limits and timeouts").
     may::config().set_workers(cfg.workers).set_stack_size(
         cfg.stack_size / std::mem::size_of::<usize>()
             + usize::from(std::env::var_os("STACK_DEBUG").is_some()),
