@@ -245,6 +245,39 @@ fn client_deadline_and_in_flight_bound() {
     c.close();
 }
 
+/// A query that never answers (no statement timeout, a sleep standing in for a lock wait or a
+/// dead link) holds up everything behind it on a pipelined connection: once it is overdue by
+/// the grace period, the watchdog declares the connection dead and the client reconnects.
+#[test]
+fn a_stalled_connection_is_abandoned_and_replaced() {
+    support::init_runtime();
+    let db = TestDb::new();
+    let mut params = db.params();
+    params.statement_timeout = Duration::ZERO;
+    // A host name, not an address: resolution goes through the resolver thread.
+    params.host = "localhost".into();
+    let c = started(params, &[ECHO, SLEEP]);
+    let e = c
+        .query(
+            SLEEP.name,
+            &[Param::Int4(60_000)],
+            Duration::from_millis(100),
+        )
+        .expect_err("deadline");
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    let began = Instant::now();
+    assert!(
+        support::app::eventually(Duration::from_secs(15), || c.connects() >= 2),
+        "the stalled connection was replaced"
+    );
+    assert!(
+        began.elapsed() >= Duration::from_secs(4),
+        "not before the grace period"
+    );
+    assert_eq!(echo(&c, 12, T).unwrap(), (12, "n12".to_string()));
+    c.close();
+}
+
 #[test]
 fn terminated_session_fails_callers_at_once_and_reconnects_with_statements() {
     support::init_runtime();

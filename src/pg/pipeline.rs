@@ -40,6 +40,10 @@ use super::startup::server_error;
 /// be overshot.
 const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_millis(25);
 
+/// How long past its deadline the oldest query may stay unanswered before the connection is
+/// declared dead.
+const STALL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a query returns: its rows (as received, not copied) and the affected-row count of its
 /// command tag.
 #[derive(Debug, Default)]
@@ -186,30 +190,48 @@ impl Pipeline {
         let _ = pipeline.writer.set(handle.coroutine().clone());
         let p = pipeline.clone();
         // SAFETY: the watchdog blocks only on may sleep.
-        unsafe {
+        let watchdog = unsafe {
             may::coroutine::Builder::new()
                 .name("pg-watchdog".into())
-                .spawn(move || p.run_watchdog())?;
+                .spawn(move || p.run_watchdog())
+        };
+        if let Err(e) = watchdog {
+            // Do not leave the writer parked forever on a pipeline nobody will use.
+            pipeline.fail_all(&Error::new(ErrorKind::ConnectFailed, e.to_string()));
+            return Err(e);
         }
         Ok(pipeline)
     }
 
     /// Wakes every queued caller whose deadline has passed, every tick, until the pipeline
     /// closes. The caller then returns `Timeout`; its slot stays queued for the late answer.
+    ///
+    /// It also declares the connection dead when the oldest query is overdue by more than
+    /// [`STALL_GRACE`] past its own deadline: the server answers in order, so nothing behind it
+    /// can be answered either (a silently dead link, a query stuck on a lock with no statement
+    /// timeout). Shutting the socket fails every caller and makes the supervisor reconnect.
     fn run_watchdog(&self) {
         loop {
             may::coroutine::sleep(WATCHDOG_TICK);
-            let outbox = lock(&self.outbox);
-            if outbox.closed {
-                return;
-            }
-            let now = Instant::now();
-            for entry in &outbox.queue {
-                if let Entry::Shared(slot) | Entry::UntilReady(slot) = entry {
-                    if slot.deadline <= now {
-                        slot.blocker.unpark();
+            let stalled = {
+                let outbox = lock(&self.outbox);
+                if outbox.closed {
+                    return;
+                }
+                let now = Instant::now();
+                let mut oldest: Option<Instant> = None;
+                for entry in &outbox.queue {
+                    if let Entry::Shared(slot) | Entry::UntilReady(slot) = entry {
+                        oldest.get_or_insert(slot.deadline);
+                        if slot.deadline <= now {
+                            slot.blocker.unpark();
+                        }
                     }
                 }
+                oldest.is_some_and(|deadline| deadline + STALL_GRACE <= now)
+            };
+            if stalled {
+                self.shutdown();
             }
         }
     }
@@ -458,10 +480,20 @@ impl Pipeline {
                                 };
                                 self.finish(&slot, Delivery::Done(outcome));
                             }
-                            Some(Entry::Shared(_)) | None => {
-                                return Error::new(
+                            Some(Entry::Shared(slot)) => {
+                                // Out of step with the server. The slot is off the queue, so
+                                // fail_all will not see it: answer it here.
+                                let error = Error::new(
                                     ErrorKind::Protocol,
                                     "ReadyForQuery arrived where no query expected one",
+                                );
+                                self.finish(&slot, Delivery::Done(Err(error.clone())));
+                                return error;
+                            }
+                            None => {
+                                return Error::new(
+                                    ErrorKind::Protocol,
+                                    "ReadyForQuery arrived while no query was waiting",
                                 )
                             }
                         }

@@ -36,28 +36,30 @@ pub(crate) fn establish(
     statements: &[Statement],
 ) -> Result<Established, Error> {
     let deadline = Instant::now() + params.connect_timeout;
-    let addr = (params.host.as_str(), params.port)
-        .to_socket_addrs()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::ConnectFailed,
-                format!("cannot resolve {}:{}: {e}", params.host, params.port),
-            )
-        })?
-        .next()
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::ConnectFailed,
-                format!("{}:{} resolves to no address", params.host, params.port),
-            )
-        })?;
-    let stream = TcpStream::connect_timeout(&addr, params.connect_timeout).map_err(|e| {
+    // Every address the name has, in order (localhost may be ::1 first, then 127.0.0.1).
+    let mut failure = None;
+    let mut connected = None;
+    for addr in resolve(&params.host, params.port)? {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(s) => {
+                connected = Some(s);
+                break;
+            }
+            Err(e) => failure = Some(format!("cannot connect to PostgreSQL at {addr}: {e}")),
+        }
+    }
+    let stream = connected.ok_or_else(|| {
         Error::new(
             ErrorKind::ConnectFailed,
-            format!("cannot connect to PostgreSQL at {addr}: {e}"),
+            failure.unwrap_or_else(|| format!("cannot connect to {}:{}", params.host, params.port)),
         )
     })?;
     stream.set_nodelay(true).ok();
+    set_keepalive(&stream);
     let mut conn = Handshake {
         stream,
         buf: BytesMut::with_capacity(8192),
@@ -115,6 +117,43 @@ pub(crate) fn establish(
         stream: conn.stream,
         read_buf: conn.buf,
     })
+}
+
+/// The addresses to try. An IP literal is parsed in place; a name is looked up with
+/// `getaddrinfo`, which blocks the calling thread, so on a plain thread, while this coroutine
+/// waits on a may channel and the worker serves other coroutines.
+fn resolve(host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>, Error> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![std::net::SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = may::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("pg-resolve".into())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::ConnectFailed,
+                format!("cannot resolve {host}: {e}"),
+            )
+        })?;
+    match rx.recv() {
+        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
+        Ok(Ok(_)) => Err(Error::new(
+            ErrorKind::ConnectFailed,
+            format!("{host}:{port} resolves to no address"),
+        )),
+        Ok(Err(e)) => Err(Error::new(
+            ErrorKind::ConnectFailed,
+            format!("cannot resolve {host}:{port}: {e}"),
+        )),
+        Err(_) => Err(Error::new(
+            ErrorKind::ConnectFailed,
+            format!("cannot resolve {host}:{port}"),
+        )),
+    }
 }
 
 struct Handshake {
@@ -238,6 +277,31 @@ impl Handshake {
             _ => Err(unexpected("AuthenticationOk")),
         }
     }
+}
+
+/// TCP keepalive and a user timeout, so a link that dies silently (a crashed host, a network
+/// partition: no RST ever comes) is noticed within about 30 s even with no query in flight,
+/// instead of the kernel's 15-minute retransmission limit. Best effort.
+fn set_keepalive(stream: &TcpStream) {
+    use std::os::unix::io::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: setsockopt on a descriptor we own, with a c_int value of the right size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 10);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+    set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 30_000);
 }
 
 /// Turns a server `ErrorResponse` into a typed error, keeping the SQLSTATE, the constraint and
