@@ -27,8 +27,12 @@ const READ_CHUNK: usize = 8 * 1024;
 enum Step {
     /// Answered; `consumed` bytes of input belonged to it.
     Answered { consumed: usize, close: bool },
-    /// The request is not all here yet.
-    NeedMore { in_body: bool },
+    /// The request is not all here yet. `needed`: the input length that completes it, when
+    /// the framing says (Content-Length).
+    NeedMore {
+        in_body: bool,
+        needed: Option<usize>,
+    },
     /// Refused before reaching the handler; the connection closes after the answer.
     Refused { status: u16, detail: &'static str },
 }
@@ -42,7 +46,7 @@ struct Buffers {
 }
 
 pub(crate) fn run<S: Service>(
-    mut stream: TcpStream,
+    stream: &mut TcpStream,
     service: &S,
     shared: &ServerShared,
     entry: &ConnEntry,
@@ -69,6 +73,11 @@ pub(crate) fn run<S: Service>(
     let mut served_any = false;
     // How much of `input` is known to hold no complete head (so it is not searched again).
     let mut scanned = 0usize;
+    // While waiting for a body: when to try again.
+    let mut body_wait = BodyWait {
+        needed: None,
+        attempted: 0,
+    };
 
     loop {
         let mut answered = 0;
@@ -79,6 +88,12 @@ pub(crate) fn run<S: Service>(
             && answered < limits.max_pipelined
             && bufs.out.len() < limits.max_output_bytes
         {
+            if body_start.is_some() && !body_may_be_complete(&input, &body_wait) {
+                // Parsing the head and decoding the body again per read would let a client
+                // that trickles its body burn CPU: wait until it can be complete.
+                need_more = true;
+                break;
+            }
             if body_start.is_none() && !head_may_be_complete(&input, &mut scanned) {
                 if input.len() > limits.max_head_bytes {
                     write_error(
@@ -106,7 +121,11 @@ pub(crate) fn run<S: Service>(
                         break;
                     }
                 }
-                Step::NeedMore { in_body } => {
+                Step::NeedMore { in_body, needed } => {
+                    body_wait = BodyWait {
+                        needed,
+                        attempted: input.len(),
+                    };
                     if in_body && body_start.is_none() {
                         body_start = Some(Instant::now());
                         if !continue_sent && expects_continue(&input, limits) {
@@ -133,11 +152,8 @@ pub(crate) fn run<S: Service>(
                 return;
             }
             bufs.out.clear();
-            // Give back the memory a burst of large answers took.
-            if bufs.out.capacity() > limits.max_output_bytes * 2 {
-                bufs.out.shrink_to(READ_CHUNK);
-            }
         }
+        bufs.give_back_memory(&mut input, limits.max_output_bytes);
         if close {
             let _ = stream.flush();
             return;
@@ -169,7 +185,7 @@ pub(crate) fn run<S: Service>(
             };
             let left = (start + limit).saturating_duration_since(now);
             if left.is_zero() {
-                write_timeout_and_close(&mut stream, &mut bufs);
+                write_timeout_and_close(stream, &mut bufs);
                 return;
             }
             left
@@ -197,10 +213,53 @@ pub(crate) fn run<S: Service>(
             Err(e) => {
                 input.truncate(len);
                 if !idle && matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) {
-                    write_timeout_and_close(&mut stream, &mut bufs);
+                    write_timeout_and_close(stream, &mut bufs);
                 }
                 return;
             }
+        }
+    }
+}
+
+/// Where a connection waiting for a request body stands.
+struct BodyWait {
+    /// The input length that completes the request (Content-Length framing).
+    needed: Option<usize>,
+    /// The input length at the last attempt to decode it.
+    attempted: usize,
+}
+
+/// Whether the body may be complete now. Content-Length: when the input is long enough.
+/// Chunked: when the new bytes hold a blank line (every chunked body ends in one: the last
+/// chunk, then the trailer section's end) or the input grew by half since the last attempt,
+/// so a trickled body costs a logarithmic number of decodes, not one per read.
+fn body_may_be_complete(input: &[u8], wait: &BodyWait) -> bool {
+    match wait.needed {
+        Some(needed) => input.len() >= needed,
+        None => {
+            let from = wait.attempted.saturating_sub(3).min(input.len());
+            input.len() >= wait.attempted + (wait.attempted / 2).max(4096)
+                || input[from..].windows(4).any(|w| w == b"\r\n\r\n")
+        }
+    }
+}
+
+impl Buffers {
+    /// Returns memory a large request or answer took, once the connection is between requests,
+    /// so a long-lived keep-alive connection holds only small buffers.
+    fn give_back_memory(&mut self, input: &mut BytesMut, max_output: usize) {
+        const KEEP: usize = 64 * 1024;
+        if self.out.capacity() > max_output.max(KEEP) {
+            self.out = Vec::with_capacity(READ_CHUNK);
+        }
+        if self.body.capacity() > KEEP {
+            self.body = Vec::with_capacity(1024);
+        }
+        if self.chunked.capacity() > KEEP {
+            self.chunked = Vec::new();
+        }
+        if input.is_empty() && input.capacity() > KEEP {
+            *input = BytesMut::with_capacity(READ_CHUNK);
         }
     }
 }
@@ -248,7 +307,10 @@ fn step<S: Service>(
     let limits = &shared.config.limits;
     let mut headers = recycle(std::mem::take(&mut bufs.headers));
     let result = match parse_head(input, &mut headers, limits) {
-        Err(HeadError::Incomplete) => Step::NeedMore { in_body: false },
+        Err(HeadError::Incomplete) => Step::NeedMore {
+            in_body: false,
+            needed: None,
+        },
         Err(HeadError::TooLarge) => Step::Refused {
             status: 431,
             detail: "Request header too large",
@@ -325,7 +387,13 @@ fn step<S: Service>(
                 }
             };
             match body {
-                None => Step::NeedMore { in_body: true },
+                None => Step::NeedMore {
+                    in_body: true,
+                    needed: match info.framing {
+                        BodyFraming::Length(n) => Some(info.len + n as usize),
+                        _ => None,
+                    },
+                },
                 Some((body, consumed)) => {
                     let method = req.method.unwrap_or("GET");
                     let request = Request {
@@ -362,4 +430,46 @@ fn step<S: Service>(
 fn finish(bufs: &mut Buffers, headers: Vec<Header<'_>>, step: Step) -> Step {
     bufs.headers = recycle(headers);
     step
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_body_is_retried_only_when_it_may_be_complete() {
+        let cl = BodyWait {
+            needed: Some(100),
+            attempted: 40,
+        };
+        assert!(!body_may_be_complete(&[b'x'; 99], &cl));
+        assert!(body_may_be_complete(&[b'x'; 100], &cl));
+
+        let mut input =
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel".to_vec();
+        let chunked = BodyWait {
+            needed: None,
+            attempted: input.len(),
+        };
+        input.extend_from_slice(b"l");
+        assert!(
+            !body_may_be_complete(&input, &chunked),
+            "one more byte: wait"
+        );
+        input.extend_from_slice(b"o\r\n0\r\n\r\n");
+        assert!(
+            body_may_be_complete(&input, &chunked),
+            "the terminating blank line arrived"
+        );
+        let grown = vec![b'x'; chunked.attempted + 4096];
+        assert!(body_may_be_complete(&grown, &chunked), "grew by 4 KiB");
+        // A blank line split across the previous attempt and the new bytes still counts.
+        let mut split = b"xx\r\n\r".to_vec();
+        let wait = BodyWait {
+            needed: None,
+            attempted: split.len(),
+        };
+        split.push(b'\n');
+        assert!(body_may_be_complete(&split, &wait));
+    }
 }

@@ -177,8 +177,12 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
         // SAFETY: as above; connection coroutines block only on may I/O and may primitives.
         let spawned = unsafe {
             may::coroutine::spawn(move || {
-                let _guard = guard;
-                conn::run(stream, &*service, &conn_shared, &entry, id);
+                let mut stream = stream;
+                conn::run(&mut stream, &*service, &conn_shared, &entry, id);
+                // Leave the registry before the socket closes: shutdown() signals registered
+                // descriptors under the registry lock, and a closed number can be reused at once.
+                drop(guard);
+                drop(stream);
             })
         };
         drop(spawned);
