@@ -517,3 +517,46 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(got[2].0, 404);
     assert!(got[3].1.contains("\"id\":2"));
 }
+
+/// While shutting down, `/readyz` answers 503 so a load balancer stops sending (main sets the
+/// flag on SIGTERM before closing the listener; here the service runs in-process to hold the
+/// flag).
+#[test]
+fn readyz_turns_503_while_draining() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    crate::support::init_runtime();
+    let db = TestDb::new();
+    let p = db.params();
+    let cfg = records_service::config::Source::new(|name: &str| match name {
+        "POSTGRES_DB_HOST" => Some(p.host.clone()),
+        "POSTGRES_DB_PORT" => Some(p.port.to_string()),
+        "POSTGRES_DB_NAME" => Some(p.dbname.clone()),
+        "POSTGRES_DB_USER" => Some(p.user.clone()),
+        "POSTGRES_DB_PASSWORD" => Some(p.password.clone().unwrap_or_default()),
+        _ => None,
+    })
+    .database()
+    .unwrap();
+    let repo = Arc::new(records_service::records::Repository::start(&cfg, 2));
+    repo.wait_connected(std::time::Duration::from_secs(10))
+        .unwrap();
+    let draining = Arc::new(AtomicBool::new(false));
+    let service = Arc::new(records_service::records::RecordsService::new(
+        repo.clone(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/static"),
+        draining.clone(),
+    ));
+    let listener = may::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = records_service::http::serve(listener, service, Default::default()).unwrap();
+    assert_eq!(get(server.local_addr(), "/readyz").status, 200);
+    draining.store(true, Ordering::SeqCst);
+    let r = get(server.local_addr(), "/readyz");
+    assert_eq!((r.status, r.detail()), (503, "Shutting down".to_string()));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(get(server.local_addr(), "/livez").status, 200);
+    server.shutdown();
+    for c in repo.clients() {
+        c.close();
+    }
+}
