@@ -28,10 +28,11 @@ enum Step {
     /// Answered; `consumed` bytes of input belonged to it.
     Answered { consumed: usize, close: bool },
     /// The request is not all here yet. `needed`: the input length that completes it, when
-    /// the framing says (Content-Length).
+    /// the framing says (Content-Length); `expect_continue`: its head asked for `100 Continue`.
     NeedMore {
         in_body: bool,
         needed: Option<usize>,
+        expect_continue: bool,
     },
     /// Refused before reaching the handler; the connection closes after the answer.
     Refused { status: u16, detail: &'static str },
@@ -121,14 +122,18 @@ pub(crate) fn run<S: Service>(
                         break;
                     }
                 }
-                Step::NeedMore { in_body, needed } => {
+                Step::NeedMore {
+                    in_body,
+                    needed,
+                    expect_continue,
+                } => {
                     body_wait = BodyWait {
                         needed,
                         attempted: input.len(),
                     };
                     if in_body && body_start.is_none() {
                         body_start = Some(Instant::now());
-                        if !continue_sent && expects_continue(&input, limits) {
+                        if expect_continue && !continue_sent {
                             bufs.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                             continue_sent = true;
                         }
@@ -283,12 +288,6 @@ fn head_may_be_complete(input: &[u8], scanned: &mut usize) -> bool {
     found
 }
 
-/// Whether the head at the front of `input` asked for `100 Continue`.
-fn expects_continue(input: &[u8], limits: &super::Limits) -> bool {
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    matches!(parse_head(input, &mut headers, limits), Ok((info, _)) if info.expect_continue)
-}
-
 /// Reuses a header array's allocation for a new borrow (in-place collect: no allocation).
 fn recycle<'a>(headers: Vec<Header<'_>>) -> Vec<Header<'a>> {
     headers
@@ -310,6 +309,7 @@ fn step<S: Service>(
         Err(HeadError::Incomplete) => Step::NeedMore {
             in_body: false,
             needed: None,
+            expect_continue: false,
         },
         Err(HeadError::TooLarge) => Step::Refused {
             status: 431,
@@ -393,6 +393,7 @@ fn step<S: Service>(
                         BodyFraming::Length(n) => Some(info.len + n as usize),
                         _ => None,
                     },
+                    expect_continue: info.expect_continue,
                 },
                 Some((body, consumed)) => {
                     let method = req.method.unwrap_or("GET");

@@ -322,18 +322,23 @@ fn required_email<'q>(req: &Request<'q>) -> Result<Cow<'q, str>, Failure> {
 
 /// A path id: an optional sign and decimal digits, of any length (as Python's `int`). `value`
 /// saturates outside i64, which is outside int4 anyway; `Display` shows the canonical digits.
-pub struct PathId {
+pub struct PathId<'a> {
     pub value: i64,
-    canonical: String,
+    negative: bool,
+    /// The digits without leading zeros, borrowed from the path: no allocation per lookup.
+    digits: &'a str,
 }
 
-impl std::fmt::Display for PathId {
+impl std::fmt::Display for PathId<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.canonical)
+        if self.negative && self.digits != "0" {
+            f.write_str("-")?;
+        }
+        f.write_str(self.digits)
     }
 }
 
-pub fn parse_id(raw: &str) -> Option<PathId> {
+pub fn parse_id(raw: &str) -> Option<PathId<'_>> {
     let (negative, digits) = match raw.as_bytes().first()? {
         b'-' => (true, &raw[1..]),
         b'+' => (false, &raw[1..]),
@@ -343,17 +348,16 @@ pub fn parse_id(raw: &str) -> Option<PathId> {
         return None;
     }
     let trimmed = digits.trim_start_matches('0');
-    let trimmed = if trimmed.is_empty() { "0" } else { trimmed };
-    let value = trimmed
+    let digits = if trimmed.is_empty() { "0" } else { trimmed };
+    let value = digits
         .parse::<i64>()
         .map(|v| if negative { -v } else { v })
         .unwrap_or(if negative { i64::MIN } else { i64::MAX });
-    let canonical = if negative && trimmed != "0" {
-        format!("-{trimmed}")
-    } else {
-        trimmed.to_string()
-    };
-    Some(PathId { value, canonical })
+    Some(PathId {
+        value,
+        negative,
+        digits,
+    })
 }
 
 /// Deepest JSON nesting accepted in a request body; the payload needs 1.
