@@ -41,17 +41,6 @@ fn env_number(name: &str, default: usize) -> usize {
     }
 }
 
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = env_number("WORKERS", cores).max(1);
@@ -60,7 +49,7 @@ fn main() {
         eprintln!("hello_core: PORT must be at most 65535");
         std::process::exit(2)
     });
-    raise_fd_limit();
+    records_service::signals::raise_fd_limit();
     may::config()
         .set_workers(workers)
         .set_stack_size(STACK_BYTES / std::mem::size_of::<usize>());

@@ -28,26 +28,7 @@ pub fn init_runtime() {
     });
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force.
-pub fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let wanted = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-        lim.rlim_cur as u64
-    }
-}
+pub use records_service::signals::raise_fd_limit;
 
 /// A default config changed by `f`.
 pub fn config(f: impl FnOnce(&mut HttpConfig)) -> HttpConfig {
