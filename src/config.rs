@@ -223,9 +223,15 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         if raw.is_empty() {
             return Ok(default);
         }
-        let value: T = raw
-            .parse()
-            .map_err(|_| err(name, format!("{raw:?} is not a whole number")))?;
+        let value: T = raw.parse().map_err(|_| {
+            // A number that does not fit the type (a port of 70000, a negative count) is out
+            // of range, not "not a number".
+            if raw.parse::<i128>().is_ok() {
+                err(name, format!("{raw} is out of range ({min} to {max})"))
+            } else {
+                err(name, format!("{raw:?} is not a whole number"))
+            }
+        })?;
         if value < min || value > max {
             return Err(err(
                 name,
@@ -340,9 +346,13 @@ mod tests {
     fn bad_values_name_their_variable() {
         let cases: &[(&str, &str, &str)] = &[
             ("POSTGRES_DB_PORT", "abc", "is not a whole number"),
-            ("POSTGRES_DB_PORT", "70000", "is not a whole number"),
+            (
+                "POSTGRES_DB_PORT",
+                "70000",
+                "70000 is out of range (1 to 65535)",
+            ),
             ("POSTGRES_DB_PORT", "0", "out of range"),
-            ("SERVER_PORT", "-1", "is not a whole number"),
+            ("SERVER_PORT", "-1", "-1 is out of range (0 to 65535)"),
             ("WORKERS", "0", "out of range"),
             ("HTTP_HEADER_TIMEOUT_MS", "10s", "is not a whole number"),
             ("SERVER_HOST", "not an ip", "is not an IP address"),

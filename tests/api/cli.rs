@@ -44,7 +44,11 @@ fn bad_configuration_stops_the_process_naming_the_variable() {
             Some("fivefourthreetwo"),
             "POSTGRES_DB_PORT: \"fivefourthreetwo\" is not a whole number",
         ),
-        ("SERVER_PORT", Some("99999"), "SERVER_PORT"),
+        (
+            "SERVER_PORT",
+            Some("99999"),
+            "SERVER_PORT: 99999 is out of range (0 to 65535)",
+        ),
         ("WORKERS", Some("0"), "WORKERS: 0 is out of range"),
         (
             "HTTP_HEADER_TIMEOUT_MS",
