@@ -332,7 +332,7 @@ impl Cluster {
         let cluster = Cluster {
             server: Server {
                 host: "127.0.0.1".into(),
-                port: 0,
+                port: free_port(),
                 user: "postgres".into(),
                 password: String::new(),
                 admin_db: "postgres".into(),
@@ -341,8 +341,6 @@ impl Cluster {
             bindir,
             child: Mutex::new(None),
         };
-        let mut cluster = cluster;
-        cluster.server.port = free_port();
         cluster.start_server();
         for (user, password, method) in AUTH_USERS {
             let encryption = if *method == "md5" {
@@ -413,9 +411,8 @@ impl Cluster {
                     c.close();
                     return;
                 }
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(50));
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
                 }
                 Err(e) => panic!(
                     "PostgreSQL did not start: {e}\n{}",
@@ -444,7 +441,7 @@ impl Drop for Cluster {
     }
 }
 
-fn spawn_from_long_lived_thread(mut cmd: Command) -> Child {
+fn spawn_from_long_lived_thread(cmd: Command) -> Child {
     use std::sync::mpsc;
     type Request = (Command, mpsc::Sender<Child>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
@@ -463,7 +460,6 @@ fn spawn_from_long_lived_thread(mut cmd: Command) -> Child {
         Mutex::new(tx)
     });
     let (reply_tx, reply_rx) = std::sync::mpsc::channel();
-    let _ = &mut cmd;
     spawner.lock().unwrap().send((cmd, reply_tx)).unwrap();
     reply_rx.recv().expect("spawner thread answers")
 }
