@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::app::{command, env_for, App};
-use support::http::{connect, send, Reader};
+use support::http::Conn;
 use support::pg::TestDb;
 
 const ROWS: u32 = 5_000_000;
@@ -21,7 +21,7 @@ fn lookup_latencies(app: &App, window: Duration) -> Vec<Duration> {
         .map(|t| {
             let addr = app.addr;
             std::thread::spawn(move || {
-                let mut reader = Reader::new(connect(addr));
+                let mut c = Conn::connect(addr);
                 let mut latencies = Vec::new();
                 let mut x = 0x9E37_79B9u32.wrapping_mul(t + 1);
                 let end = Instant::now() + window;
@@ -31,8 +31,8 @@ fn lookup_latencies(app: &App, window: Duration) -> Vec<Duration> {
                     x ^= x << 5;
                     let id = 1 + x % ROWS;
                     let began = Instant::now();
-                    send(&mut reader.stream, "GET", &format!("/user/{id}"), None);
-                    let r = reader.response(false).expect("a response");
+                    c.request("GET", &format!("/user/{id}"), None);
+                    let r = c.raw_response(false);
                     assert_eq!(r.status, 200, "{}", r.text());
                     latencies.push(began.elapsed());
                 }
@@ -82,11 +82,11 @@ fn deep_offset_paging_does_not_stall_point_lookups() {
             let (stop, pages, slowest_page) = (stop.clone(), pages.clone(), slowest_page.clone());
             let addr = app.addr;
             std::thread::spawn(move || {
-                let mut reader = Reader::new(connect(addr));
+                let mut c = Conn::connect(addr);
                 while !stop.load(Ordering::Relaxed) {
                     let began = Instant::now();
-                    send(&mut reader.stream, "GET", "/users?offset=5000000", None);
-                    let r = reader.response(false).expect("a page");
+                    c.request("GET", "/users?offset=5000000", None);
+                    let r = c.raw_response(false);
                     assert_eq!(r.status, 200, "{}", r.text());
                     let mut s = slowest_page.lock().unwrap();
                     *s = (*s).max(began.elapsed());

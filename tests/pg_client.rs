@@ -235,7 +235,7 @@ fn client_deadline_and_in_flight_bound() {
         let c = c.clone();
         std::thread::spawn(move || c.query(SLEEP.name, &[Param::Int4(500)], T).map(drop))
     };
-    support::app::eventually(Duration::from_secs(5), || {
+    support::wait::eventually(Duration::from_secs(5), || {
         c.stats().queries.load(std::sync::atomic::Ordering::Relaxed) >= 3
     });
     let e = echo(&c, 8, Duration::from_millis(100)).err().unwrap();
@@ -267,7 +267,7 @@ fn a_stalled_connection_is_abandoned_and_replaced() {
     assert_eq!(e.kind(), ErrorKind::Timeout);
     let began = Instant::now();
     assert!(
-        support::app::eventually(Duration::from_secs(15), || c.connects() >= 2),
+        support::wait::eventually(Duration::from_secs(15), || c.connects() >= 2),
         "the stalled connection was replaced"
     );
     assert!(
@@ -294,7 +294,7 @@ fn terminated_session_fails_callers_at_once_and_reconnects_with_statements() {
             (r.map(drop), began.elapsed())
         })
     };
-    support::app::eventually(Duration::from_secs(5), || {
+    support::wait::eventually(Duration::from_secs(5), || {
         c.stats().queries.load(std::sync::atomic::Ordering::Relaxed) >= 1
     });
     let killed = db.scalar(&format!(
@@ -311,7 +311,7 @@ fn terminated_session_fails_callers_at_once_and_reconnects_with_statements() {
         "at once, not at the deadline: {waited:?}"
     );
     // It reconnects by itself and prepares its statements again.
-    assert!(support::app::eventually(Duration::from_secs(5), || c
+    assert!(support::wait::eventually(Duration::from_secs(5), || c
         .connects()
         >= 2));
     assert_eq!(echo(&c, 11, T).unwrap(), (11, "n11".to_string()));
@@ -325,7 +325,7 @@ fn server_restart_fails_fast_while_down_and_recovers() {
     let c = started(cluster.server.params("postgres"), &[ECHO]);
     assert_eq!(echo(&c, 1, T).unwrap().0, 1);
     cluster.stop_server();
-    assert!(support::app::eventually(Duration::from_secs(5), || !c.is_connected()));
+    assert!(support::wait::eventually(Duration::from_secs(5), || !c.is_connected()));
     for _ in 0..20 {
         let began = Instant::now();
         let e = echo(&c, 2, T).expect_err("down");
@@ -338,7 +338,7 @@ fn server_restart_fails_fast_while_down_and_recovers() {
     }
     cluster.start_server();
     let began = Instant::now();
-    assert!(support::app::eventually(Duration::from_secs(10), || echo(
+    assert!(support::wait::eventually(Duration::from_secs(10), || echo(
         &c, 3, T
     )
     .is_ok()));

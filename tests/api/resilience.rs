@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::app::{eventually, App};
-use crate::support::http::{connect, get, send, Reader};
+use crate::support::app::App;
+use crate::support::http::{get, Conn};
 use crate::support::pg::{Cluster, TestDb};
+use crate::support::wait::eventually;
 
 #[test]
 fn database_outage_gives_fast_503_and_the_service_recovers_by_itself() {
@@ -116,19 +117,14 @@ fn killed_sessions_fail_fast_and_reconnect_under_load() {
             );
             let addr = app.addr;
             std::thread::spawn(move || {
-                let mut reader = Reader::new(connect(addr));
+                let mut c = Conn::connect(addr);
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
                     let started = Instant::now();
-                    send(
-                        &mut reader.stream,
-                        "GET",
-                        &format!("/user/{}", 1 + (i * 7 + t) % 100),
-                        None,
-                    );
-                    let r = reader
-                        .response(false)
+                    c.request("GET", &format!("/user/{}", 1 + (i * 7 + t) % 100), None);
+                    let r = c
+                        .next_response(false)
                         .expect("a response, never a dropped connection");
                     let took = started.elapsed();
                     let mut s = slowest.lock().unwrap();
@@ -226,21 +222,16 @@ fn sigterm_under_load_finishes_requests_and_exits_zero() {
                     let Ok(stream) = std::net::TcpStream::connect(addr) else {
                         return;
                     };
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(15)))
-                        .unwrap();
-                    let mut reader = Reader::new(stream);
+                    // Reads and writes time out after 15 s.
+                    let mut c = Conn::from_stream(stream);
                     loop {
-                        use std::io::Write;
-                        if reader
-                            .stream
-                            .write_all(b"GET /user/1 HTTP/1.1\r\nHost: t\r\n\r\n")
+                        if c.try_send(b"GET /user/1 HTTP/1.1\r\nHost: t\r\n\r\n")
                             .is_err()
                         {
                             break;
                         }
-                        // `response` panics on a torn response; None is a clean close.
-                        match reader.response(false) {
+                        // `next_response` panics on a torn response; None is a clean close.
+                        match c.next_response(false) {
                             Some(r) => {
                                 assert_eq!(r.status, 200, "{}", r.text());
                                 complete.fetch_add(1, Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! Every route and error of API.md, checked through the running service.
 
 use crate::support::app::App;
-use crate::support::http::{connect, get, request, send, Reader};
+use crate::support::http::{get, request, Conn, Response};
 use crate::support::pg::TestDb;
 
 const INVALID: &str = "Invalid payload provided! Please check the API documentation.";
@@ -17,7 +17,7 @@ fn seeded() -> (TestDb, App) {
     (db, app)
 }
 
-fn post(app: &App, email_query: &str, body: &str) -> crate::support::http::Resp {
+fn post(app: &App, email_query: &str, body: &str) -> Response {
     request(
         app.addr,
         "POST",
@@ -386,26 +386,23 @@ fn protocol_level_behaviour_shared_by_every_route() {
         }
     }
     // 413 decided from Content-Length, before the body is sent.
-    let mut s = connect(app.addr);
-    use std::io::Write;
-    s.write_all(b"POST /user?email=a@b.com HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n")
-        .unwrap();
-    let r = Reader::new(s).response(false).unwrap();
+    let mut c = Conn::connect(app.addr);
+    c.send(b"POST /user?email=a@b.com HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n");
+    let r = c.raw_response(false);
     assert_eq!(
         (r.status, r.detail()),
         (413, "Request body too large".to_string())
     );
     // HEAD: the headers of GET, no body.
-    let mut s = connect(app.addr);
-    send(&mut s, "HEAD", "/user/1", None);
-    let mut reader = Reader::new(s);
-    let r = reader.response(true).unwrap();
+    let mut c = Conn::connect(app.addr);
+    c.request("HEAD", "/user/1", None);
+    let r = c.raw_response(true);
     assert_eq!(r.status, 200);
     let get_len = get(app.addr, "/user/1").body.len().to_string();
     assert_eq!(r.header("content-length"), Some(get_len.as_str()));
     // No body bytes follow: the next response on the connection parses cleanly.
-    send(&mut reader.stream, "GET", "/livez", None);
-    let next = reader.response(false).unwrap();
+    c.request("GET", "/livez", None);
+    let next = c.raw_response(false);
     assert_eq!(
         (next.status, next.text()),
         (200, r#"{"status":"ok"}"#.to_string())
@@ -501,17 +498,15 @@ fn openapi_document_matches_the_server() {
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let (_db, app) = seeded();
-    let mut s = connect(app.addr);
-    use std::io::Write;
+    let mut c = Conn::connect(app.addr);
     let mut batch = Vec::new();
     for id in [3, 1, 42, 2] {
         batch.extend_from_slice(format!("GET /user/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
     }
-    s.write_all(&batch).unwrap();
-    let mut reader = Reader::new(s);
+    c.send(&batch);
     let got: Vec<(u16, String)> = (0..4)
         .map(|_| {
-            let r = reader.response(false).unwrap();
+            let r = c.raw_response(false);
             (r.status, r.text())
         })
         .collect();

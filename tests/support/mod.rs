@@ -1,7 +1,9 @@
-//! Shared test support: a real PostgreSQL, the real service binary, a raw HTTP client.
+//! Shared test support: a real PostgreSQL, the real service binary, a raw HTTP client, and
+//! `wait::eventually`. `http` and `wait` are shared with `tests/http_core` too (by `#[path]`).
 pub mod app;
 pub mod http;
 pub mod pg;
+pub mod wait;
 
 /// Configures the may runtime for in-process clients, once per test binary.
 #[allow(dead_code)]
