@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use records_service::http::{serve, HttpConfig, Request, Response, Service};
+use records_service::http::{serve, HttpConfig, Request, Response, Service, Status};
 
 const BODY: &[u8] = br#"{"message":"Hello, World!"}"#;
 
@@ -26,7 +26,7 @@ impl Service for Hello {
             res.content_type("application/json");
             res.body_mut().extend_from_slice(BODY);
         } else {
-            res.error(404, "Not Found");
+            res.error(Status::NOT_FOUND, "Not Found");
         }
     }
 }

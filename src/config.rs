@@ -148,6 +148,16 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
         "unsent output before reading stops",
     ),
     (
+        "HTTP_MAX_BUFFERED_BYTES",
+        Some("268435456"),
+        "request heads and bodies buffered across all connections (503 beyond)",
+    ),
+    (
+        "HTTP_MAX_LINGER_BYTES",
+        Some("16777216"),
+        "input discarded while closing with unread input",
+    ),
+    (
         "HTTP_HEADER_TIMEOUT_MS",
         Some("10000"),
         "time to send a request head (408 after)",
@@ -165,7 +175,17 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
     (
         "HTTP_WRITE_TIMEOUT_MS",
         Some("30000"),
-        "one write to a client that does not read",
+        "sending one batch of answers to a client (cut after)",
+    ),
+    (
+        "HTTP_LINGER_TIME_MS",
+        Some("30000"),
+        "lingering close, in all",
+    ),
+    (
+        "HTTP_LINGER_TIMEOUT_MS",
+        Some("5000"),
+        "lingering close, longest wait for more input",
     ),
     (
         "SHUTDOWN_TIMEOUT_MS",
@@ -276,12 +296,16 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             max_connections: self.number("HTTP_MAX_CONNECTIONS", 10_000usize, 1, 1 << 24)?,
             max_pipelined: self.number("HTTP_MAX_PIPELINED", 64usize, 1, 1 << 16)?,
             max_output_bytes: self.number("HTTP_MAX_OUTPUT_BYTES", 256 << 10, 1024, 1 << 30)?,
+            max_buffered_bytes: self.number("HTTP_MAX_BUFFERED_BYTES", 256 << 20, 0, 1 << 40)?,
+            max_linger_bytes: self.number("HTTP_MAX_LINGER_BYTES", 16 << 20, 0, 1 << 40)?,
         };
         let timeouts = Timeouts {
             header: self.millis("HTTP_HEADER_TIMEOUT_MS", 10_000, 1)?,
             body: self.millis("HTTP_BODY_TIMEOUT_MS", 30_000, 1)?,
             idle: self.millis("HTTP_IDLE_TIMEOUT_MS", 60_000, 1)?,
             write: self.millis("HTTP_WRITE_TIMEOUT_MS", 30_000, 1)?,
+            linger: self.millis("HTTP_LINGER_TIME_MS", 30_000, 0)?,
+            linger_read: self.millis("HTTP_LINGER_TIMEOUT_MS", 5_000, 1)?,
             shutdown: self.millis("SHUTDOWN_TIMEOUT_MS", 10_000, 0)?,
         };
         let host = self.string_or("SERVER_HOST", "127.0.0.1");

@@ -1,49 +1,164 @@
-//! One connection's loop: read, answer every complete request in what was read (in order, up
-//! to a batch limit), write all the answers in one go, repeat.
+//! One connection, as an explicit state machine: read, answer every complete request in what
+//! was read (in order, up to a batch limit), write all the answers in one go, repeat.
+//!
+//! Where the request at the front of the input stands is [`Reading`]: between requests, in a
+//! head, or in a body. Each state keeps what was learnt so far (how much of a head was searched
+//! for its end, the parsed head of a request whose body is arriving, the chunked decoder's
+//! place), so every input byte is examined a constant number of times however a client splits
+//! its writes.
 //!
 //! Backpressure falls out of the shape: nothing more is read from a client until the answers to
 //! what it already sent have been written, so a pipelining client that never reads holds at most
 //! one batch of output (bounded by `max_pipelined` and `max_output_bytes`) and one read buffer.
+//! Buffers beyond a small base are taken from the server-wide [`Budget`](super::buffer::Budget).
+//!
+//! Closing: when a connection closes with input it has not read (a refused body, requests
+//! pipelined after `Connection: close`), the answer is sent, the write side shut, and input
+//! read and discarded for a bounded time and amount before the socket closes (lingering close,
+//! RFC 9112 9.6), so the client's kernel does not turn the unread bytes into a reset that
+//! destroys the answer before the client reads it.
 
-use std::io::{ErrorKind, Read, Write};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::io::{ErrorKind, Write};
+use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
 use httparse::Header;
 use may::net::TcpStream;
 
-use super::chunked::{self, Chunked};
-use super::head::{parse_head, BodyFraming, HeadError};
-use super::response::{write_error, write_response, Response};
+use super::buffer::InBuf;
+use super::chunked::{Chunked, Decoder, MAX_SIZE_LINE};
+use super::dispatch::dispatch;
+use super::head::{parse_head, BodyFraming, HeadError, HeadInfo};
+use super::response::write_error;
 use super::server::{ConnEntry, ServerShared};
-use super::{Request, Service};
+use super::{Request, Service, Status};
 
-/// Smallest free space offered to a read.
-const READ_CHUNK: usize = 8 * 1024;
+/// Input buffer every connection has, outside the shared budget (the connection cap bounds
+/// these); also the least free space offered to a read.
+const BASE_INPUT: usize = 8 * 1024;
+/// Output and response-body buffers are kept between requests up to this size.
+const KEEP_OUTPUT: usize = 64 * 1024;
+/// Response body buffer allocated for a new connection.
+const BASE_BODY: usize = 1024;
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// What handling the request at the front of the buffer came to.
-enum Step {
-    /// Answered; `consumed` bytes of input belonged to it.
-    Answered { consumed: usize, close: bool },
-    /// The request is not all here yet. `needed`: the input length that completes it, when
-    /// the framing says (Content-Length); `expect_continue`: its head asked for `100 Continue`.
-    NeedMore {
-        in_body: bool,
-        needed: Option<usize>,
-        expect_continue: bool,
+/// Where the request at the front of the input stands.
+enum Reading {
+    /// Between requests: nothing of the next one has arrived.
+    Idle,
+    /// A head is arriving: its first byte came at `since`; the first `scanned` bytes are known
+    /// to hold no end of head.
+    Head { since: Instant, scanned: usize },
+    /// The head is parsed (kept as offsets in [`Conn::fields`]); the body is arriving since
+    /// `since`.
+    Body {
+        since: Instant,
+        head: StoredHead,
+        body: BodyProgress,
     },
-    /// Refused before reaching the handler; the connection closes after the answer.
-    Refused { status: u16, detail: &'static str },
 }
 
-/// Per-connection buffers, reused across requests.
-struct Buffers {
-    out: Vec<u8>,
-    body: Vec<u8>,
-    chunked: Vec<u8>,
-    headers: Vec<Header<'static>>,
+enum BodyProgress {
+    /// The request ends at `end` bytes of input.
+    Length { end: usize },
+    /// Decoded in place after the head, as it arrives.
+    Chunked(Decoder),
+}
+
+/// A parsed head, as offsets into the input (which does not move under it: nothing is
+/// consumed until the request is answered). Header fields are in [`Conn::fields`].
+struct StoredHead {
+    info: HeadInfo,
+    method: Span,
+    /// `None`: the target is `/` (an absolute-form target without a path).
+    target: Option<Span>,
+}
+
+#[derive(Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    /// Where `part` (a slice of `base`) lies in it.
+    fn of(base: &[u8], part: &[u8]) -> Option<Span> {
+        let start = (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
+        // Heads are at most `max_head_bytes` (16 MiB at most), so offsets fit in 32 bits.
+        (start + part.len() <= base.len()).then_some(Span {
+            start: u32::try_from(start).ok()?,
+            len: u32::try_from(part.len()).ok()?,
+        })
+    }
+
+    fn get(self, base: &[u8]) -> &[u8] {
+        &base[self.start as usize..(self.start + self.len) as usize]
+    }
+
+    fn str(self, base: &[u8]) -> &str {
+        std::str::from_utf8(self.get(base)).unwrap_or("")
+    }
+}
+
+/// What one step on the front request came to.
+enum Step {
+    Answered { close: bool },
+    NeedInput,
+    Refused(Refusal),
+}
+
+/// An answer the connection gives on its own, after which it closes.
+struct Refusal {
+    status: Status,
+    detail: &'static str,
+    /// The refused request was HEAD: no body.
+    head_only: bool,
+    retry_after: bool,
+}
+
+impl Refusal {
+    fn new(status: Status, detail: &'static str) -> Refusal {
+        Refusal {
+            status,
+            detail,
+            head_only: false,
+            retry_after: false,
+        }
+    }
+
+    fn from_head(e: HeadError) -> Refusal {
+        Refusal::new(e.status(), e.detail())
+    }
+
+    fn too_large() -> Refusal {
+        Refusal::new(Status::CONTENT_TOO_LARGE, "Request body too large")
+    }
+
+    fn busy() -> Refusal {
+        Refusal {
+            retry_after: true,
+            ..Refusal::new(Status::SERVICE_UNAVAILABLE, "Server busy, retry later")
+        }
+    }
+}
+
+/// What to do after a batch has been answered and written.
+enum Next {
+    /// Read more input.
+    Read,
+    /// The batch hit its limits with input left: answer more before reading.
+    Answer,
+    /// Close the connection.
+    Close,
+}
+
+enum Input {
+    Data,
+    /// The client closed, or the connection broke, or it idled out: close without a word.
+    Gone,
+    TimedOut,
+    Refused(Refusal),
 }
 
 pub(crate) fn run<S: Service>(
@@ -53,232 +168,561 @@ pub(crate) fn run<S: Service>(
     entry: &ConnEntry,
     conn_id: u64,
 ) {
-    let limits = &shared.config.limits;
-    let timeouts = &shared.config.timeouts;
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(timeouts.write));
-
-    let mut input = BytesMut::with_capacity(READ_CHUNK);
-    let mut bufs = Buffers {
-        out: Vec::with_capacity(READ_CHUNK),
-        body: Vec::with_capacity(1024),
-        chunked: Vec::new(),
-        headers: vec![httparse::EMPTY_HEADER; limits.max_headers],
+    let _ = stream.set_write_timeout(Some(shared.config.timeouts.write));
+    let mut conn = Conn {
+        shared,
+        entry,
+        id: conn_id,
+        input: InBuf::with_capacity(BASE_INPUT),
+        held: 0,
+        out: Vec::with_capacity(BASE_INPUT),
+        scratch: Vec::with_capacity(BASE_BODY),
+        headers: vec![httparse::EMPTY_HEADER; shared.config.limits.max_headers],
+        fields: Vec::new(),
+        reading: Reading::Idle,
+        served_any: false,
+        read_timeout: None,
+        last_read: Instant::now(),
     };
-    let mut read_timeout: Option<Duration> = None;
-    // When the first byte of the request at the front of `input` arrived.
-    let mut request_start: Option<Instant> = None;
-    // When that request's head was complete, if it is waiting for its body.
-    let mut body_start: Option<Instant> = None;
-    let mut continue_sent = false;
-    let mut served_any = false;
-    // How much of `input` is known to hold no complete head (so it is not searched again).
-    let mut scanned = 0usize;
-    // While waiting for a body: when to try again.
-    let mut body_wait = BodyWait {
-        needed: None,
-        attempted: 0,
-    };
+    conn.serve(stream, service);
+}
 
-    loop {
-        let mut answered = 0;
-        let mut close = false;
-        // Whether what is buffered ends in an incomplete request, so reading is the only way on.
-        let mut need_more = false;
-        while !input.is_empty()
-            && answered < limits.max_pipelined
-            && bufs.out.len() < limits.max_output_bytes
-        {
-            if body_start.is_some() && !body_may_be_complete(&input, &body_wait) {
-                // Parsing the head and decoding the body again per read would let a client
-                // that trickles its body burn CPU: wait until it can be complete.
-                need_more = true;
-                break;
-            }
-            if body_start.is_none() && !head_may_be_complete(&input, &mut scanned) {
-                if input.len() > limits.max_head_bytes {
-                    write_error(
-                        &mut bufs.out,
-                        &mut bufs.body,
-                        431,
-                        "Request header too large",
-                    );
-                    close = true;
-                }
-                need_more = true;
-                break;
-            }
-            match step(&input, service, shared, &mut bufs, conn_id) {
-                Step::Answered { consumed, close: c } => {
-                    input.advance(consumed);
-                    scanned = 0;
-                    request_start = None;
-                    body_start = None;
-                    continue_sent = false;
-                    served_any = true;
-                    answered += 1;
-                    if c {
-                        close = true;
-                        break;
-                    }
-                }
-                Step::NeedMore {
-                    in_body,
-                    needed,
-                    expect_continue,
-                } => {
-                    body_wait = BodyWait {
-                        needed,
-                        attempted: input.len(),
-                    };
-                    if in_body && body_start.is_none() {
-                        body_start = Some(Instant::now());
-                        if expect_continue && !continue_sent {
-                            bufs.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                            continue_sent = true;
-                        }
-                    }
-                    if !in_body {
-                        scanned = input.len();
-                    }
-                    need_more = true;
-                    break;
-                }
-                Step::Refused { status, detail } => {
-                    write_error(&mut bufs.out, &mut bufs.body, status, detail);
-                    close = true;
-                    break;
-                }
-            }
-        }
+struct Conn<'s> {
+    shared: &'s ServerShared,
+    entry: &'s ConnEntry,
+    id: u64,
+    input: InBuf,
+    /// Bytes of the shared budget this connection holds: its input capacity beyond the base.
+    held: usize,
+    out: Vec<u8>,
+    /// The response body while a handler writes it.
+    scratch: Vec<u8>,
+    /// Header array handed to the parser, reused (its borrow is renewed per request).
+    headers: Vec<Header<'static>>,
+    /// The header fields of a head waiting for its body, as (name, value) offsets.
+    fields: Vec<(Span, Span)>,
+    reading: Reading,
+    served_any: bool,
+    read_timeout: Option<Duration>,
+    last_read: Instant,
+}
 
-        if !bufs.out.is_empty() {
-            if stream.write_all(&bufs.out).is_err() {
+impl Drop for Conn<'_> {
+    /// The budget is given back however the connection ends (a panic included).
+    fn drop(&mut self) {
+        self.shared.budget.give_back(self.held);
+    }
+}
+
+impl Conn<'_> {
+    fn serve<S: Service>(&mut self, stream: &mut TcpStream, service: &S) {
+        loop {
+            let next = self.answer_buffered(service);
+            if !self.flush(stream) {
                 return;
             }
-            bufs.out.clear();
+            self.give_back_memory();
+            match next {
+                Next::Answer => continue,
+                Next::Close => return self.close(stream),
+                Next::Read => {}
+            }
+            match self.read(stream) {
+                Input::Data => {}
+                Input::Gone => return,
+                Input::TimedOut => {
+                    self.refuse(Refusal {
+                        head_only: self.front_is_head(),
+                        ..Refusal::new(Status::REQUEST_TIMEOUT, "Request timeout")
+                    });
+                    let _ = self.flush(stream);
+                    return self.close(stream);
+                }
+                Input::Refused(refusal) => {
+                    self.refuse(refusal);
+                    if self.flush(stream) {
+                        self.close(stream);
+                    }
+                    return;
+                }
+            }
         }
-        bufs.give_back_memory(&mut input, limits.max_output_bytes);
-        if close {
-            let _ = stream.flush();
+    }
+
+    /// Answers the complete requests at the front of the input, up to the batch limits.
+    fn answer_buffered<S: Service>(&mut self, service: &S) -> Next {
+        let limits = &self.shared.config.limits;
+        let mut answered = 0;
+        loop {
+            if answered >= limits.max_pipelined || self.out.len() >= limits.max_output_bytes {
+                return if self.input.is_empty() {
+                    Next::Read
+                } else {
+                    Next::Answer
+                };
+            }
+            let step = match self.reading {
+                Reading::Idle | Reading::Head { .. } => self.advance_head(service),
+                Reading::Body { .. } => self.advance_body(service),
+            };
+            match step {
+                Step::Answered { close } => {
+                    answered += 1;
+                    self.served_any = true;
+                    self.reading = Reading::Idle;
+                    if close {
+                        return Next::Close;
+                    }
+                }
+                Step::NeedInput => return Next::Read,
+                Step::Refused(refusal) => {
+                    self.refuse(refusal);
+                    return Next::Close;
+                }
+            }
+        }
+    }
+
+    /// The front request is in its head (or not begun): find the head's end, parse it once,
+    /// and answer it if its body is here too.
+    fn advance_head<S: Service>(&mut self, service: &S) -> Step {
+        let limits = &self.shared.config.limits;
+        // Empty lines before a request line are ignored (RFC 9112 2.2), each once, also when
+        // they trickle in after the first (re-parsing them would cost quadratic time).
+        let blank = leading_empty_lines(self.input.data());
+        self.input.consume(blank);
+        let (since, mut scanned) = match self.reading {
+            Reading::Head { since, scanned } => (since, scanned.saturating_sub(blank)),
+            _ if self.input.is_empty() && blank == 0 => return Step::NeedInput,
+            // The header timeout runs from the first byte, blank lines included.
+            _ => (self.last_read, 0),
+        };
+        if self.input.is_empty() {
+            self.reading = Reading::Head { since, scanned: 0 };
+            return Step::NeedInput;
+        }
+        if !head_may_be_complete(self.input.data(), &mut scanned) {
+            self.reading = Reading::Head { since, scanned };
+            if self.input.len() > limits.max_head_bytes {
+                return Step::Refused(Refusal::from_head(HeadError::TooLarge));
+            }
+            return Step::NeedInput;
+        }
+        let mut headers = recycle(std::mem::take(&mut self.headers));
+        let data = self.input.data();
+        // Input the answered request took, dropped once the header array no longer borrows it.
+        let mut consumed = 0;
+        let step = match parse_head(data, &mut headers, limits) {
+            Err(HeadError::Incomplete) => {
+                self.reading = Reading::Head {
+                    since,
+                    scanned: data.len(),
+                };
+                Step::NeedInput
+            }
+            Err(e) => Step::Refused(Refusal {
+                head_only: data.starts_with(b"HEAD "),
+                ..Refusal::from_head(e)
+            }),
+            Ok(head) => {
+                let info = head.info;
+                let head_only = head.method == "HEAD";
+                let complete = match info.framing {
+                    BodyFraming::None => Some(info.len),
+                    BodyFraming::Length(n) if n > limits.max_body_bytes as u64 => {
+                        let refusal = Refusal {
+                            head_only,
+                            ..Refusal::too_large()
+                        };
+                        self.headers = recycle(headers);
+                        return Step::Refused(refusal);
+                    }
+                    BodyFraming::Length(n) => {
+                        let end = info.len + n as usize;
+                        (data.len() >= end).then_some(end)
+                    }
+                    BodyFraming::Chunked => None,
+                };
+                match complete {
+                    Some(end) => {
+                        let req = Request {
+                            method: head.method,
+                            target: head.target,
+                            headers: head.headers,
+                            body: &data[info.len..end],
+                            conn_id: self.id,
+                        };
+                        let shared = self.shared;
+                        let close = dispatch(
+                            service,
+                            &req,
+                            &info,
+                            || shared.draining(),
+                            &mut self.out,
+                            &mut self.scratch,
+                        );
+                        consumed = end;
+                        Step::Answered { close }
+                    }
+                    None => {
+                        // The body is still arriving: keep the head as offsets, so it is not
+                        // parsed again, and wait for the body.
+                        self.fields.clear();
+                        self.fields.extend(head.headers.iter().filter_map(|h| {
+                            Some((Span::of(data, h.name.as_bytes())?, Span::of(data, h.value)?))
+                        }));
+                        let stored = StoredHead {
+                            info,
+                            method: Span::of(data, head.method.as_bytes())
+                                .expect("the method lies in the input"),
+                            target: Span::of(data, head.target.as_bytes()),
+                        };
+                        let body = match info.framing {
+                            BodyFraming::Length(n) => BodyProgress::Length {
+                                end: info.len + n as usize,
+                            },
+                            _ => BodyProgress::Chunked(Decoder::new(
+                                limits.max_body_bytes,
+                                max_chunked_framing(limits.max_body_bytes, limits.max_head_bytes),
+                                limits.max_head_bytes,
+                            )),
+                        };
+                        self.reading = Reading::Body {
+                            since: self.last_read,
+                            head: stored,
+                            body,
+                        };
+                        Step::NeedInput
+                    }
+                }
+            }
+        };
+        self.headers = recycle(headers);
+        self.input.consume(consumed);
+        match step {
+            Step::NeedInput if matches!(self.reading, Reading::Body { .. }) => {
+                self.enter_body(service)
+            }
+            step => step,
+        }
+    }
+
+    /// A head was just parsed and its body is not all here: decode what arrived of a chunked
+    /// body, and send `100 Continue` if it was asked for. Memory for the body is taken as it
+    /// arrives (doubling, never past the request's end), not on the head's say-so.
+    fn enter_body<S: Service>(&mut self, service: &S) -> Step {
+        let expect_continue = match &self.reading {
+            Reading::Body { head, .. } => head.info.expect_continue,
+            _ => return Step::NeedInput,
+        };
+        let step = self.advance_body(service);
+        if matches!(step, Step::NeedInput) && expect_continue {
+            self.out.extend_from_slice(CONTINUE);
+        }
+        step
+    }
+
+    /// The front request's head is parsed; see whether its body is complete.
+    fn advance_body<S: Service>(&mut self, service: &S) -> Step {
+        let Reading::Body { head, body, .. } = &mut self.reading else {
+            return Step::NeedInput;
+        };
+        let len = head.info.len;
+        let head_only = head.method.get(self.input.data()) == b"HEAD";
+        let (body_end, consumed) = match body {
+            BodyProgress::Length { end } => {
+                if self.input.len() < *end {
+                    return Step::NeedInput;
+                }
+                (*end, *end)
+            }
+            BodyProgress::Chunked(decoder) => match decoder.feed(&mut self.input.data_mut()[len..])
+            {
+                Chunked::Complete { body_len, consumed } => (len + body_len, len + consumed),
+                Chunked::Incomplete { body_len } => {
+                    // Everything after the decoded body was framing, checked and no longer
+                    // needed: the next read appends right after the body.
+                    self.input.truncate(len + body_len);
+                    return Step::NeedInput;
+                }
+                Chunked::TooLarge => {
+                    return Step::Refused(Refusal {
+                        head_only,
+                        ..Refusal::too_large()
+                    })
+                }
+                Chunked::Bad => {
+                    return Step::Refused(Refusal {
+                        head_only,
+                        ..Refusal::new(Status::BAD_REQUEST, "Malformed chunked body")
+                    })
+                }
+            },
+        };
+        let data = self.input.data();
+        let mut headers = recycle(std::mem::take(&mut self.headers));
+        headers.truncate(0);
+        headers.extend(self.fields.iter().map(|(name, value)| Header {
+            name: name.str(data),
+            value: value.get(data),
+        }));
+        let req = Request {
+            method: head.method.str(data),
+            target: head.target.map_or("/", |t| t.str(data)),
+            headers: &headers,
+            body: &data[len..body_end],
+            conn_id: self.id,
+        };
+        let shared = self.shared;
+        let info = head.info;
+        let close = dispatch(
+            service,
+            &req,
+            &info,
+            || shared.draining(),
+            &mut self.out,
+            &mut self.scratch,
+        );
+        let max_headers = self.shared.config.limits.max_headers;
+        headers.resize(max_headers, httparse::EMPTY_HEADER);
+        self.headers = recycle(headers);
+        self.input.consume(consumed);
+        Step::Answered { close }
+    }
+
+    /// Whether the request at the front is a HEAD (its refusals carry no body).
+    fn front_is_head(&self) -> bool {
+        match &self.reading {
+            Reading::Body { head, .. } => head.method.get(self.input.data()) == b"HEAD",
+            _ => self.input.data().starts_with(b"HEAD "),
+        }
+    }
+
+    fn refuse(&mut self, refusal: Refusal) {
+        write_error(
+            &mut self.out,
+            &mut self.scratch,
+            refusal.status,
+            refusal.detail,
+            refusal.head_only,
+            refusal.retry_after,
+        );
+    }
+
+    /// Writes the batch's answers, within the write timeout from now: the server's watchdog
+    /// cuts the connection at the deadline whatever the client sends meanwhile (may's own I/O
+    /// timer restarts whenever the socket turns readable, so it cannot bound a batch).
+    fn flush(&mut self, stream: &mut TcpStream) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let deadline = self.shared.clock_ms() + millis(self.shared.config.timeouts.write);
+        self.entry.write_deadline.store(deadline, Ordering::Release);
+        let written = stream.write_all(&self.out).is_ok();
+        self.entry.write_deadline.store(0, Ordering::Release);
+        self.out.clear();
+        written
+    }
+
+    /// Waits for more input under the deadline that applies to where the front request stands.
+    fn read(&mut self, stream: &mut TcpStream) -> Input {
+        let timeouts = &self.shared.config.timeouts;
+        let now = Instant::now();
+        let idle = matches!(self.reading, Reading::Idle) && self.input.is_empty();
+        // Whether this connection offered itself for eviction (see below).
+        let mut marked = false;
+        let wait = match &self.reading {
+            _ if idle => {
+                self.entry.idle.store(true, Ordering::SeqCst);
+                if self.served_any {
+                    self.entry
+                        .idle_since
+                        .store(self.shared.clock_ns(now), Ordering::SeqCst);
+                    marked = true;
+                }
+                if self.shared.draining() {
+                    return Input::Gone;
+                }
+                if self.served_any {
+                    timeouts.idle
+                } else {
+                    timeouts.header
+                }
+            }
+            Reading::Body { since, .. } => (*since + timeouts.body).saturating_duration_since(now),
+            Reading::Head { since, .. } => {
+                (*since + timeouts.header).saturating_duration_since(now)
+            }
+            // Idle with input left that holds no request yet (only empty lines were consumed).
+            Reading::Idle => timeouts.header,
+        };
+        if wait.is_zero() {
+            return Input::TimedOut;
+        }
+        if let Err(refusal) = self.make_room() {
+            return Input::Refused(refusal);
+        }
+        if self.read_timeout != Some(wait) {
+            let _ = stream.set_read_timeout(Some(wait));
+            self.read_timeout = Some(wait);
+        }
+        let result = self.input.read_from(stream);
+        self.entry.idle.store(false, Ordering::SeqCst);
+        // The accept loop claims a connection to evict by clearing `idle_since` before it shuts
+        // the socket's read side: if it was claimed, whatever this read brought is the start
+        // of a request that cannot be read to its end, and is answered 503 (retry).
+        let evicted = marked && self.entry.idle_since.swap(0, Ordering::SeqCst) == 0;
+        match result {
+            Ok(n) if evicted && n > 0 => Input::Refused(Refusal::busy()),
+            Ok(0) => Input::Gone,
+            Ok(_) => {
+                self.last_read = Instant::now();
+                Input::Data
+            }
+            Err(e) if !idle && matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                Input::TimedOut
+            }
+            Err(_) => Input::Gone,
+        }
+    }
+
+    /// Makes the input buffer's spare room non-empty, growing it within the budget.
+    fn make_room(&mut self) -> Result<(), Refusal> {
+        if self.input.spare() > 0 {
+            return Ok(());
+        }
+        let limits = &self.shared.config.limits;
+        let capacity = self.input.capacity();
+        let ceiling = match &self.reading {
+            Reading::Body {
+                body: BodyProgress::Length { end },
+                ..
+            } => *end,
+            Reading::Body { head, .. } => {
+                head.info.len + limits.max_body_bytes + MAX_SIZE_LINE + limits.max_head_bytes
+            }
+            _ => limits.max_head_bytes + BASE_INPUT,
+        };
+        let wanted = (capacity * 2).min(ceiling.max(capacity + BASE_INPUT));
+        if self.reserve(wanted) {
+            Ok(())
+        } else {
+            Err(Refusal {
+                head_only: self.front_is_head(),
+                ..Refusal::busy()
+            })
+        }
+    }
+
+    /// Grows the input buffer to `capacity`, taking the growth from the shared budget.
+    fn reserve(&mut self, capacity: usize) -> bool {
+        let current = self.input.capacity();
+        if capacity <= current {
+            return true;
+        }
+        if !self.shared.budget.try_take(capacity - current) {
+            return false;
+        }
+        self.held += capacity - current;
+        self.input.grow_to(capacity);
+        true
+    }
+
+    /// Hands memory a large request or answer took back as soon as it is consumed, so a
+    /// long-lived keep-alive connection holds only its small base buffers.
+    fn give_back_memory(&mut self) {
+        if self.out.capacity() > KEEP_OUTPUT.max(self.shared.config.limits.max_output_bytes) {
+            self.out = Vec::with_capacity(BASE_INPUT);
+        }
+        if self.scratch.capacity() > KEEP_OUTPUT {
+            self.scratch = Vec::with_capacity(BASE_BODY);
+        }
+        if self.held > 0 {
+            if self.input.is_empty() {
+                self.release_input();
+            } else if !matches!(self.reading, Reading::Body { .. })
+                && self.input.shrink_keeping(BASE_INPUT)
+            {
+                // A few bytes of the next request were read with a large one: they move to a
+                // base buffer (no offsets point into the input outside a body), so that a
+                // client cannot keep the large buffer by always leaving a byte behind.
+                self.shared.budget.give_back(self.held);
+                self.held = 0;
+            }
+        }
+    }
+
+    fn release_input(&mut self) {
+        self.input.clear_and_shrink(BASE_INPUT);
+        self.shared.budget.give_back(self.held);
+        self.held = 0;
+    }
+
+    /// Closes after the last answer. If input may still be on its way (a request was being
+    /// received, or more was pipelined behind the last answer), closes lingering.
+    fn close(&mut self, stream: &mut TcpStream) {
+        let unread = !self.input.is_empty() || !matches!(self.reading, Reading::Idle);
+        if unread {
+            self.release_input();
+            linger(stream, self.shared, &mut self.input);
+        }
+    }
+}
+
+/// Lingering close (RFC 9112 9.6; nginx's `lingering_close`): shut the write side so the
+/// client sees the end of the answers, then read and discard what it still sends, until it
+/// closes, or `linger_read` passes without input, or `linger` in all, or `max_linger_bytes`.
+pub(crate) fn linger(stream: &mut TcpStream, shared: &ServerShared, scratch: &mut InBuf) {
+    let timeouts = &shared.config.timeouts;
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + timeouts.linger;
+    let mut discarded = 0usize;
+    while discarded < shared.config.limits.max_linger_bytes {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return;
         }
-        if !need_more && !input.is_empty() {
-            // The batch ended on its request or output limit: what is left may already hold
-            // complete requests. Answer those before reading more, or a client waiting for
-            // them stalls, and the input buffer grows with whatever else it sends.
-            continue;
-        }
-
-        // Read more, under the deadline that applies to where we are.
-        let now = Instant::now();
-        let idle = input.is_empty();
-        let wait = if idle {
-            entry.idle.store(true, Ordering::SeqCst);
-            if shared.draining() {
-                return;
-            }
-            if served_any {
-                timeouts.idle
-            } else {
-                timeouts.header
-            }
-        } else {
-            let (start, limit) = match body_start {
-                Some(t) => (t, timeouts.body),
-                None => (*request_start.get_or_insert(now), timeouts.header),
-            };
-            let left = (start + limit).saturating_duration_since(now);
-            if left.is_zero() {
-                write_timeout_and_close(stream, &mut bufs);
-                return;
-            }
-            left
-        };
-        if read_timeout != Some(wait) {
-            let _ = stream.set_read_timeout(Some(wait));
-            read_timeout = Some(wait);
-        }
-        let len = input.len();
-        if input.capacity() - len < READ_CHUNK {
-            input.reserve(READ_CHUNK);
-        }
-        let room = input.capacity() - len;
-        input.resize(len + room, 0);
-        let result = stream.read(&mut input[len..]);
-        entry.idle.store(false, Ordering::SeqCst);
-        match result {
-            Ok(0) => return,
-            Ok(n) => {
-                input.truncate(len + n);
-                if idle {
-                    request_start = Some(Instant::now());
-                }
-            }
-            Err(e) => {
-                input.truncate(len);
-                if !idle && matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) {
-                    write_timeout_and_close(stream, &mut bufs);
-                }
-                return;
-            }
+        let _ = stream.set_read_timeout(Some(left.min(timeouts.linger_read)));
+        scratch.clear_and_shrink(BASE_INPUT);
+        match scratch.read_from(stream) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n,
         }
     }
 }
 
-/// Where a connection waiting for a request body stands.
-struct BodyWait {
-    /// The input length that completes the request (Content-Length framing).
-    needed: Option<usize>,
-    /// The input length at the last attempt to decode it.
-    attempted: usize,
+/// The framing a chunked body may carry besides its data: as much as the body limit (one-byte
+/// chunks cost 5 bytes of framing per byte of data; we allow about 1:1) plus a head's worth
+/// for extensions and trailers.
+fn max_chunked_framing(max_body: usize, max_head: usize) -> usize {
+    max_body.max(BASE_INPUT) + max_head
 }
 
-/// Whether the body may be complete now. Content-Length: when the input is long enough.
-/// Chunked: when the new bytes hold a blank line (every chunked body ends in one: the last
-/// chunk, then the trailer section's end) or the input grew by half since the last attempt,
-/// so a trickled body costs a logarithmic number of decodes, not one per read.
-fn body_may_be_complete(input: &[u8], wait: &BodyWait) -> bool {
-    match wait.needed {
-        Some(needed) => input.len() >= needed,
-        None => {
-            let from = wait.attempted.saturating_sub(3).min(input.len());
-            input.len() >= wait.attempted + (wait.attempted / 2).max(4096)
-                || input[from..].windows(4).any(|w| w == b"\r\n\r\n")
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Bytes of empty lines (CRLF or bare LF) at the front of `input`.
+fn leading_empty_lines(input: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match input[i..] {
+            [b'\r', b'\n', ..] => i += 2,
+            [b'\n', ..] => i += 1,
+            _ => return i,
         }
     }
-}
-
-impl Buffers {
-    /// Returns memory a large request or answer took, once the connection is between requests,
-    /// so a long-lived keep-alive connection holds only small buffers.
-    fn give_back_memory(&mut self, input: &mut BytesMut, max_output: usize) {
-        const KEEP: usize = 64 * 1024;
-        if self.out.capacity() > max_output.max(KEEP) {
-            self.out = Vec::with_capacity(READ_CHUNK);
-        }
-        if self.body.capacity() > KEEP {
-            self.body = Vec::with_capacity(1024);
-        }
-        if self.chunked.capacity() > KEEP {
-            self.chunked = Vec::new();
-        }
-        if input.is_empty() && input.capacity() > KEEP {
-            *input = BytesMut::with_capacity(READ_CHUNK);
-        }
-    }
-}
-
-fn write_timeout_and_close(stream: &mut TcpStream, bufs: &mut Buffers) {
-    bufs.out.clear();
-    write_error(&mut bufs.out, &mut bufs.body, 408, "Request timeout");
-    let _ = stream.write_all(&bufs.out);
 }
 
 /// Whether `input` may hold a complete head: looks for the blank line only in bytes not searched
 /// before, so a head trickled in byte by byte costs linear time, not quadratic.
 fn head_may_be_complete(input: &[u8], scanned: &mut usize) -> bool {
-    let from = scanned.saturating_sub(3);
+    // The end of a head is `\n\n` or `\n\r\n`: up to 2 bytes of it may precede what is new.
+    const OVERLAP: usize = 2;
+    let from = scanned.saturating_sub(OVERLAP);
     let found = input[from..]
         .windows(2)
         .any(|w| w == b"\n\n" || w == b"\n\r");
@@ -296,181 +740,38 @@ fn recycle<'a>(headers: Vec<Header<'_>>) -> Vec<Header<'a>> {
         .collect()
 }
 
-fn step<S: Service>(
-    input: &[u8],
-    service: &S,
-    shared: &ServerShared,
-    bufs: &mut Buffers,
-    conn_id: u64,
-) -> Step {
-    let limits = &shared.config.limits;
-    let mut headers = recycle(std::mem::take(&mut bufs.headers));
-    let result = match parse_head(input, &mut headers, limits) {
-        Err(HeadError::Incomplete) => Step::NeedMore {
-            in_body: false,
-            needed: None,
-            expect_continue: false,
-        },
-        Err(HeadError::TooLarge) => Step::Refused {
-            status: 431,
-            detail: "Request header too large",
-        },
-        Err(HeadError::Bad(detail)) => Step::Refused {
-            status: 400,
-            detail,
-        },
-        Err(HeadError::NotImplemented) => Step::Refused {
-            status: 501,
-            detail: "Transfer coding not implemented",
-        },
-        Ok((info, req)) => {
-            let body: Option<(&[u8], usize)> = match info.framing {
-                BodyFraming::None => Some((&[][..], info.len)),
-                BodyFraming::Length(n) if n > limits.max_body_bytes as u64 => {
-                    return finish(
-                        bufs,
-                        headers,
-                        Step::Refused {
-                            status: 413,
-                            detail: "Request body too large",
-                        },
-                    )
-                }
-                BodyFraming::Length(n) => {
-                    let end = info.len + n as usize;
-                    (input.len() >= end).then(|| (&input[info.len..end], end))
-                }
-                BodyFraming::Chunked => {
-                    match chunked::decode(
-                        &input[info.len..],
-                        &mut bufs.chunked,
-                        limits.max_body_bytes,
-                        limits.max_head_bytes,
-                    ) {
-                        Chunked::Complete { consumed } => {
-                            Some((&bufs.chunked[..], info.len + consumed))
-                        }
-                        Chunked::Incomplete => {
-                            if input.len() > limits.max_head_bytes * 2 + limits.max_body_bytes * 2 {
-                                return finish(
-                                    bufs,
-                                    headers,
-                                    Step::Refused {
-                                        status: 413,
-                                        detail: "Request body too large",
-                                    },
-                                );
-                            }
-                            None
-                        }
-                        Chunked::TooLarge => {
-                            return finish(
-                                bufs,
-                                headers,
-                                Step::Refused {
-                                    status: 413,
-                                    detail: "Request body too large",
-                                },
-                            )
-                        }
-                        Chunked::Bad => {
-                            return finish(
-                                bufs,
-                                headers,
-                                Step::Refused {
-                                    status: 400,
-                                    detail: "Malformed chunked body",
-                                },
-                            )
-                        }
-                    }
-                }
-            };
-            match body {
-                None => Step::NeedMore {
-                    in_body: true,
-                    needed: match info.framing {
-                        BodyFraming::Length(n) => Some(info.len + n as usize),
-                        _ => None,
-                    },
-                    expect_continue: info.expect_continue,
-                },
-                Some((body, consumed)) => {
-                    let method = req.method.unwrap_or("GET");
-                    let request = Request {
-                        method,
-                        target: req.path.unwrap_or("/"),
-                        headers: req.headers,
-                        body,
-                        conn_id,
-                    };
-                    let mut res = Response::new(&mut bufs.body);
-                    let outcome =
-                        catch_unwind(AssertUnwindSafe(|| service.call(&request, &mut res)));
-                    if outcome.is_err() {
-                        res.reset();
-                        res.error(500, "Internal Server Error");
-                        res.close = true;
-                    }
-                    // Draining is read after the handler, so a request that was in the handler
-                    // when shutdown began is answered with `Connection: close`.
-                    let close = !info.keep_alive || res.close || shared.draining();
-                    if !info.http11 && !close {
-                        // HTTP/1.0 closes by default: say that this connection stays open.
-                        res.header("Connection", "keep-alive");
-                    }
-                    write_response(&mut bufs.out, &res, method == "HEAD", close);
-                    Step::Answered { consumed, close }
-                }
-            }
-        }
-    };
-    finish(bufs, headers, result)
-}
-
-fn finish(bufs: &mut Buffers, headers: Vec<Header<'_>>, step: Step) -> Step {
-    bufs.headers = recycle(headers);
-    step
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_waiting_body_is_retried_only_when_it_may_be_complete() {
-        let cl = BodyWait {
-            needed: Some(100),
-            attempted: 40,
-        };
-        assert!(!body_may_be_complete(&[b'x'; 99], &cl));
-        assert!(body_may_be_complete(&[b'x'; 100], &cl));
+    fn the_end_of_a_head_is_found_across_reads_without_rescanning() {
+        let mut scanned = 0;
+        let mut input = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        assert!(!head_may_be_complete(&input, &mut scanned));
+        assert_eq!(scanned, input.len());
+        input.extend_from_slice(b"\r");
+        assert!(
+            head_may_be_complete(&input, &mut scanned),
+            "\\n\\r straddles the reads"
+        );
+    }
 
-        let mut input =
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel".to_vec();
-        let chunked = BodyWait {
-            needed: None,
-            attempted: input.len(),
-        };
-        input.extend_from_slice(b"l");
+    #[test]
+    fn empty_lines_before_a_request_are_skipped() {
+        assert_eq!(leading_empty_lines(b"\r\n\n\r\nGET"), 5);
+        assert_eq!(leading_empty_lines(b"\r"), 0);
+        assert_eq!(leading_empty_lines(b"GET"), 0);
+    }
+
+    #[test]
+    fn spans_locate_slices_of_their_base() {
+        let base = b"GET /x HTTP/1.1";
+        let span = Span::of(base, &base[4..6]).unwrap();
+        assert_eq!(span.str(base), "/x");
         assert!(
-            !body_may_be_complete(&input, &chunked),
-            "one more byte: wait"
+            Span::of(base, b"/".as_slice()).is_none(),
+            "a slice elsewhere"
         );
-        input.extend_from_slice(b"o\r\n0\r\n\r\n");
-        assert!(
-            body_may_be_complete(&input, &chunked),
-            "the terminating blank line arrived"
-        );
-        let grown = vec![b'x'; chunked.attempted + 4096];
-        assert!(body_may_be_complete(&grown, &chunked), "grew by 4 KiB");
-        // A blank line split across the previous attempt and the new bytes still counts.
-        let mut split = b"xx\r\n\r".to_vec();
-        let wait = BodyWait {
-            needed: None,
-            attempted: split.len(),
-        };
-        split.push(b'\n');
-        assert!(body_may_be_complete(&split, &wait));
     }
 }

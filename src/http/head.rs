@@ -3,9 +3,10 @@
 //!
 //! Pure functions over bytes: no I/O, no allocation. `httparse` does the tokenizing (and already
 //! rejects obs-fold, whitespace before the colon and control characters); this module adds the
-//! semantic checks: Content-Length and Transfer-Encoding, Host, Connection, Expect.
+//! semantic checks: Content-Length and Transfer-Encoding, Host, Connection, Expect, the
+//! request-target's form and the protocol version.
 
-use super::Limits;
+use super::{Limits, Status};
 
 /// How the body of a request is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,17 +29,57 @@ pub struct HeadInfo {
     pub expect_continue: bool,
 }
 
-/// Why a head was not accepted. Each maps to one status code.
+/// Why a head was not accepted. Each maps to one status code: see [`HeadError::status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadError {
     /// More bytes are needed (not an error: read on).
     Incomplete,
-    /// 431: the head is longer than the limit, or has too many fields.
+    /// The head is longer than the limit, or has too many fields.
     TooLarge,
-    /// 400, with a short reason for the response body.
+    /// Malformed or ambiguous, with a short reason for the response body.
     Bad(&'static str),
-    /// 501: a transfer coding this server does not implement.
+    /// A transfer coding this server does not implement.
     NotImplemented,
+    /// A protocol major version other than 1.
+    VersionNotSupported,
+    /// An `Expect` other than `100-continue`.
+    ExpectationFailed,
+}
+
+impl HeadError {
+    /// The status a refusal is answered with (none for `Incomplete`, which is not one).
+    pub fn status(self) -> Status {
+        match self {
+            HeadError::Incomplete | HeadError::Bad(_) => Status::BAD_REQUEST,
+            HeadError::TooLarge => Status::HEADER_FIELDS_TOO_LARGE,
+            HeadError::NotImplemented => Status::NOT_IMPLEMENTED,
+            HeadError::VersionNotSupported => Status::HTTP_VERSION_NOT_SUPPORTED,
+            HeadError::ExpectationFailed => Status::EXPECTATION_FAILED,
+        }
+    }
+
+    /// The `detail` of the refusal's JSON body.
+    pub fn detail(self) -> &'static str {
+        match self {
+            HeadError::Incomplete => "Incomplete request",
+            HeadError::TooLarge => "Request header too large",
+            HeadError::Bad(detail) => detail,
+            HeadError::NotImplemented => "Transfer coding not implemented",
+            HeadError::VersionNotSupported => "HTTP version not supported",
+            HeadError::ExpectationFailed => "Unsupported expectation",
+        }
+    }
+}
+
+/// A parsed, checked head, borrowing the connection's buffer.
+#[derive(Debug)]
+pub struct Head<'h, 'b> {
+    pub info: HeadInfo,
+    pub method: &'b str,
+    /// The target in origin form (`/path?query`): an absolute-form target
+    /// (`http://host/path`) has its scheme and authority removed (RFC 9112 3.2.2).
+    pub target: &'b str,
+    pub headers: &'h [httparse::Header<'b>],
 }
 
 /// Parses the head at the start of `buf` into `headers`, checking it against `limits`.
@@ -46,7 +87,7 @@ pub fn parse_head<'h, 'b>(
     buf: &'b [u8],
     headers: &'h mut [httparse::Header<'b>],
     limits: &Limits,
-) -> Result<(HeadInfo, httparse::Request<'h, 'b>), HeadError> {
+) -> Result<Head<'h, 'b>, HeadError> {
     let mut req = httparse::Request::new(headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -58,14 +99,125 @@ pub fn parse_head<'h, 'b>(
             })
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::Version) => return Err(HeadError::Bad("Unsupported HTTP version")),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(_) => return Err(HeadError::Bad("Malformed request")),
     };
     if len > limits.max_head_bytes {
         return Err(HeadError::TooLarge);
     }
     let info = check_fields(&req, len)?;
-    Ok((info, req))
+    let target = origin_target(req.path.unwrap_or("/"))?;
+    Ok(Head {
+        info,
+        method: req.method.unwrap_or("GET"),
+        target,
+        headers: req.headers,
+    })
+}
+
+/// What an unparseable version means: `HTTP/x.y` with a major version other than 1 is a
+/// version this server does not speak (505, RFC 9110 15.6.6); anything else is malformed.
+fn version_error(buf: &[u8]) -> HeadError {
+    let line_end = buf
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    let version = match line.iter().rposition(|&b| b == b' ') {
+        Some(i) => &line[i + 1..],
+        None => return HeadError::Bad("Malformed request"),
+    };
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() && *major != b'1' =>
+        {
+            HeadError::VersionNotSupported
+        }
+        _ => HeadError::Bad("Unsupported HTTP version"),
+    }
+}
+
+/// The request target in origin form. Origin form (`/...`) and asterisk form (`*`) are
+/// returned as they are; absolute form (`http://authority/path?query`, RFC 9112 3.2.2) has its
+/// authority checked and removed, an empty path becoming `/`.
+fn origin_target(target: &str) -> Result<&str, HeadError> {
+    if target.starts_with('/') || target == "*" {
+        return Ok(target);
+    }
+    let rest = strip_prefix_ignore_case(target, "http://")
+        .or_else(|| strip_prefix_ignore_case(target, "https://"))
+        .ok_or(HeadError::Bad("Invalid request target"))?;
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    // userinfo is deprecated in http(s) URIs (RFC 9110 4.2.4) and the authority must name a host.
+    if authority.is_empty() || authority.contains('@') || !is_valid_host(authority.as_bytes()) {
+        return Err(HeadError::Bad("Invalid request target"));
+    }
+    Ok(match path.as_bytes().first() {
+        Some(b'/') => path,
+        // `http://h?q` means path `/` with the query: answered as `/`, the query dropped
+        // rather than copied (the target borrows the connection's buffer).
+        _ => "/",
+    })
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// Whether `value` is `uri-host [ ":" port ]` (RFC 9112 3.2, RFC 3986 3.2.2): an IP literal
+/// in brackets, or a reg-name (unreserved, percent-encoded and sub-delims characters, which
+/// covers IPv4 addresses), then an optional port of digits. An empty value is allowed (a
+/// target without an authority).
+pub fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(close) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &rest[..close];
+        let ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.' || is_reg_name_char(b));
+        if !ok {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&b""[..], port),
+            _ => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(i) => (&value[..i], &value[i + 1..]),
+            None => (value, &b""[..]),
+        }
+    };
+    valid_reg_name(host) && port.iter().all(u8::is_ascii_digit)
+}
+
+fn is_reg_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+}
+
+fn valid_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                let hex = host.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if is_reg_name_char(b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn check_fields(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo, HeadError> {
@@ -110,6 +262,9 @@ fn check_fields(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo,
             }
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            if !is_valid_host(trim(h.value)) {
+                return Err(HeadError::Bad("Invalid Host header"));
+            }
         } else if name.eq_ignore_ascii_case("connection") {
             for token in split_list(h.value) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -122,7 +277,7 @@ fn check_fields(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo,
             if trim(h.value).eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
             } else {
-                return Err(HeadError::Bad("Unsupported expectation"));
+                return Err(HeadError::ExpectationFailed);
             }
         }
     }
@@ -167,11 +322,15 @@ fn check_fields(req: &httparse::Request<'_, '_>, len: usize) -> Result<HeadInfo,
     })
 }
 
+/// Decimal digits in the largest `u64`.
+const MAX_LENGTH_DIGITS: usize = 20;
+
 /// A Content-Length value: one or more ASCII digits and nothing else (no sign, no list, no
 /// whitespace inside), fitting in 64 bits.
 fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
     let value = trim(value);
-    if value.is_empty() || value.len() > 20 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || value.len() > MAX_LENGTH_DIGITS || !value.iter().all(u8::is_ascii_digit)
+    {
         return Err(HeadError::Bad("Invalid Content-Length"));
     }
     let mut n: u64 = 0;
@@ -184,7 +343,8 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
     Ok(n)
 }
 
-fn trim(mut v: &[u8]) -> &[u8] {
+/// The value without leading and trailing spaces and tabs (optional whitespace, RFC 9110 5.6.3).
+pub(crate) fn trim(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
         v = rest;
     }
@@ -208,7 +368,76 @@ mod tests {
 
     fn parse(raw: &[u8]) -> Result<HeadInfo, HeadError> {
         let mut headers = [httparse::EMPTY_HEADER; 100];
-        parse_head(raw, &mut headers, &Limits::default()).map(|(info, _)| info)
+        parse_head(raw, &mut headers, &Limits::default()).map(|head| head.info)
+    }
+
+    fn target(raw: &[u8]) -> Result<String, HeadError> {
+        let mut headers = [httparse::EMPTY_HEADER; 100];
+        parse_head(raw, &mut headers, &Limits::default()).map(|head| head.target.to_string())
+    }
+
+    #[test]
+    fn absolute_form_targets_are_served_by_their_path() {
+        for (line, want) in [
+            ("GET http://x/livez HTTP/1.1", "/livez"),
+            ("GET HTTP://x:8000/user/1?a=b HTTP/1.1", "/user/1?a=b"),
+            ("GET https://[::1]:8000 HTTP/1.1", "/"),
+            ("GET /plain HTTP/1.1", "/plain"),
+        ] {
+            let raw = format!("{line}\r\nHost: a\r\n\r\n");
+            assert_eq!(target(raw.as_bytes()).as_deref(), Ok(want), "{line}");
+        }
+        for line in [
+            "GET ftp://x/ HTTP/1.1",
+            "GET http:///x HTTP/1.1",
+            "GET http://u@x/ HTTP/1.1",
+            "GET x/y HTTP/1.1",
+        ] {
+            let raw = format!("{line}\r\nHost: a\r\n\r\n");
+            assert_eq!(
+                target(raw.as_bytes()),
+                Err(HeadError::Bad("Invalid request target")),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_must_be_a_uri_host_and_port() {
+        for good in [
+            "a",
+            "a.b:80",
+            "127.0.0.1:8000",
+            "[::1]",
+            "[::1]:80",
+            "",
+            "x%41y",
+            "a-b_c~",
+        ] {
+            assert!(is_valid_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "a b/c", "a/b", "a:b", "[::1", "[]", "[::1]x", "a%4", "a@b", "a\"b",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
+        }
+        let raw = b"GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n";
+        assert_eq!(parse(raw), Err(HeadError::Bad("Invalid Host header")));
+    }
+
+    #[test]
+    fn other_major_versions_get_505() {
+        for (line, want) in [
+            ("GET / HTTP/2.0", HeadError::VersionNotSupported),
+            ("GET / HTTP/3.0", HeadError::VersionNotSupported),
+            ("GET / HTTP/0.9", HeadError::VersionNotSupported),
+            ("GET / HTTP/1.x", HeadError::Bad("Unsupported HTTP version")),
+            ("GET / FTP/1.0", HeadError::Bad("Unsupported HTTP version")),
+        ] {
+            let raw = format!("{line}\r\nHost: a\r\n\r\n");
+            assert_eq!(parse(raw.as_bytes()), Err(want), "{line}");
+        }
+        assert_eq!(HeadError::VersionNotSupported.status().as_u16(), 505);
     }
 
     #[test]

@@ -6,18 +6,22 @@
 //! [`Response`]. Must never let one request's bytes be read as another's, never grow memory
 //! without bound on a client's say-so, and never let a handler's panic take the process down.
 
+mod buffer;
 mod chunked;
 mod conn;
+mod dispatch;
 mod head;
 mod response;
 mod server;
+mod status;
 
 use std::time::Duration;
 
-pub use chunked::{decode as decode_chunked, Chunked};
-pub use head::{parse_head, BodyFraming, HeadError, HeadInfo};
-pub use response::{reason, write_detail, Response, SERVER_NAME};
+pub use chunked::{decode as decode_chunked, Chunked, Decoder as ChunkedDecoder};
+pub use head::{is_valid_host, parse_head, BodyFraming, Head, HeadError, HeadInfo};
+pub use response::{write_detail, Response, SERVER_NAME};
 pub use server::{serve, ServerHandle};
+pub use status::Status;
 
 /// A request as the handler sees it: borrowed from the connection's buffers, valid for the
 /// duration of the call.
@@ -95,6 +99,13 @@ pub struct Limits {
     pub max_pipelined: usize,
     /// Unsent output per connection that stops further request processing until flushed.
     pub max_output_bytes: usize,
+    /// Buffered request heads and bodies across all connections, beyond each connection's
+    /// 8 KiB base buffer. A request that would need more is answered 503 with `Retry-After`.
+    /// The default, 256 MiB, holds 256 bodies at the default body limit at once.
+    pub max_buffered_bytes: usize,
+    /// Input read and discarded while closing a connection that has unread input (lingering
+    /// close), at most.
+    pub max_linger_bytes: usize,
 }
 
 impl Default for Limits {
@@ -106,6 +117,8 @@ impl Default for Limits {
             max_connections: 10_000,
             max_pipelined: 64,
             max_output_bytes: 256 * 1024,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            max_linger_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -122,8 +135,13 @@ pub struct Timeouts {
     pub body: Duration,
     /// Idle keep-alive connection between requests (nginx keepalive_timeout 75 s).
     pub idle: Duration,
-    /// One write to a client that does not read (nginx send_timeout 60 s).
+    /// Sending one batch of answers (nginx send_timeout 60 s is per write; this bounds the
+    /// batch, whatever the client sends meanwhile). On expiry the connection is cut.
     pub write: Duration,
+    /// Lingering close, in all (nginx lingering_time, 30 s).
+    pub linger: Duration,
+    /// Lingering close, the longest wait for more input (nginx lingering_timeout, 5 s).
+    pub linger_read: Duration,
     /// Graceful shutdown: longest wait for in-flight requests.
     pub shutdown: Duration,
 }
@@ -135,6 +153,8 @@ impl Default for Timeouts {
             body: Duration::from_secs(30),
             idle: Duration::from_secs(60),
             write: Duration::from_secs(30),
+            linger: Duration::from_secs(30),
+            linger_read: Duration::from_secs(5),
             shutdown: Duration::from_secs(10),
         }
     }

@@ -4,6 +4,8 @@
 use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::Status;
+
 /// The `Server` header value.
 pub const SERVER_NAME: &str = "records-service";
 
@@ -13,7 +15,7 @@ const MAX_EXTRA_HEADERS: usize = 4;
 /// A response under construction. The handler sets the status, the content type, a few extra
 /// headers and writes the body into `body`; the connection loop serializes it.
 pub struct Response<'a> {
-    pub(crate) status: u16,
+    pub(crate) status: Status,
     pub(crate) content_type: &'static str,
     headers: [(&'static str, &'static str); MAX_EXTRA_HEADERS],
     n_headers: usize,
@@ -25,7 +27,7 @@ impl<'a> Response<'a> {
     pub(crate) fn new(body: &'a mut Vec<u8>) -> Response<'a> {
         body.clear();
         Response {
-            status: 200,
+            status: Status::OK,
             content_type: "application/json",
             headers: [("", ""); MAX_EXTRA_HEADERS],
             n_headers: 0,
@@ -34,7 +36,7 @@ impl<'a> Response<'a> {
         }
     }
 
-    pub fn status(&mut self, status: u16) -> &mut Self {
+    pub fn status(&mut self, status: Status) -> &mut Self {
         self.status = status;
         self
     }
@@ -46,7 +48,9 @@ impl<'a> Response<'a> {
 
     /// Adds a header. Names and values are static: they come from the program, never from a
     /// client, so they cannot inject header lines. Extra headers beyond the fixed room are a
-    /// programming error and are dropped (debug builds assert).
+    /// programming error and are dropped (debug builds assert; handlers run under the
+    /// connection's unwind guard, so the assertion answers 500). The connection's own headers
+    /// (`Connection`, `Content-Length`) are not set this way and cannot be dropped.
     pub fn header(&mut self, name: &'static str, value: &'static str) -> &mut Self {
         debug_assert!(self.n_headers < MAX_EXTRA_HEADERS, "too many headers");
         if self.n_headers < MAX_EXTRA_HEADERS {
@@ -71,7 +75,7 @@ impl<'a> Response<'a> {
     }
 
     /// Sets a JSON error body `{"detail": "..."}` with `status`.
-    pub fn error(&mut self, status: u16, detail: &str) -> &mut Self {
+    pub fn error(&mut self, status: Status, detail: &str) -> &mut Self {
         self.status = status;
         self.content_type = "application/json";
         self.body.clear();
@@ -81,7 +85,7 @@ impl<'a> Response<'a> {
 
     /// Forgets everything set so far (used when a handler panicked half-way).
     pub(crate) fn reset(&mut self) {
-        self.status = 200;
+        self.status = Status::OK;
         self.content_type = "application/json";
         self.n_headers = 0;
         self.body.clear();
@@ -100,53 +104,57 @@ pub fn write_detail(out: &mut Vec<u8>, detail: &str) {
     out.push(b'}');
 }
 
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        422 => "Unprocessable Content",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
+/// What the `Connection` header of a response says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Persistence {
+    /// Nothing: HTTP/1.1's default, the connection stays open.
+    Default,
+    /// `Connection: keep-alive`: an HTTP/1.0 client asked for it and it is granted.
+    KeepAlive,
+    /// `Connection: close`: the server closes after this response.
+    Close,
 }
 
 /// Serializes a complete response into `out`. `head_only` omits the body (for HEAD) but keeps
-/// its Content-Length.
-pub(crate) fn write_response(out: &mut Vec<u8>, res: &Response<'_>, head_only: bool, close: bool) {
-    let body = res.body();
+/// its Content-Length. A status that forbids content (1xx, 204, 304) is sent without a body
+/// whatever the handler wrote, and without Content-Type or Content-Length.
+pub(crate) fn write_response(
+    out: &mut Vec<u8>,
+    res: &Response<'_>,
+    head_only: bool,
+    persistence: Persistence,
+) {
+    let status = res.status;
+    let body = if status.allows_content() {
+        res.body()
+    } else {
+        &[]
+    };
     out.extend_from_slice(b"HTTP/1.1 ");
     let mut num = itoa::Buffer::new();
-    out.extend_from_slice(num.format(res.status).as_bytes());
+    out.extend_from_slice(num.format(status.as_u16()).as_bytes());
     out.push(b' ');
-    out.extend_from_slice(reason(res.status).as_bytes());
+    out.extend_from_slice(status.reason().as_bytes());
     out.extend_from_slice(b"\r\nServer: ");
     out.extend_from_slice(SERVER_NAME.as_bytes());
     out.extend_from_slice(b"\r\nDate: ");
     with_date(|d| out.extend_from_slice(d));
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(res.content_type.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    out.extend_from_slice(num.format(body.len()).as_bytes());
+    if status.allows_content() {
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(res.content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        out.extend_from_slice(num.format(body.len()).as_bytes());
+    }
     for (name, value) in res.extra_headers() {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
     }
-    if close {
-        out.extend_from_slice(b"\r\nConnection: close");
+    match persistence {
+        Persistence::Default => {}
+        Persistence::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
+        Persistence::Close => out.extend_from_slice(b"\r\nConnection: close"),
     }
     out.extend_from_slice(b"\r\n\r\n");
     if !head_only {
@@ -154,11 +162,22 @@ pub(crate) fn write_response(out: &mut Vec<u8>, res: &Response<'_>, head_only: b
     }
 }
 
-/// A response the connection loop makes on its own (errors before or around a handler).
-pub(crate) fn write_error(out: &mut Vec<u8>, scratch: &mut Vec<u8>, status: u16, detail: &str) {
+/// A response the connection loop makes on its own (a refusal before or around a handler):
+/// `{"detail": ...}` and `Connection: close`, with no body when the request was HEAD.
+pub(crate) fn write_error(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    status: Status,
+    detail: &str,
+    head_only: bool,
+    retry_after: bool,
+) {
     let mut res = Response::new(scratch);
     res.error(status, detail);
-    write_response(out, &res, false, true);
+    if retry_after {
+        res.header("Retry-After", "1");
+    }
+    write_response(out, &res, head_only, Persistence::Close);
 }
 
 thread_local! {
@@ -201,10 +220,46 @@ mod tests {
         let mut res = Response::new(&mut body);
         res.body_mut().extend_from_slice(b"{}");
         let mut out = Vec::new();
-        write_response(&mut out, &res, false, false);
+        write_response(&mut out, &res, false, Persistence::Default);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\nServer: records-service\r\nDate: "));
         assert!(text.contains("\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"));
         assert!(text.contains(" GMT\r\n"), "{text}");
+    }
+
+    #[test]
+    fn statuses_that_forbid_content_never_carry_it() {
+        for (status, length) in [
+            (Status::NO_CONTENT, false),
+            (Status::NOT_MODIFIED, false),
+            (Status::CONTINUE, false),
+        ] {
+            let mut body = Vec::new();
+            let mut res = Response::new(&mut body);
+            res.status(status)
+                .body_mut()
+                .extend_from_slice(b"{\"x\":1}");
+            let mut out = Vec::new();
+            write_response(&mut out, &res, false, Persistence::Default);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.ends_with("\r\n\r\n"), "{status}: no body: {text:?}");
+            assert_eq!(text.contains("Content-Length"), length, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn error_answers_to_head_have_no_body() {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        write_error(
+            &mut out,
+            &mut scratch,
+            Status::CONTENT_TOO_LARGE,
+            "x",
+            true,
+            false,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("Connection: close\r\n\r\n"), "{text:?}");
+        assert!(text.contains("Content-Length: 14\r\n"), "{text:?}");
     }
 }

@@ -3,15 +3,25 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::io::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use may::net::{TcpListener, TcpStream};
 
-use super::response::{write_response, Response};
-use super::{conn, HttpConfig, Service};
+use super::buffer::{Budget, InBuf};
+use super::response::write_error;
+use super::{conn, HttpConfig, Service, Status};
+
+/// Refused connections (at the connection cap) that may linger at once; past it a refusal
+/// closes at once. Each costs a coroutine for at most the linger time.
+const MAX_LINGERING_REFUSALS: usize = 64;
+/// Buffer a lingering refusal reads into.
+const REFUSAL_LINGER_BUFFER: usize = 4 * 1024;
+/// How often the watchdog looks for connections past their write deadline, at most.
+const WATCHDOG_TICK_MAX: Duration = Duration::from_millis(100);
 
 /// State shared by the accept loop, every connection and the handle.
 pub(crate) struct ServerShared {
@@ -25,12 +35,88 @@ pub(crate) struct ServerShared {
     /// Every open connection, so shutdown can wake the idle ones. Entries are added by the
     /// accept loop and removed by the connection's guard.
     registry: Mutex<HashMap<u64, Arc<ConnEntry>>>,
-    listener_fd: i32,
+    /// A duplicate of the listening socket's descriptor, owned here so that shutdown acts on
+    /// this socket and never on a descriptor number since closed and reused.
+    listener: OwnedFd,
+    /// Memory for buffered request heads and bodies, beyond each connection's base buffer.
+    pub(crate) budget: Budget,
+    /// Refused connections lingering now.
+    lingering_refusals: AtomicUsize,
+    epoch: Instant,
 }
 
 impl ServerShared {
     pub(crate) fn draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Milliseconds since the server started, plus one (so 0 can mean "none").
+    pub(crate) fn clock_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Nanoseconds from the server's start to `at`, plus one (so 0 can mean "none"): fine
+    /// enough to order connections that went idle within the same millisecond.
+    pub(crate) fn clock_ns(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
+            + 1
+    }
+
+    fn registry(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnEntry>>> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the keep-alive connection that has been idle longest, if there is one, to make
+    /// room for a new connection. Its read returns at once and it closes; the race with a
+    /// request arriving just then is the usual keep-alive race that clients retry.
+    fn evict_oldest_idle(&self) -> bool {
+        let registry = self.registry();
+        let oldest = registry
+            .values()
+            .filter_map(|e| {
+                let since = e.idle_since.load(Ordering::SeqCst);
+                (since != 0).then_some((since, e))
+            })
+            .min_by_key(|(since, _)| *since);
+        match oldest {
+            // Claimed by clearing its mark, so the connection knows it was evicted.
+            Some((since, entry))
+                if entry
+                    .idle_since
+                    .compare_exchange(since, 0, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok() =>
+            {
+                // SAFETY: the descriptor is open: entries leave the registry (under this lock)
+                // before their socket is closed.
+                unsafe {
+                    libc::shutdown(entry.fd, libc::SHUT_RD);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Cuts connections whose answers were not sent by their write deadline.
+    fn cut_late_writers(&self) {
+        let now = self.clock_ms();
+        for entry in self.registry().values() {
+            let deadline = entry.write_deadline.load(Ordering::Acquire);
+            // Cleared by compare-and-swap: a connection that finished this write and began
+            // the next one in the meantime has a new deadline, which is not cut.
+            if deadline != 0
+                && deadline <= now
+                && entry
+                    .write_deadline
+                    .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                // SAFETY: as in evict_oldest_idle. The blocked write fails with EPIPE.
+                unsafe {
+                    libc::shutdown(entry.fd, libc::SHUT_RDWR);
+                }
+            }
+        }
     }
 }
 
@@ -41,6 +127,11 @@ pub(crate) struct ConnEntry {
     /// connection checks `draining`, and shutdown sets `draining` before it reads this, so
     /// one of the two always sees the other.
     pub(crate) idle: AtomicBool,
+    /// When this connection, having answered a request, began waiting for the next
+    /// ([`ServerShared::clock_ns`]); 0 when it is not an idle keep-alive connection.
+    pub(crate) idle_since: AtomicU64,
+    /// When the answers being written must be sent by; 0 when not writing.
+    pub(crate) write_deadline: AtomicU64,
 }
 
 /// A running server.
@@ -58,6 +149,11 @@ impl ServerHandle {
         self.shared.active.load(Ordering::SeqCst)
     }
 
+    /// Bytes of the buffered-request budget in use now, across all connections.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.budget.used()
+    }
+
     pub fn is_draining(&self) -> bool {
         self.shared.draining()
     }
@@ -68,19 +164,16 @@ impl ServerHandle {
         if self.shared.draining.swap(true, Ordering::SeqCst) {
             return;
         }
-        // SAFETY: plain libc calls on descriptors owned by the listener and by live
-        // connections (entries leave the registry before their socket is closed).
+        // SAFETY: a plain libc call on a descriptor this server owns.
         unsafe {
             // Wakes the accept loop: accept() fails once the listening socket is shut down.
-            libc::shutdown(self.shared.listener_fd, libc::SHUT_RDWR);
+            libc::shutdown(self.shared.listener.as_raw_fd(), libc::SHUT_RDWR);
         }
-        let registry = self
-            .shared
-            .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let registry = self.shared.registry();
         for entry in registry.values() {
             if entry.idle.load(Ordering::SeqCst) {
+                // SAFETY: the descriptor is open: entries leave the registry (under this
+                // lock) before their socket is closed.
                 unsafe {
                     libc::shutdown(entry.fd, libc::SHUT_RD);
                 }
@@ -109,21 +202,44 @@ pub fn serve<S: Service>(
 ) -> io::Result<ServerHandle> {
     let addr = listener.local_addr()?;
     let shared = Arc::new(ServerShared {
+        budget: Budget::new(config.limits.max_buffered_bytes),
         config,
         draining: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         registry: Mutex::new(HashMap::new()),
-        listener_fd: listener.as_raw_fd(),
+        listener: OwnedFd::from(listener.inner().try_clone()?),
+        lingering_refusals: AtomicUsize::new(0),
+        epoch: Instant::now(),
     });
     let accept_shared = shared.clone();
+    let watchdog_shared = shared.clone();
     // SAFETY: may requires that coroutines do not block their worker thread on non-may
-    // primitives for long; the accept loop uses only may I/O and may sleep.
+    // primitives for long; the accept loop and the watchdog use only may I/O, may sleep and
+    // short critical sections.
     unsafe {
         may::coroutine::Builder::new()
             .name("http-accept".into())
             .spawn(move || accept_loop(listener, service, accept_shared))?;
+        may::coroutine::Builder::new()
+            .name("http-watchdog".into())
+            .spawn(move || watchdog(&watchdog_shared))?;
     }
     Ok(ServerHandle { shared, addr })
+}
+
+/// Enforces write deadlines: may's I/O timer restarts whenever a socket turns readable, so a
+/// client that never reads but keeps sending could hold a write open for ever. Runs until the
+/// server has drained.
+fn watchdog(shared: &ServerShared) {
+    let tick =
+        (shared.config.timeouts.write / 4).clamp(Duration::from_millis(1), WATCHDOG_TICK_MAX);
+    loop {
+        may::coroutine::sleep(tick);
+        if shared.draining() && shared.active.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        shared.cut_late_writers();
+    }
 }
 
 fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<ServerShared>) {
@@ -153,8 +269,13 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
         if shared.draining() {
             return;
         }
-        if shared.active.load(Ordering::SeqCst) >= shared.config.limits.max_connections {
-            refuse_busy(&stream);
+        // At the cap, an idle keep-alive connection makes room (oldest first); the new one is
+        // admitted while the evicted one closes, so the count may pass the cap by the
+        // connections closing at that moment.
+        if shared.active.load(Ordering::SeqCst) >= shared.config.limits.max_connections
+            && !shared.evict_oldest_idle()
+        {
+            refuse_busy(stream, &shared);
             continue;
         }
         shared.active.fetch_add(1, Ordering::SeqCst);
@@ -162,30 +283,49 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
         let entry = Arc::new(ConnEntry {
             fd: stream.as_raw_fd(),
             idle: AtomicBool::new(false),
+            idle_since: AtomicU64::new(0),
+            write_deadline: AtomicU64::new(0),
         });
-        shared
-            .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, entry.clone());
+        shared.registry().insert(id, entry.clone());
         let service = service.clone();
         let conn_shared = shared.clone();
         let guard = ConnGuard {
             shared: shared.clone(),
             id,
         };
-        // SAFETY: as above; connection coroutines block only on may I/O and may primitives.
-        let spawned = unsafe {
-            may::coroutine::spawn(move || {
-                let mut stream = stream;
-                conn::run(&mut stream, &*service, &conn_shared, &entry, id);
-                // Leave the registry before the socket closes: shutdown() signals registered
-                // descriptors under the registry lock, and a closed number can be reused at once.
-                drop(guard);
-                drop(stream);
-            })
+        let run = move || {
+            let mut stream = stream;
+            // Declared after the stream, so dropped before it even when `run` panics: the
+            // registry is left before the socket closes (shutdown() signals registered
+            // descriptors under the registry lock, and a closed number can be reused at once).
+            let guard = guard;
+            conn::run(&mut stream, &*service, &conn_shared, &entry, id);
+            drop(guard);
+            drop(stream);
         };
-        drop(spawned);
+        if let Err(why) = spawn_guarded(run) {
+            // The closure (stream and guard) was dropped: the connection is closed and its
+            // slot freed. Accepting goes on.
+            eprintln!("http: connection refused: cannot start its coroutine ({why})");
+        }
+    }
+}
+
+/// Spawns a coroutine; may panics when a stack cannot be mapped (memory, `vm.max_map_count`):
+/// that is caught and reported, so the accept loop survives it.
+fn spawn_guarded(f: impl FnOnce() + Send + 'static) -> Result<(), String> {
+    // SAFETY: coroutines spawned here block only on may I/O and may primitives.
+    let spawned = catch_unwind(AssertUnwindSafe(|| unsafe { may::coroutine::spawn(f) }));
+    match spawned {
+        Ok(handle) => {
+            drop(handle);
+            Ok(())
+        }
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "spawn panicked".into())),
     }
 }
 
@@ -197,11 +337,7 @@ struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.shared
-            .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        self.shared.registry().remove(&self.id);
         self.shared.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -213,15 +349,22 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-/// Answers 503 without waiting (a non-blocking send that may write nothing) and closes: a
-/// refused connection costs no coroutine, only a short-lived buffer for the answer.
-fn refuse_busy(stream: &TcpStream) {
-    let mut body = Vec::with_capacity(64);
+/// Answers 503 without waiting (a non-blocking send that may write nothing) and closes. A
+/// refused connection costs no connection coroutine; while few are lingering, it lingers in a
+/// small one of its own (so a request already sent does not turn the answer into a reset),
+/// otherwise it closes at once.
+fn refuse_busy(stream: TcpStream, shared: &Arc<ServerShared>) {
     let mut out = Vec::with_capacity(256);
-    let mut res = Response::new(&mut body);
-    res.error(503, "Too many open connections")
-        .header("Retry-After", "1");
-    write_response(&mut out, &res, false, true);
+    let mut scratch = Vec::with_capacity(64);
+    let status = Status::SERVICE_UNAVAILABLE;
+    write_error(
+        &mut out,
+        &mut scratch,
+        status,
+        "Too many open connections",
+        false,
+        true,
+    );
     // SAFETY: a send on a descriptor we own, from a valid buffer.
     unsafe {
         libc::send(
@@ -230,5 +373,22 @@ fn refuse_busy(stream: &TcpStream) {
             out.len(),
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         );
+    }
+    let lingering = &shared.lingering_refusals;
+    if lingering.fetch_add(1, Ordering::SeqCst) >= MAX_LINGERING_REFUSALS {
+        lingering.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    let linger_shared = shared.clone();
+    let linger = move || {
+        let mut stream = stream;
+        let mut scratch = InBuf::with_capacity(REFUSAL_LINGER_BUFFER);
+        conn::linger(&mut stream, &linger_shared, &mut scratch);
+        linger_shared
+            .lingering_refusals
+            .fetch_sub(1, Ordering::SeqCst);
+    };
+    if spawn_guarded(linger).is_err() {
+        shared.lingering_refusals.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::{Request, Response, Service};
+use crate::http::{Request, Response, Service, Status};
 use crate::pg::{self, ErrorKind};
 
 use super::assets::Assets;
@@ -51,16 +51,16 @@ impl Failure {
     fn write(self, res: &mut Response<'_>) {
         match self {
             Failure::BadRequest(detail) => {
-                res.error(400, &detail);
+                res.error(Status::BAD_REQUEST, &detail);
             }
             Failure::NotFound(detail) => {
-                res.error(404, &detail);
+                res.error(Status::NOT_FOUND, &detail);
             }
             Failure::Database(e) => match e.kind() {
                 // The service validates first; these are the database's backstops firing.
                 ErrorKind::StringTooLong | ErrorKind::CheckViolation => {
                     eprintln!("records: constraint backstop fired: {e}");
-                    res.error(400, INVALID_PAYLOAD);
+                    res.error(Status::BAD_REQUEST, INVALID_PAYLOAD);
                 }
                 ErrorKind::Unavailable
                 | ErrorKind::ConnectionLost
@@ -71,12 +71,15 @@ impl Failure {
                 | ErrorKind::Timeout
                 | ErrorKind::QueryCanceled => {
                     eprintln!("records: database unavailable: {e}");
-                    res.error(503, "Service temporarily unavailable")
-                        .header("Retry-After", "1");
+                    res.error(
+                        Status::SERVICE_UNAVAILABLE,
+                        "Service temporarily unavailable",
+                    )
+                    .header("Retry-After", "1");
                 }
                 ErrorKind::UniqueViolation | ErrorKind::OtherDatabase | ErrorKind::Protocol => {
                     eprintln!("records: database error: {e}");
-                    res.error(500, "Internal Server Error");
+                    res.error(Status::INTERNAL_SERVER_ERROR, "Internal Server Error");
                 }
             },
         }
@@ -255,7 +258,8 @@ impl RecordsService {
     /// Ready when every connection of both lanes is up and the database answers a query.
     fn readyz(&self, lane: u64, res: &mut Response<'_>) -> Outcome {
         if self.draining.load(Ordering::SeqCst) {
-            res.error(503, "Shutting down").header("Retry-After", "1");
+            res.error(Status::SERVICE_UNAVAILABLE, "Shutting down")
+                .header("Retry-After", "1");
             return Ok(());
         }
         let check = if self.repo.is_connected() {
@@ -269,7 +273,7 @@ impl RecordsService {
             Ok(()) => res.body_mut().extend_from_slice(br#"{"status":"ready"}"#),
             Err(e) => {
                 eprintln!("records: readiness check failed: {e}");
-                res.error(503, "Database unavailable")
+                res.error(Status::SERVICE_UNAVAILABLE, "Database unavailable")
                     .header("Retry-After", "1");
             }
         }
@@ -297,12 +301,13 @@ impl Service for RecordsService {
 }
 
 fn not_found(res: &mut Response<'_>) -> Outcome {
-    res.error(404, "Not Found");
+    res.error(Status::NOT_FOUND, "Not Found");
     Ok(())
 }
 
 fn not_allowed(res: &mut Response<'_>, allow: &'static str) -> Outcome {
-    res.error(405, "Method Not Allowed").header("Allow", allow);
+    res.error(Status::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        .header("Allow", allow);
     Ok(())
 }
 

@@ -186,6 +186,8 @@ fn connection_limit_answers_503_and_frees_its_slots() {
     for c in [&mut a, &mut b] {
         c.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(c.response().status, 200);
+        // Busy with the next request (an idle keep-alive connection would make room).
+        c.send(b"GET /next HTTP/1.1\r\n");
     }
     assert_eq!(server.handle.active_connections(), 2);
 
@@ -205,7 +207,7 @@ fn connection_limit_answers_503_and_frees_its_slots() {
     d.send(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(d.response().status, 200);
     // The survivor is still served.
-    b.send(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    b.send(b"Host: a\r\n\r\n");
     assert_eq!(b.response().status, 200);
 }
 
@@ -217,6 +219,7 @@ fn connection_limit_503_carries_a_date() {
     let mut a = server.client();
     a.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(a.response().status, 200);
+    a.send(b"GET /busy HTTP/1.1\r\n");
     let mut refused = server.client();
     let r = refused.raw_response(false);
     assert_eq!(r.status, 503);
@@ -265,6 +268,8 @@ fn panicking_handler_answers_500_closes_and_the_server_serves_on() {
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert!(r.closes());
     c.expect_closed();
+    // The unread `/after` made the server linger until the client closes.
+    drop(c);
     assert!(!server.saw("/after"));
     for _ in 0..3 {
         let mut c = server.client();

@@ -23,9 +23,14 @@
 mod support;
 
 mod bodies;
+mod capacity;
+mod conformance;
 mod connections;
+mod cost;
+mod deadlines;
 mod framing;
 mod limits;
+mod lingering;
 mod memory;
 mod pipelining;
 mod properties;

@@ -10,7 +10,7 @@ use records_service::http::{serve, HttpConfig, Request, Response, ServerHandle, 
 use serde::{Deserialize, Serialize};
 
 #[path = "../support/http.rs"]
-mod http;
+pub mod http;
 #[path = "../support/wait.rs"]
 mod wait;
 

@@ -1,0 +1,104 @@
+//! Response status codes: one type that owns the number, its reason phrase and whether a
+//! response with it may carry content, so no bare `400` or reason string is scattered around.
+
+use std::fmt;
+
+/// An HTTP status code (RFC 9110 section 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Status(u16);
+
+impl Status {
+    pub const CONTINUE: Status = Status(100);
+    pub const OK: Status = Status(200);
+    pub const CREATED: Status = Status(201);
+    pub const NO_CONTENT: Status = Status(204);
+    pub const NOT_MODIFIED: Status = Status(304);
+    pub const BAD_REQUEST: Status = Status(400);
+    pub const FORBIDDEN: Status = Status(403);
+    pub const NOT_FOUND: Status = Status(404);
+    pub const METHOD_NOT_ALLOWED: Status = Status(405);
+    pub const REQUEST_TIMEOUT: Status = Status(408);
+    pub const CONTENT_TOO_LARGE: Status = Status(413);
+    pub const EXPECTATION_FAILED: Status = Status(417);
+    pub const UNPROCESSABLE_CONTENT: Status = Status(422);
+    pub const HEADER_FIELDS_TOO_LARGE: Status = Status(431);
+    pub const INTERNAL_SERVER_ERROR: Status = Status(500);
+    pub const NOT_IMPLEMENTED: Status = Status(501);
+    pub const SERVICE_UNAVAILABLE: Status = Status(503);
+    pub const HTTP_VERSION_NOT_SUPPORTED: Status = Status(505);
+
+    /// A status from its number; `None` outside 100..=999 (three digits, RFC 9110 15).
+    pub const fn from_u16(code: u16) -> Option<Status> {
+        if code >= 100 && code <= 999 {
+            Some(Status(code))
+        } else {
+            None
+        }
+    }
+
+    pub const fn as_u16(self) -> u16 {
+        self.0
+    }
+
+    /// The reason phrase sent on the status line (RFC 9110's names).
+    pub fn reason(self) -> &'static str {
+        match self.0 {
+            100 => "Continue",
+            200 => "OK",
+            201 => "Created",
+            204 => "No Content",
+            304 => "Not Modified",
+            400 => "Bad Request",
+            403 => "Forbidden",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            413 => "Content Too Large",
+            417 => "Expectation Failed",
+            422 => "Unprocessable Content",
+            431 => "Request Header Fields Too Large",
+            500 => "Internal Server Error",
+            501 => "Not Implemented",
+            503 => "Service Unavailable",
+            505 => "HTTP Version Not Supported",
+            _ => "Unknown",
+        }
+    }
+
+    /// Whether a response with this status may carry content: 1xx, 204 and 304 never do
+    /// (RFC 9110 6.4.1), and 1xx and 204 carry no Content-Length either (RFC 9110 8.6).
+    pub const fn allows_content(self) -> bool {
+        !(self.0 < 200 || self.0 == 204 || self.0 == 304)
+    }
+
+    pub const fn is_server_error(self) -> bool {
+        self.0 >= 500
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.0, self.reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_without_content() {
+        for s in [Status::CONTINUE, Status::NO_CONTENT, Status::NOT_MODIFIED] {
+            assert!(!s.allows_content(), "{s}");
+        }
+        for s in [Status::OK, Status::BAD_REQUEST, Status::SERVICE_UNAVAILABLE] {
+            assert!(s.allows_content(), "{s}");
+        }
+        assert_eq!(Status::from_u16(99), None);
+        assert_eq!(Status::from_u16(1000), None);
+        assert_eq!(
+            Status::HTTP_VERSION_NOT_SUPPORTED.to_string(),
+            "505 HTTP Version Not Supported"
+        );
+    }
+}
