@@ -62,9 +62,11 @@ impl InBuf {
         self.end = self.start + n.min(self.len());
     }
 
-    /// Room for a read without growing: moves the data to the front if that makes room.
+    /// Room for a read without growing: moves the data to the front when less than a quarter
+    /// of the storage is free behind it and that makes more room (the data left then is a
+    /// partial request: short).
     pub(crate) fn spare(&mut self) -> usize {
-        if self.end == self.storage.len() && self.start > 0 {
+        if self.start > 0 && self.storage.len() - self.end < self.storage.len() / 4 {
             self.storage.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;

@@ -198,11 +198,44 @@ pub fn is_valid_host(value: &[u8]) -> bool {
     valid_reg_name(host) && port.iter().all(u8::is_ascii_digit)
 }
 
+/// `unreserved / sub-delims` (RFC 3986), as a table: the Host of every request is checked
+/// against it, so one lookup per byte.
+const REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    table
+};
+
 fn is_reg_name_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+    REG_NAME[usize::from(b)]
 }
 
 fn valid_reg_name(host: &[u8]) -> bool {
+    if host.iter().all(|&b| is_reg_name_char(b)) {
+        return true;
+    }
     let mut i = 0;
     while i < host.len() {
         match host[i] {
