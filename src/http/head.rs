@@ -6,6 +6,8 @@
 //! semantic checks: Content-Length and Transfer-Encoding, Host, Connection, Expect, the
 //! request-target's form and the protocol version.
 
+use std::mem::MaybeUninit;
+
 use super::{Limits, Status};
 
 /// How the body of a request is framed.
@@ -82,14 +84,15 @@ pub struct Head<'h, 'b> {
     pub headers: &'h [httparse::Header<'b>],
 }
 
-/// Parses the head at the start of `buf` into `headers`, checking it against `limits`.
+/// Parses the head at the start of `buf` into `headers` (slots that need no initialising),
+/// checking it against `limits`.
 pub fn parse_head<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
     limits: &Limits,
 ) -> Result<Head<'h, 'b>, HeadError> {
-    let mut req = httparse::Request::new(headers);
-    let len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             return Err(if buf.len() > limits.max_head_bytes {
@@ -400,12 +403,12 @@ mod tests {
     use super::*;
 
     fn parse(raw: &[u8]) -> Result<HeadInfo, HeadError> {
-        let mut headers = [httparse::EMPTY_HEADER; 100];
+        let mut headers = [MaybeUninit::uninit(); 100];
         parse_head(raw, &mut headers, &Limits::default()).map(|head| head.info)
     }
 
     fn target(raw: &[u8]) -> Result<String, HeadError> {
-        let mut headers = [httparse::EMPTY_HEADER; 100];
+        let mut headers = [MaybeUninit::uninit(); 100];
         parse_head(raw, &mut headers, &Limits::default()).map(|head| head.target.to_string())
     }
 

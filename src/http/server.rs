@@ -97,10 +97,24 @@ impl ServerShared {
         }
     }
 
-    /// Cuts connections whose answers were not sent by their write deadline.
-    fn cut_late_writers(&self) {
+    /// Cuts connections whose answers were not sent by their write deadline, and closes
+    /// connections idle past their idle (or first-request) deadline.
+    fn cut_late_connections(&self) {
         let now = self.clock_ms();
         for entry in self.registry().values() {
+            let idle = entry.idle_deadline.load(Ordering::Acquire);
+            if idle != 0
+                && idle <= now
+                && entry
+                    .idle_deadline
+                    .compare_exchange(idle, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                // SAFETY: as in evict_oldest_idle. The blocked read returns end of stream.
+                unsafe {
+                    libc::shutdown(entry.fd, libc::SHUT_RDWR);
+                }
+            }
             let deadline = entry.write_deadline.load(Ordering::Acquire);
             // Cleared by compare-and-swap: a connection that finished this write and began
             // the next one in the meantime has a new deadline, which is not cut.
@@ -132,6 +146,9 @@ pub(crate) struct ConnEntry {
     pub(crate) idle_since: AtomicU64,
     /// When the answers being written must be sent by; 0 when not writing.
     pub(crate) write_deadline: AtomicU64,
+    /// When a connection waiting between requests is closed (idle or header timeout);
+    /// 0 when it is not waiting between requests.
+    pub(crate) idle_deadline: AtomicU64,
 }
 
 /// A running server.
@@ -238,7 +255,7 @@ fn watchdog(shared: &ServerShared) {
         if shared.draining() && shared.active.load(Ordering::SeqCst) == 0 {
             return;
         }
-        shared.cut_late_writers();
+        shared.cut_late_connections();
     }
 }
 
@@ -285,6 +302,7 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
             idle: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             write_deadline: AtomicU64::new(0),
+            idle_deadline: AtomicU64::new(0),
         });
         shared.registry().insert(id, entry.clone());
         let service = service.clone();
@@ -293,6 +311,7 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
             shared: shared.clone(),
             id,
         };
+        let entry_fd = stream.as_raw_fd() as usize;
         let run = move || {
             let mut stream = stream;
             // Declared after the stream, so dropped before it even when `run` panics: the
@@ -303,7 +322,7 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
             drop(guard);
             drop(stream);
         };
-        if let Err(why) = spawn_guarded(run) {
+        if let Err(why) = spawn_guarded_on(run, Some(entry_fd)) {
             // The closure (stream and guard) was dropped: the connection is closed and its
             // slot freed. Accepting goes on.
             eprintln!("http: connection refused: cannot start its coroutine ({why})");
@@ -314,13 +333,23 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
 /// Spawns a coroutine; may panics when a stack cannot be mapped (memory, `vm.max_map_count`):
 /// that is caught and reported, so the accept loop survives it.
 fn spawn_guarded(f: impl FnOnce() + Send + 'static) -> Result<(), String> {
+    spawn_guarded_on(f, None)
+}
+
+/// As [`spawn_guarded`], first scheduled on the worker `id` selects (`None`: may's choice).
+fn spawn_guarded_on(f: impl FnOnce() + Send + 'static, id: Option<usize>) -> Result<(), String> {
+    let builder = match id {
+        Some(id) => may::coroutine::Builder::new().id(id),
+        None => may::coroutine::Builder::new(),
+    };
     // SAFETY: coroutines spawned here block only on may I/O and may primitives.
-    let spawned = catch_unwind(AssertUnwindSafe(|| unsafe { may::coroutine::spawn(f) }));
+    let spawned = catch_unwind(AssertUnwindSafe(|| unsafe { builder.spawn(f) }));
     match spawned {
-        Ok(handle) => {
+        Ok(Ok(handle)) => {
             drop(handle);
             Ok(())
         }
+        Ok(Err(e)) => Err(e.to_string()),
         Err(panic) => Err(panic
             .downcast_ref::<String>()
             .cloned()
