@@ -171,6 +171,7 @@ pub(crate) fn run<S: Service>(
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shared.config.timeouts.write));
+    urgent_data_inline(stream);
     let mut conn = Conn {
         shared,
         entry,
@@ -524,7 +525,10 @@ impl Conn<'_> {
         if self.out.is_empty() {
             return true;
         }
-        let deadline = self.shared.clock_ms() + millis(self.shared.config.timeouts.write);
+        let deadline = self
+            .shared
+            .clock_ms()
+            .saturating_add(millis(self.shared.config.timeouts.write));
         self.entry.write_deadline.store(deadline, Ordering::Release);
         let written = stream.write_all(&self.out).is_ok();
         self.entry.write_deadline.store(0, Ordering::Release);
@@ -575,7 +579,7 @@ impl Conn<'_> {
         // every blocking read, measurably lengthened the latency tail of every request.
         // Within a request, where a timeout must be answered 408, may's timer is used.
         let timeout = if idle {
-            let deadline = self.shared.clock_ms() + millis(wait);
+            let deadline = self.shared.clock_ms().saturating_add(millis(wait));
             self.entry.idle_deadline.store(deadline, Ordering::Release);
             None
         } else {
@@ -597,16 +601,15 @@ impl Conn<'_> {
         } else {
             self.input.read_from(stream)
         };
-        if idle {
-            self.entry.idle_deadline.store(0, Ordering::Release);
-        }
-        self.entry.idle.store(false, Ordering::SeqCst);
-        // The accept loop claims a connection to evict by clearing `idle_since` before it shuts
-        // the socket's read side: if it was claimed, whatever this read brought is the start
+        // The watchdog claims a connection past its idle deadline by clearing the deadline
+        // before it shuts the socket's read side, and the accept loop one to evict by clearing
+        // `idle_since`: if this connection was claimed, whatever this read brought is the start
         // of a request that cannot be read to its end, and is answered 503 (retry).
+        let timed_out = idle && self.entry.idle_deadline.swap(0, Ordering::AcqRel) == 0;
+        self.entry.idle.store(false, Ordering::SeqCst);
         let evicted = marked && self.entry.idle_since.swap(0, Ordering::SeqCst) == 0;
         match result {
-            Ok(n) if evicted && n > 0 => Input::Refused(Refusal::busy()),
+            Ok(n) if (evicted || timed_out) && n > 0 => Input::Refused(Refusal::busy()),
             Ok(0) => Input::Gone,
             Ok(_) => {
                 self.last_read = Instant::now();
@@ -731,6 +734,25 @@ pub(crate) fn linger(stream: &mut TcpStream, shared: &ServerShared, scratch: &mu
 /// for extensions and trailers.
 fn max_chunked_framing(max_body: usize, max_head: usize) -> usize {
     max_body.max(BASE_INPUT) + max_head
+}
+
+/// Urgent (out-of-band) bytes are delivered in line, as ordinary input. Otherwise a byte sent
+/// with `MSG_OOB` wakes a blocked read that then finds nothing to read, and may re-arms its
+/// timer for the full timeout each time: a client sending one every few hundred milliseconds
+/// kept a half-sent request open past every timeout.
+fn urgent_data_inline(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a valid pointer and length.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_OOBINLINE,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 fn millis(d: Duration) -> u64 {

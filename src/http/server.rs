@@ -110,9 +110,11 @@ impl ServerShared {
                     .compare_exchange(idle, 0, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {
-                // SAFETY: as in evict_oldest_idle. The blocked read returns end of stream.
+                // SAFETY: as in evict_oldest_idle. The blocked read returns end of stream; the
+                // write side stays open, so a request that arrived at this moment is still
+                // answered (503, see conn.rs) rather than cut.
                 unsafe {
-                    libc::shutdown(entry.fd, libc::SHUT_RDWR);
+                    libc::shutdown(entry.fd, libc::SHUT_RD);
                 }
             }
             let deadline = entry.write_deadline.load(Ordering::Acquire);

@@ -39,3 +39,56 @@ fn input_does_not_extend_the_write_deadline() {
     drop(s);
     pacer.join().unwrap();
 }
+
+/// Urgent (`MSG_OOB`) bytes used to wake a blocked read that found nothing, which re-armed
+/// may's timer for the full timeout: a half-sent request stayed open past the header timeout.
+#[test]
+fn urgent_bytes_do_not_extend_the_header_timeout() {
+    use std::os::fd::AsRawFd;
+    let server = TestServer::start(config(|c| c.timeouts.header = Duration::from_millis(500)));
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.write_all(b"GET /urgent HTTP/1.1\r\n").unwrap();
+    let start = Instant::now();
+    assert!(eventually(Duration::from_secs(5), || server
+        .handle
+        .active_connections()
+        == 1));
+    let fd = s.as_raw_fd();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let pacer = std::thread::spawn(move || {
+        // One urgent byte every 100 ms (paces the input) until the server closes or 5 s pass.
+        while start.elapsed() < Duration::from_secs(5)
+            && !stopped.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // SAFETY: a send on a socket this test owns, from a valid one-byte buffer.
+            let sent = unsafe {
+                libc::send(
+                    fd,
+                    b"x".as_ptr().cast(),
+                    1,
+                    libc::MSG_OOB | libc::MSG_NOSIGNAL,
+                )
+            };
+            if sent < 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    // The 408 arrives at the header timeout (the connection then lingers, bounded, while the
+    // client keeps sending).
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 12];
+    let got = std::io::Read::read_exact(&mut s, &mut head);
+    let took = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    pacer.join().unwrap();
+    assert!(got.is_ok(), "no answer within 5 s: {got:?}");
+    assert_eq!(&head, b"HTTP/1.1 408");
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+    drop(s);
+}
