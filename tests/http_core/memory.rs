@@ -3,7 +3,7 @@
 //! the process (memory, CPU, descriptor limit) run in a child process of this test binary, so
 //! that other tests running in parallel neither disturb the figure nor feel the limit.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -279,4 +279,73 @@ fn client_that_never_reads_is_closed_at_the_write_timeout() {
         server.handle.active_connections()
     );
     drop(c);
+}
+
+/// The accept loop survives coroutines that cannot be started (may panics when a stack cannot
+/// be mapped: memory, `vm.max_map_count`). The child keeps may's pool of ready coroutines to
+/// one, asks for 8 MiB stacks and caps its address space 4 MiB above what it uses, so that a
+/// new connection's stack no longer fits while small allocations still do; then it lifts
+/// both, and a new connection must be served.
+#[test]
+fn accept_survives_a_failed_coroutine_spawn() {
+    run_in_child("child_spawn_fails");
+}
+
+/// Run by `accept_survives_a_failed_coroutine_spawn`; passes at once otherwise.
+#[test]
+fn child_spawn_fails() {
+    if !in_child("child_spawn_fails") {
+        return;
+    }
+    const WORDS: usize = std::mem::size_of::<usize>();
+    // Before the runtime starts: otherwise may keeps 1,000 coroutines (and stacks) ready.
+    may::config().set_pool_capacity(1);
+    let server = TestServer::default_config();
+    let mut warm = server.client();
+    warm.send(b"GET /warm HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(warm.response().status, 200);
+
+    let normal_stack = may::config().get_stack_size();
+    may::config().set_stack_size((8 << 20) / WORDS);
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with valid pointers.
+    unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) };
+    let capped = libc::rlimit {
+        rlim_cur: (proc_status_kib("VmSize") + 4 * 1024) * 1024,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &capped) }, 0);
+    let clients: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(server.addr()).unwrap())
+        .collect();
+    // A client whose coroutine could not start is closed by the server.
+    let refused = eventually(Duration::from_secs(10), || {
+        clients.iter().any(|c| {
+            c.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            match (&*c).read(&mut byte) {
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                Ok(n) => n == 0,
+            }
+        })
+    });
+    // SAFETY: as above; the soft limit goes back to what it was (not above the hard one).
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) }, 0);
+    may::config().set_stack_size(normal_stack);
+    assert!(
+        refused,
+        "every connection got its coroutine: the cap proved nothing"
+    );
+    drop(clients);
+    let mut after = server.client();
+    after.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(
+        after.response().status,
+        200,
+        "the accept loop is still running"
+    );
 }
