@@ -186,7 +186,6 @@ pub(crate) fn run<S: Service>(
         fields: Vec::new(),
         reading: Reading::Idle,
         served_any: false,
-        read_timeout: None,
         last_read: Instant::now(),
     };
     conn.serve(stream, service);
@@ -209,7 +208,6 @@ struct Conn<'s> {
     fields: Vec<(Span, Span)>,
     reading: Reading,
     served_any: bool,
-    read_timeout: Option<Duration>,
     last_read: Instant,
 }
 
@@ -574,50 +572,20 @@ impl Conn<'_> {
         if let Err(refusal) = self.make_room() {
             return Input::Refused(refusal);
         }
-        // Between requests the deadline is the watchdog's (it closes the connection, which
-        // is all an idle timeout does): may's per-read timer, registered and cancelled on
-        // every blocking read, measurably lengthened the latency tail of every request.
-        // Within a request, where a timeout must be answered 408, may's timer is used.
-        let timeout = if idle {
-            let deadline = self.shared.clock_ms().saturating_add(millis(wait));
-            self.entry.idle_deadline.store(deadline, Ordering::Release);
-            None
-        } else {
-            Some(wait)
-        };
-        if self.read_timeout != timeout {
-            let _ = stream.set_read_timeout(timeout);
-            self.read_timeout = timeout;
-        }
-        let result = if idle {
-            loop {
-                match self.input.read_from(stream.inner_mut()) {
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        may::io::WaitIo::wait_io(&*stream);
-                    }
-                    other => break other,
-                }
-            }
-        } else {
-            self.input.read_from(stream)
-        };
-        // The watchdog claims a connection past its idle deadline by clearing the deadline
-        // before it shuts the socket's read side, and the accept loop one to evict by clearing
-        // `idle_since`: if this connection was claimed, whatever this read brought is the start
-        // of a request that cannot be read to its end, and is answered 503 (retry).
-        let timed_out = idle && self.entry.idle_deadline.swap(0, Ordering::AcqRel) == 0;
+        let result = read_until(stream, &mut self.input, self.entry, self.shared, now + wait);
         self.entry.idle.store(false, Ordering::SeqCst);
+        // The accept loop claims a connection to evict by clearing `idle_since` before it shuts
+        // the socket's read side: if this one was claimed, whatever this read brought is the
+        // start of a request that cannot be read to its end, and is answered 503 (retry).
         let evicted = marked && self.entry.idle_since.swap(0, Ordering::SeqCst) == 0;
         match result {
-            Ok(n) if (evicted || timed_out) && n > 0 => Input::Refused(Refusal::busy()),
+            Ok(n) if evicted && n > 0 => Input::Refused(Refusal::busy()),
             Ok(0) => Input::Gone,
             Ok(_) => {
                 self.last_read = Instant::now();
                 Input::Data
             }
-            Err(e) if !idle && matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                Input::TimedOut
-            }
+            Err(e) if !idle && e.kind() == ErrorKind::TimedOut => Input::TimedOut,
             Err(_) => Input::Gone,
         }
     }
@@ -700,15 +668,56 @@ impl Conn<'_> {
         let unread = !self.input.is_empty() || !matches!(self.reading, Reading::Idle);
         if unread {
             self.release_input();
-            linger(stream, self.shared, &mut self.input);
+            linger(stream, self.shared, &mut self.input, Some(self.entry));
         }
     }
+}
+
+/// One read into `input`, or `TimedOut` at `deadline`.
+///
+/// The socket is read directly (it is non-blocking) and, when empty, waited on with may's
+/// `wait_io`; the deadline is the watchdog's, which wakes the connection when it passes. A
+/// blocking may read with a timeout is not used: its timer restarts whenever the socket is
+/// woken without data to read (an urgent byte, for one), so a client could hold a read open
+/// past any timeout; and registering and cancelling a timer on every read measurably
+/// lengthened the latency tail of every request.
+fn read_until(
+    stream: &mut TcpStream,
+    input: &mut InBuf,
+    entry: &ConnEntry,
+    shared: &ServerShared,
+    deadline: Instant,
+) -> std::io::Result<usize> {
+    entry
+        .read_deadline
+        .store(shared.clock_ms_at(deadline), Ordering::Release);
+    let result = loop {
+        match input.read_from(stream.inner_mut()) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    break Err(ErrorKind::TimedOut.into());
+                }
+                may::io::WaitIo::wait_io(&*stream);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            other => break other,
+        }
+    };
+    entry.read_deadline.store(0, Ordering::Release);
+    result
 }
 
 /// Lingering close (RFC 9112 9.6; nginx's `lingering_close`): shut the write side so the
 /// client sees the end of the answers, then read and discard what it still sends, until it
 /// closes, or `linger_read` passes without input, or `linger` in all, or `max_linger_bytes`.
-pub(crate) fn linger(stream: &mut TcpStream, shared: &ServerShared, scratch: &mut InBuf) {
+/// `entry`: the connection's registry entry, whose watchdog-kept deadline bounds each read;
+/// without one (a refusal at the connection cap) may's read timeout does.
+pub(crate) fn linger(
+    stream: &mut TcpStream,
+    shared: &ServerShared,
+    scratch: &mut InBuf,
+    entry: Option<&ConnEntry>,
+) {
     let timeouts = &shared.config.timeouts;
     if stream.shutdown(Shutdown::Write).is_err() {
         return;
@@ -720,9 +729,16 @@ pub(crate) fn linger(stream: &mut TcpStream, shared: &ServerShared, scratch: &mu
         if left.is_zero() {
             return;
         }
-        let _ = stream.set_read_timeout(Some(left.min(timeouts.linger_read)));
+        let wait = left.min(timeouts.linger_read);
         scratch.clear_and_shrink(BASE_INPUT);
-        match scratch.read_from(stream) {
+        let read = match entry {
+            Some(entry) => read_until(stream, scratch, entry, shared, Instant::now() + wait),
+            None => {
+                let _ = stream.set_read_timeout(Some(wait));
+                scratch.read_from(stream)
+            }
+        };
+        match read {
             Ok(0) | Err(_) => return,
             Ok(n) => discarded += n,
         }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use may::io::WaitIoWaker;
 use may::net::{TcpListener, TcpStream};
 
 use super::buffer::{Budget, InBuf};
@@ -55,6 +56,12 @@ impl ServerShared {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
     }
 
+    /// [`ServerShared::clock_ms`] at `at`.
+    pub(crate) fn clock_ms_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX - 1)
+            + 1
+    }
+
     /// Nanoseconds from the server's start to `at`, plus one (so 0 can mean "none"): fine
     /// enough to order connections that went idle within the same millisecond.
     pub(crate) fn clock_ns(&self, at: Instant) -> u64 {
@@ -97,25 +104,15 @@ impl ServerShared {
         }
     }
 
-    /// Cuts connections whose answers were not sent by their write deadline, and closes
-    /// connections idle past their idle (or first-request) deadline.
+    /// Cuts connections whose answers were not sent by their write deadline, and wakes those
+    /// waiting for input past their read deadline.
     fn cut_late_connections(&self) {
         let now = self.clock_ms();
         for entry in self.registry().values() {
-            let idle = entry.idle_deadline.load(Ordering::Acquire);
-            if idle != 0
-                && idle <= now
-                && entry
-                    .idle_deadline
-                    .compare_exchange(idle, 0, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                // SAFETY: as in evict_oldest_idle. The blocked read returns end of stream; the
-                // write side stays open, so a request that arrived at this moment is still
-                // answered (503, see conn.rs) rather than cut.
-                unsafe {
-                    libc::shutdown(entry.fd, libc::SHUT_RD);
-                }
+            let read = entry.read_deadline.load(Ordering::Acquire);
+            if read != 0 && read <= now {
+                // The connection sees its deadline passed and answers 408 or closes.
+                entry.waker.wakeup();
             }
             let deadline = entry.write_deadline.load(Ordering::Acquire);
             // Cleared by compare-and-swap: a connection that finished this write and began
@@ -148,9 +145,11 @@ pub(crate) struct ConnEntry {
     pub(crate) idle_since: AtomicU64,
     /// When the answers being written must be sent by; 0 when not writing.
     pub(crate) write_deadline: AtomicU64,
-    /// When a connection waiting between requests is closed (idle or header timeout);
-    /// 0 when it is not waiting between requests.
-    pub(crate) idle_deadline: AtomicU64,
+    /// When the input being waited for must have arrived by ([`ServerShared::clock_ms`]); 0
+    /// when not reading.
+    pub(crate) read_deadline: AtomicU64,
+    /// Wakes the connection's coroutine from `wait_io` (at its read deadline).
+    pub(crate) waker: WaitIoWaker,
 }
 
 /// A running server.
@@ -246,12 +245,18 @@ pub fn serve<S: Service>(
     Ok(ServerHandle { shared, addr })
 }
 
-/// Enforces write deadlines: may's I/O timer restarts whenever a socket turns readable, so a
-/// client that never reads but keeps sending could hold a write open for ever. Runs until the
-/// server has drained.
+/// Enforces write deadlines (may's I/O timer restarts whenever a socket turns readable, so a
+/// client that never reads but keeps sending could hold a write open for ever) and read
+/// deadlines (connections wait for input without a may timer: the watchdog wakes them).
+/// Runs until the server has drained.
 fn watchdog(shared: &ServerShared) {
-    let tick =
-        (shared.config.timeouts.write / 4).clamp(Duration::from_millis(1), WATCHDOG_TICK_MAX);
+    let t = &shared.config.timeouts;
+    // A quarter of the shortest deadline it keeps, so each is kept within 25% (or 100 ms).
+    let shortest = [t.write, t.idle, t.header, t.body, t.linger_read]
+        .into_iter()
+        .min()
+        .unwrap_or(WATCHDOG_TICK_MAX);
+    let tick = (shortest / 4).clamp(Duration::from_millis(1), WATCHDOG_TICK_MAX);
     loop {
         may::coroutine::sleep(tick);
         if shared.draining() && shared.active.load(Ordering::SeqCst) == 0 {
@@ -304,7 +309,8 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
             idle: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             write_deadline: AtomicU64::new(0),
-            idle_deadline: AtomicU64::new(0),
+            read_deadline: AtomicU64::new(0),
+            waker: may::io::WaitIo::waker(&stream),
         });
         shared.registry().insert(id, entry.clone());
         let service = service.clone();
@@ -414,7 +420,7 @@ fn refuse_busy(stream: TcpStream, shared: &Arc<ServerShared>) {
     let linger = move || {
         let mut stream = stream;
         let mut scratch = InBuf::with_capacity(REFUSAL_LINGER_BUFFER);
-        conn::linger(&mut stream, &linger_shared, &mut scratch);
+        conn::linger(&mut stream, &linger_shared, &mut scratch, None);
         linger_shared
             .lingering_refusals
             .fetch_sub(1, Ordering::SeqCst);

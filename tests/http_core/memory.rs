@@ -31,6 +31,9 @@ fn run_in_child(name: &str) {
             "--test-threads=1",
         ])
         .env(CHILD_ENV, name)
+        // A panic in the child (a refused spawn is one) prints no backtrace: symbolizing runs
+        // on a 64 KiB coroutine stack, under the child's address-space cap.
+        .env("RUST_BACKTRACE", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
