@@ -64,7 +64,14 @@ fn database_outage_gives_fast_503_and_the_service_recovers_by_itself() {
         "recovered after the database returned; log:\n{}",
         app.log_text()
     );
-    assert_eq!(get(app.addr, "/readyz").status, 200);
+    // Readiness needs every connection of both lanes back; each reconnects on its own
+    // backoff, so the last can come up to one backoff interval (2 s) after the first.
+    assert!(
+        eventually(Duration::from_secs(5), || get(app.addr, "/readyz").status
+            == 200),
+        "ready again; log:\n{}",
+        app.log_text()
+    );
     assert_eq!(
         get(app.addr, "/users").status,
         200,
