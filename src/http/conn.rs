@@ -753,10 +753,10 @@ fn max_chunked_framing(max_body: usize, max_head: usize) -> usize {
 }
 
 /// Urgent (out-of-band) bytes are delivered in line, as ordinary input. Otherwise a byte sent
-/// with `MSG_OOB` wakes a blocked read that then finds nothing to read, and may re-arms its
-/// timer for the full timeout each time: a client sending one every few hundred milliseconds
-/// kept a half-sent request open past every timeout.
-fn urgent_data_inline(stream: &TcpStream) {
+/// with `MSG_OOB` wakes a waiting read that then finds nothing to read: harmless for
+/// [`read_until`], which checks its deadline on every wake, but a may read with a timeout (the
+/// lingering of a refused connection) re-arms its timer for the full timeout each time.
+pub(crate) fn urgent_data_inline(stream: &TcpStream) {
     use std::os::fd::AsRawFd;
     let on: libc::c_int = 1;
     // SAFETY: setsockopt on a socket we own, with a valid pointer and length.

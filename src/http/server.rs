@@ -416,6 +416,7 @@ fn refuse_busy(stream: TcpStream, shared: &Arc<ServerShared>) {
         lingering.fetch_sub(1, Ordering::SeqCst);
         return;
     }
+    conn::urgent_data_inline(&stream);
     let linger_shared = shared.clone();
     let linger = move || {
         let mut stream = stream;
