@@ -63,8 +63,8 @@ impl InBuf {
     }
 
     /// Room for a read without growing: moves the data to the front when less than a quarter
-    /// of the storage is free behind it and that makes more room (the data left then is a
-    /// partial request: short).
+    /// of the storage is free behind it and something was consumed before it. Each byte moves
+    /// at most once per request (nothing is consumed until a request is answered).
     pub(crate) fn spare(&mut self) -> usize {
         if self.start > 0 && self.storage.len() - self.end < self.storage.len() / 4 {
             self.storage.copy_within(self.start..self.end, 0);

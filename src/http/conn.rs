@@ -109,12 +109,11 @@ enum Step {
     Refused(Refusal),
 }
 
-/// An answer the connection gives on its own, after which it closes.
+/// An answer the connection gives on its own, after which it closes. (Whether the refused
+/// request was a HEAD, so the answer has no body, is read off the front of the input.)
 struct Refusal {
     status: Status,
     detail: &'static str,
-    /// The refused request was HEAD: no body.
-    head_only: bool,
     retry_after: bool,
 }
 
@@ -123,7 +122,6 @@ impl Refusal {
         Refusal {
             status,
             detail,
-            head_only: false,
             retry_after: false,
         }
     }
@@ -134,6 +132,10 @@ impl Refusal {
 
     fn too_large() -> Refusal {
         Refusal::new(Status::CONTENT_TOO_LARGE, "Request body too large")
+    }
+
+    fn timeout() -> Refusal {
+        Refusal::new(Status::REQUEST_TIMEOUT, "Request timeout")
     }
 
     fn busy() -> Refusal {
@@ -158,7 +160,7 @@ enum Input {
     Data,
     /// The client closed, or the connection broke, or it idled out: close without a word.
     Gone,
-    TimedOut,
+    /// Answered with the refusal, then closed (a request timeout among them).
     Refused(Refusal),
 }
 
@@ -234,14 +236,6 @@ impl Conn<'_> {
             match self.read(stream) {
                 Input::Data => {}
                 Input::Gone => return,
-                Input::TimedOut => {
-                    self.refuse(Refusal {
-                        head_only: self.front_is_head(),
-                        ..Refusal::new(Status::REQUEST_TIMEOUT, "Request timeout")
-                    });
-                    let _ = self.flush(stream);
-                    return self.close(stream);
-                }
                 Input::Refused(refusal) => {
                     self.refuse(refusal);
                     if self.flush(stream) {
@@ -328,21 +322,13 @@ impl Conn<'_> {
                 };
                 Step::NeedInput
             }
-            Err(e) => Step::Refused(Refusal {
-                head_only: data.starts_with(b"HEAD "),
-                ..Refusal::from_head(e)
-            }),
+            Err(e) => Step::Refused(Refusal::from_head(e)),
             Ok(head) => {
                 let info = head.info;
-                let head_only = head.method == "HEAD";
                 let complete = match info.framing {
                     BodyFraming::None => Some(info.len),
                     BodyFraming::Length(n) if n > limits.max_body_bytes as u64 => {
-                        let refusal = Refusal {
-                            head_only,
-                            ..Refusal::too_large()
-                        };
-                        return Step::Refused(refusal);
+                        return Step::Refused(Refusal::too_large());
                     }
                     BodyFraming::Length(n) => {
                         let end = info.len + n as usize;
@@ -359,12 +345,11 @@ impl Conn<'_> {
                             body: &data[info.len..end],
                             conn_id: self.id,
                         };
-                        let shared = self.shared;
                         let close = dispatch(
                             service,
                             &req,
                             &info,
-                            || shared.draining(),
+                            self.shared,
                             &mut self.out,
                             &mut self.scratch,
                         );
@@ -434,7 +419,6 @@ impl Conn<'_> {
             return Step::NeedInput;
         };
         let len = head.info.len;
-        let head_only = head.method.get(self.input.data()) == b"HEAD";
         let (body_end, consumed) = match body {
             BodyProgress::Length { end } => {
                 if self.input.len() < *end {
@@ -451,17 +435,12 @@ impl Conn<'_> {
                     self.input.truncate(len + body_len);
                     return Step::NeedInput;
                 }
-                Chunked::TooLarge => {
-                    return Step::Refused(Refusal {
-                        head_only,
-                        ..Refusal::too_large()
-                    })
-                }
+                Chunked::TooLarge => return Step::Refused(Refusal::too_large()),
                 Chunked::Bad => {
-                    return Step::Refused(Refusal {
-                        head_only,
-                        ..Refusal::new(Status::BAD_REQUEST, "Malformed chunked body")
-                    })
+                    return Step::Refused(Refusal::new(
+                        Status::BAD_REQUEST,
+                        "Malformed chunked body",
+                    ))
                 }
             },
         };
@@ -482,13 +461,11 @@ impl Conn<'_> {
             body: &data[len..body_end],
             conn_id: self.id,
         };
-        let shared = self.shared;
-        let info = head.info;
         let close = dispatch(
             service,
             &req,
-            &info,
-            || shared.draining(),
+            &head.info,
+            self.shared,
             &mut self.out,
             &mut self.scratch,
         );
@@ -505,13 +482,15 @@ impl Conn<'_> {
         }
     }
 
+    /// Answers the request at the front with `refusal` (no body if it is a HEAD).
     fn refuse(&mut self, refusal: Refusal) {
+        let head_only = self.front_is_head();
         write_error(
             &mut self.out,
             &mut self.scratch,
             refusal.status,
             refusal.detail,
-            refusal.head_only,
+            head_only,
             refusal.retry_after,
         );
     }
@@ -567,7 +546,7 @@ impl Conn<'_> {
             Reading::Idle => timeouts.header,
         };
         if wait.is_zero() {
-            return Input::TimedOut;
+            return Input::Refused(Refusal::timeout());
         }
         if let Err(refusal) = self.make_room() {
             return Input::Refused(refusal);
@@ -585,7 +564,9 @@ impl Conn<'_> {
                 self.last_read = Instant::now();
                 Input::Data
             }
-            Err(e) if !idle && e.kind() == ErrorKind::TimedOut => Input::TimedOut,
+            Err(e) if !idle && e.kind() == ErrorKind::TimedOut => {
+                Input::Refused(Refusal::timeout())
+            }
             Err(_) => Input::Gone,
         }
     }
@@ -611,10 +592,7 @@ impl Conn<'_> {
         if self.reserve(wanted) {
             Ok(())
         } else {
-            Err(Refusal {
-                head_only: self.front_is_head(),
-                ..Refusal::busy()
-            })
+            Err(Refusal::busy())
         }
     }
 

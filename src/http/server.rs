@@ -53,7 +53,7 @@ impl ServerShared {
 
     /// Milliseconds since the server started, plus one (so 0 can mean "none").
     pub(crate) fn clock_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+        self.clock_ms_at(Instant::now())
     }
 
     /// [`ServerShared::clock_ms`] at `at`.

@@ -28,10 +28,7 @@ fn at_the_cap_the_oldest_idle_keep_alive_connection_makes_room() {
         200,
         "the newer idle connection stays"
     );
-    assert!(eventually(Duration::from_secs(5), || server
-        .handle
-        .active_connections()
-        == 2));
+    assert!(server.connections_settle_at(2));
 }
 
 #[test]
@@ -42,10 +39,7 @@ fn at_the_cap_with_no_idle_connection_a_new_one_gets_503() {
     let mut half = server.client();
     half.send(b"GET /half HTTP/1.1\r\n");
     let _silent = server.client();
-    assert!(eventually(Duration::from_secs(5), || server
-        .handle
-        .active_connections()
-        == 2));
+    assert!(server.connections_settle_at(2));
     let mut refused = server.client();
     let r = refused.raw_response(false);
     assert_eq!(r.status, 503);

@@ -187,10 +187,7 @@ fn connection_limit_answers_503_and_frees_its_slots() {
         // Busy with a request (an idle keep-alive connection would be closed to make room).
         c.send(b"GET /next HTTP/1.1\r\n");
     }
-    assert!(eventually(Duration::from_secs(5), || server
-        .handle
-        .active_connections()
-        == 2));
+    assert!(server.connections_settle_at(2));
 
     let mut third = server.client();
     let r = third.raw_response(false);
@@ -200,10 +197,7 @@ fn connection_limit_answers_503_and_frees_its_slots() {
     third.expect_closed();
 
     drop(a);
-    assert!(eventually(Duration::from_secs(5), || server
-        .handle
-        .active_connections()
-        == 1));
+    assert!(server.connections_settle_at(1));
     let mut d = server.client();
     d.send(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(d.response().status, 200);
@@ -220,10 +214,7 @@ fn connection_limit_503_carries_a_date() {
     // Busy with a request (an idle keep-alive connection would be closed to make room).
     let mut a = server.client();
     a.send(b"GET /busy HTTP/1.1\r\n");
-    assert!(eventually(Duration::from_secs(5), || server
-        .handle
-        .active_connections()
-        == 1));
+    assert!(server.connections_settle_at(1));
     let mut refused = server.client();
     let r = refused.raw_response(false);
     assert_eq!(r.status, 503);
@@ -280,8 +271,5 @@ fn panicking_handler_answers_500_closes_and_the_server_serves_on() {
         c.send(b"GET /fine HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(c.response().status, 200);
     }
-    assert!(eventually(Duration::from_secs(5), || server
-        .handle
-        .active_connections()
-        == 0));
+    assert!(server.connections_settle_at(0));
 }

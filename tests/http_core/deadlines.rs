@@ -49,10 +49,7 @@ fn urgent_bytes_do_not_extend_the_header_timeout() {
     let mut s = TcpStream::connect(server.addr()).unwrap();
     s.write_all(b"GET /urgent HTTP/1.1\r\n").unwrap();
     let start = Instant::now();
-    assert!(eventually(Duration::from_secs(5), || server
-        .handle
-        .active_connections()
-        == 1));
+    assert!(server.connections_settle_at(1));
     let fd = s.as_raw_fd();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = stop.clone();

@@ -118,10 +118,7 @@ fn the_503_at_the_connection_cap_arrives_after_a_whole_request() {
     // which would be closed to make room).
     let mut busy = server.client();
     busy.send(b"GET /busy HTTP/1.1\r\n");
-    assert!(eventually(Duration::from_secs(5), || server
-        .handle
-        .active_connections()
-        == 1));
+    assert!(server.connections_settle_at(1));
     let mut s = TcpStream::connect(server.addr()).unwrap();
     let mut req = b"POST /user HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n".to_vec();
     req.extend_from_slice(&junk(1_000_000));
@@ -198,10 +195,7 @@ fn lingering_stops_when_the_client_goes_quiet() {
     assert_eq!(c.raw_response(false).status, 413);
     // The client keeps its side open and sends nothing: the server stops waiting after the
     // linger read timeout, not the 30 s linger time.
-    assert!(eventually(Duration::from_secs(5), || server
-        .handle
-        .active_connections()
-        == 0));
+    assert!(server.connections_settle_at(0));
     assert!(
         start.elapsed() < Duration::from_secs(3),
         "closed after {:?}",

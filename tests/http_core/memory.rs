@@ -185,10 +185,7 @@ fn child_accept_out_of_fds() {
     warm.send(b"GET /warm HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(warm.response().status, 200);
     drop(warm);
-    assert!(eventually(Duration::from_secs(5), || server
-        .handle
-        .active_connections()
-        == 0));
+    assert!(server.connections_settle_at(0));
 
     let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
     // SAFETY: getrlimit/setrlimit on a local struct.
@@ -274,10 +271,7 @@ fn client_that_never_reads_is_closed_at_the_write_timeout() {
         }
     }
     assert!(
-        eventually(Duration::from_secs(5), || server
-            .handle
-            .active_connections()
-            == 0),
+        server.connections_settle_at(0),
         "the stalled connection is closed after the write timeout; {} still open",
         server.handle.active_connections()
     );
