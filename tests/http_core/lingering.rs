@@ -203,3 +203,36 @@ fn lingering_stops_when_the_client_goes_quiet() {
     );
     drop(c);
 }
+
+#[test]
+fn lingering_stops_at_its_time_bound_though_input_keeps_coming() {
+    let server = TestServer::start(config(|c| {
+        c.timeouts.linger = Duration::from_millis(500);
+        c.timeouts.linger_read = Duration::from_secs(5);
+    }));
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.write_all(b"POST /user HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n")
+        .unwrap();
+    // The 413 has been sent (the server now lingers).
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut first = [0u8; 12];
+    assert_eq!(s.peek(&mut first).unwrap(), 12);
+    assert_eq!(&first, b"HTTP/1.1 413");
+    let start = Instant::now();
+    let mut writer = s.try_clone().unwrap();
+    let pacer = std::thread::spawn(move || {
+        // A byte every 50 ms (paces the input; well inside the 5 s read wait) until the
+        // server closes or 5 s pass.
+        while start.elapsed() < Duration::from_secs(5) && writer.write_all(b"x").is_ok() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    assert!(server.connections_settle_at(0), "still lingering");
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(2000),
+        "lingered {took:?} for a 500 ms bound"
+    );
+    drop(s);
+    pacer.join().unwrap();
+}
