@@ -28,21 +28,127 @@ pub enum Param<'a> {
     Null,
 }
 
+/// libpq's `sslmode`: whether TLS is used and what of the server is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP only.
+    Disable,
+    /// TLS if the server offers it, plain otherwise; the certificate is not verified (libpq's
+    /// default, and ours).
+    Prefer,
+    /// TLS or nothing; the certificate is not verified (unless `sslrootcert` is given, as libpq).
+    Require,
+    /// TLS, and the certificate chains to a trusted CA.
+    VerifyCa,
+    /// TLS, the certificate chains to a trusted CA and names the host connected to.
+    VerifyFull,
+}
+
+/// libpq's `sslrootcert`: which CAs to trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCert {
+    /// PEM file of CA certificates.
+    File(std::path::PathBuf),
+    /// The operating system's store (`sslrootcert=system`).
+    System,
+}
+
+/// libpq's `channel_binding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelBinding {
+    Disable,
+    /// SCRAM-SHA-256-PLUS when TLS is up and the server offers it (default).
+    Prefer,
+    /// Refuse to authenticate without channel binding.
+    Require,
+}
+
+/// An authentication method the server may ask for (libpq's `require_auth` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// No password asked (trust, peer, cert).
+    None,
+    Password,
+    Md5,
+    ScramSha256,
+}
+
+/// libpq's `target_session_attrs`, for several hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetSessionAttrs {
+    /// The first host that accepts the connection.
+    Any,
+    /// The first host whose session is not read-only (the primary).
+    ReadWrite,
+}
+
+/// TLS settings, libpq's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub mode: SslMode,
+    pub root_cert: Option<RootCert>,
+    /// Client certificate chain (PEM) and its private key (PEM), both or neither.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            mode: SslMode::Prefer,
+            root_cert: None,
+            cert: None,
+            key: None,
+        }
+    }
+}
+
 /// Where and how to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectParams {
+    /// The first host to try.
     pub host: String,
     pub port: u16,
+    /// Further hosts, tried in order after `host` (a multi-host `DATABASE_URL`).
+    pub more_hosts: Vec<(String, u16)>,
+    pub target_session_attrs: TargetSessionAttrs,
     pub user: String,
+    /// Never printed: `Debug` shows whether one is set, not what it is.
     pub password: Option<String>,
     pub dbname: String,
     pub application_name: String,
+    pub tls: TlsSettings,
+    pub channel_binding: ChannelBinding,
+    /// The methods the server may ask for. `None` (the default): any, except that cleartext
+    /// and MD5 passwords are refused unless TLS is up.
+    pub require_auth: Option<Vec<AuthMethod>>,
     /// Bound on TCP connect plus startup and authentication.
     pub connect_timeout: Duration,
-    /// Sent as the session's `statement_timeout`; zero leaves the server's default.
+    /// The session's `statement_timeout`; zero leaves the server's default.
     pub statement_timeout: Duration,
-    /// Queries in flight on one connection before callers wait (and then fail as overloaded).
+    /// Queries in flight on one connection; beyond it a query fails at once as overloaded.
     pub max_in_flight: usize,
+}
+
+impl std::fmt::Debug for ConnectParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectParams")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("more_hosts", &self.more_hosts)
+            .field("target_session_attrs", &self.target_session_attrs)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("dbname", &self.dbname)
+            .field("application_name", &self.application_name)
+            .field("tls", &self.tls)
+            .field("channel_binding", &self.channel_binding)
+            .field("require_auth", &self.require_auth)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
 }
 
 impl ConnectParams {
@@ -51,10 +157,15 @@ impl ConnectParams {
         ConnectParams {
             host: host.to_string(),
             port,
+            more_hosts: Vec::new(),
+            target_session_attrs: TargetSessionAttrs::Any,
             user: user.to_string(),
             password: password.map(str::to_string),
             dbname: dbname.to_string(),
             application_name: "records-service".to_string(),
+            tls: TlsSettings::default(),
+            channel_binding: ChannelBinding::Prefer,
+            require_auth: None,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             max_in_flight: 1024,
