@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::http::{HttpConfig, Limits, Timeouts};
-use crate::pg::ConnectParams;
+use crate::pg::{self, ConnectParams};
 
 /// One configuration problem: which variable, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,35 +30,84 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Settings for connecting to PostgreSQL (the `migrate` and `seed` commands need only these).
+///
+/// `Debug` never shows the password (`ConnectParams` redacts it).
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    pub host: String,
-    pub port: u16,
-    pub name: String,
-    pub user: String,
-    pub password: String,
-    pub connect_timeout: Duration,
-    pub statement_timeout: Duration,
+    /// Where and how to connect, resolved: `DATABASE_URL` or the `POSTGRES_DB_*` variables,
+    /// then the `PG*` variables libpq reads, then the `PG_*` timeouts and limits.
+    pub params: ConnectParams,
+    /// Which variables said where to connect, for messages that tell what to check.
+    pub source: DatabaseSource,
     pub query_timeout: Duration,
-    pub max_in_flight: usize,
     pub listing_connections: usize,
+}
+
+/// Where the connection settings came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseSource {
+    /// `DATABASE_URL`.
+    Url,
+    /// `POSTGRES_DB_HOST`, `POSTGRES_DB_PORT`, `POSTGRES_DB_NAME`, `POSTGRES_DB_USER` and
+    /// `POSTGRES_DB_PASSWORD`.
+    Variables,
 }
 
 impl DatabaseConfig {
     pub fn connect_params(&self) -> ConnectParams {
-        let mut p = ConnectParams::new(
-            &self.host,
-            self.port,
-            &self.user,
-            Some(&self.password),
-            &self.name,
-        );
-        p.connect_timeout = self.connect_timeout;
-        p.statement_timeout = self.statement_timeout;
-        p.max_in_flight = self.max_in_flight;
-        p
+        self.params.clone()
+    }
+
+    /// Every server, in the order tried: `host:port`, an IPv6 address in brackets, joined by
+    /// `, `.
+    pub fn servers(&self) -> String {
+        std::iter::once((&self.params.host, self.params.port))
+            .chain(self.params.more_hosts.iter().map(|(h, p)| (h, *p)))
+            .map(|(host, port)| {
+                if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// What to check when the server refuses the credentials, has no such database, or cannot
+    /// be reached: the variables (or parts of `DATABASE_URL`) that set them.
+    pub fn hint(&self, about: Hint) -> &'static str {
+        match (self.source, about) {
+            (DatabaseSource::Url, Hint::Credentials) => {
+                "the user name and password in DATABASE_URL"
+            }
+            (DatabaseSource::Url, Hint::Database) => "the database name in DATABASE_URL",
+            (DatabaseSource::Url, Hint::Address) => "the host and port in DATABASE_URL",
+            (DatabaseSource::Variables, Hint::Credentials) => {
+                "POSTGRES_DB_USER and POSTGRES_DB_PASSWORD"
+            }
+            (DatabaseSource::Variables, Hint::Database) => "POSTGRES_DB_NAME",
+            (DatabaseSource::Variables, Hint::Address) => "POSTGRES_DB_HOST and POSTGRES_DB_PORT",
+        }
     }
 }
+
+/// What a [`DatabaseConfig::hint`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    Credentials,
+    Database,
+    Address,
+}
+
+/// The variables `DATABASE_URL` replaces (setting both is an error).
+pub const POSTGRES_DB_VARIABLES: [&str; 5] = [
+    "POSTGRES_DB_HOST",
+    "POSTGRES_DB_PORT",
+    "POSTGRES_DB_NAME",
+    "POSTGRES_DB_USER",
+    "POSTGRES_DB_PASSWORD",
+];
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
@@ -73,17 +122,80 @@ pub struct Config {
     pub stack_size: usize,
 }
 
-/// One row of the configuration table: the variable, its default (`None`: required) and what
-/// it sets. The README's table and `.env.example` list the same rows.
+/// One row of the configuration table: the variable, its default (`None`: no default; the
+/// description says whether it is required) and what it sets. The README's table and
+/// `.env.example` list the same rows.
 pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
-    ("POSTGRES_DB_HOST", None, "PostgreSQL host name or address"),
-    ("POSTGRES_DB_PORT", Some("5432"), "PostgreSQL port"),
-    ("POSTGRES_DB_NAME", None, "database name"),
-    ("POSTGRES_DB_USER", None, "user name"),
+    (
+        "DATABASE_URL",
+        None,
+        "postgres://USER:PASSWORD@HOST:PORT/DATABASE?PARAMETERS, libpq's URL, instead of the \
+         POSTGRES_DB_* variables (not both; empty counts as unset)",
+    ),
+    (
+        "POSTGRES_DB_HOST",
+        None,
+        "PostgreSQL host name or address (required unless DATABASE_URL is set)",
+    ),
+    (
+        "POSTGRES_DB_PORT",
+        Some("5432"),
+        "PostgreSQL port (not with DATABASE_URL)",
+    ),
+    (
+        "POSTGRES_DB_NAME",
+        None,
+        "database name (required unless DATABASE_URL is set)",
+    ),
+    (
+        "POSTGRES_DB_USER",
+        None,
+        "user name (required unless DATABASE_URL is set)",
+    ),
     (
         "POSTGRES_DB_PASSWORD",
         None,
-        "password (may be empty for trust authentication)",
+        "password, may be empty for trust authentication (required unless DATABASE_URL is set)",
+    ),
+    (
+        "PGSSLMODE",
+        None,
+        "TLS: disable, prefer (the default), require, verify-ca or verify-full",
+    ),
+    (
+        "PGSSLROOTCERT",
+        None,
+        "CA certificates (PEM file) to verify the server against, or system for the system's \
+         store (then sslmode defaults to verify-full)",
+    ),
+    (
+        "PGSSLCERT",
+        None,
+        "client certificate (PEM file), with PGSSLKEY",
+    ),
+    ("PGSSLKEY", None, "the client certificate's key (PEM file)"),
+    (
+        "PGCHANNELBINDING",
+        None,
+        "SCRAM channel binding: disable, prefer (the default) or require",
+    ),
+    (
+        "PGREQUIREAUTH",
+        None,
+        "authentication methods the server may ask for: password, md5, scram-sha-256, none, \
+         comma-separated (or !method, to refuse one); by default any, but no cleartext or MD5 \
+         password without TLS",
+    ),
+    (
+        "PGTARGETSESSIONATTRS",
+        None,
+        "with several hosts: any (the default, the first that answers) or read-write (the \
+         primary)",
+    ),
+    (
+        "PGAPPNAME",
+        None,
+        "application_name the server shows for the connections (default records-service)",
     ),
     ("SERVER_HOST", Some("127.0.0.1"), "address to listen on"),
     ("SERVER_PORT", Some("8000"), "port to listen on"),
@@ -115,7 +227,17 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
     (
         "PG_MAX_IN_FLIGHT",
         Some("1024"),
-        "queries in flight per connection before callers wait",
+        "queries in flight per connection (503 at once beyond)",
+    ),
+    (
+        "PG_MAX_MESSAGE_BYTES",
+        Some("67108864"),
+        "largest message accepted from the server (the connection is dropped beyond)",
+    ),
+    (
+        "PG_STATEMENT_MODE",
+        Some("auto"),
+        "auto, named or unnamed: prepared statements by name, or parsed with each query (for transaction poolers)",
     ),
     (
         "HTTP_MAX_HEAD_BYTES",
@@ -266,21 +388,97 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             .map(Duration::from_millis)
     }
 
+    /// The variable if set and not blank, trimmed.
+    fn given(&self, name: &'static str) -> Option<String> {
+        self.raw(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A variable that `DATABASE_URL` makes unnecessary.
+    fn required_without_url(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.required(name).map_err(|mut e| {
+            e.problem.push_str(" (set it, or DATABASE_URL instead)");
+            e
+        })
+    }
+
+    /// From `DATABASE_URL` or the `POSTGRES_DB_*` variables (not both), then libpq's `PG*`
+    /// variables (a `DATABASE_URL` parameter wins over its variable), then the `PG_*` ones (a
+    /// `connect_timeout` in `DATABASE_URL` wins over `PG_CONNECT_TIMEOUT_MS`).
     pub fn database(&self) -> Result<DatabaseConfig, ConfigError> {
+        let url = self.given("DATABASE_URL");
+        if url.is_some() {
+            let both: Vec<&str> = POSTGRES_DB_VARIABLES
+                .into_iter()
+                .filter(|name| self.given(name).is_some())
+                .collect();
+            if !both.is_empty() {
+                return Err(err(
+                    "DATABASE_URL",
+                    format!(
+                        "is set together with {}: set one or the other",
+                        both.join(", ")
+                    ),
+                ));
+            }
+        }
         let statement_timeout = self.millis("PG_STATEMENT_TIMEOUT_MS", 5000, 0)?;
         let query_timeout = self.millis("PG_QUERY_TIMEOUT_MS", 6000, 1)?;
+        let (mut params, from_url, source) = match &url {
+            Some(url) => {
+                let info = pg::parse_url(url).map_err(|problem| err("DATABASE_URL", problem))?;
+                let params = ConnectParams::new("", pg::DEFAULT_PORT, "", None, "");
+                (params, info, DatabaseSource::Url)
+            }
+            None => {
+                let host = self.required_without_url("POSTGRES_DB_HOST")?;
+                let port = self.number("POSTGRES_DB_PORT", 5432u16, 1, u16::MAX)?;
+                let name = self.required_without_url("POSTGRES_DB_NAME")?;
+                let user = self.required_without_url("POSTGRES_DB_USER")?;
+                let password = self.raw("POSTGRES_DB_PASSWORD").ok_or_else(|| {
+                    err(
+                        "POSTGRES_DB_PASSWORD",
+                        "is not set (set it, or DATABASE_URL instead)".into(),
+                    )
+                })?;
+                let params = ConnectParams::new(&host, port, &user, Some(&password), &name);
+                (params, pg::ConnInfo::default(), DatabaseSource::Variables)
+            }
+        };
+        params.connect_timeout = self.millis("PG_CONNECT_TIMEOUT_MS", 5000, 1)?;
+        params.statement_timeout = statement_timeout;
+        params.max_in_flight = self.number("PG_MAX_IN_FLIGHT", 1024usize, 1, 1 << 20)?;
+        params.max_message_bytes =
+            self.number("PG_MAX_MESSAGE_BYTES", 64usize << 20, 1 << 16, 1 << 30)?;
+        params.statement_mode = match self.string_or("PG_STATEMENT_MODE", "auto").as_str() {
+            "auto" => pg::StatementMode::Auto,
+            "named" => pg::StatementMode::Named,
+            "unnamed" => pg::StatementMode::Unnamed,
+            other => {
+                return Err(err(
+                    "PG_STATEMENT_MODE",
+                    format!("{other:?} is not one of auto, named, unnamed"),
+                ))
+            }
+        };
+
+        let from_env = pg::parse_env(|name| self.raw(name)).map_err(|(v, p)| err(v, p))?;
+        let merged = from_url.clone().or(from_env);
+        merged.check().map_err(|(param, problem)| {
+            let variable = if source == DatabaseSource::Url && from_url.sets(param) {
+                "DATABASE_URL"
+            } else {
+                pg::env_variable_for(param).unwrap_or("DATABASE_URL")
+            };
+            err(variable, problem)
+        })?;
+        merged.apply_to(&mut params);
+
         Ok(DatabaseConfig {
-            host: self.required("POSTGRES_DB_HOST")?,
-            port: self.number("POSTGRES_DB_PORT", 5432u16, 1, u16::MAX)?,
-            name: self.required("POSTGRES_DB_NAME")?,
-            user: self.required("POSTGRES_DB_USER")?,
-            password: self
-                .raw("POSTGRES_DB_PASSWORD")
-                .ok_or_else(|| err("POSTGRES_DB_PASSWORD", "is not set".into()))?,
-            connect_timeout: self.millis("PG_CONNECT_TIMEOUT_MS", 5000, 1)?,
-            statement_timeout,
+            params,
+            source,
             query_timeout,
-            max_in_flight: self.number("PG_MAX_IN_FLIGHT", 1024usize, 1, 1 << 20)?,
             listing_connections: self.number("PG_LISTING_CONNECTIONS", 2usize, 1, 64)?,
         })
     }
@@ -358,7 +556,10 @@ mod tests {
     #[test]
     fn defaults_apply_when_only_the_database_is_given() {
         let c = source(BASE).config().unwrap();
-        assert_eq!(c.database.port, 5432);
+        assert_eq!(c.database.params.port, 5432);
+        assert_eq!(c.database.source, DatabaseSource::Variables);
+        assert_eq!(c.database.params.application_name, "records-service");
+        assert_eq!(c.database.params.tls, pg::TlsSettings::default());
         assert_eq!(c.host, "127.0.0.1");
         assert_eq!(c.port, 8000);
         assert!(c.workers >= 1);
@@ -398,13 +599,20 @@ mod tests {
         for (name, default, _) in VARIABLES {
             let listed = match default {
                 Some(d) if *d != "number of cores" => example.contains(&format!("\n{name}={d}\n")),
-                _ => example.contains(&format!("{name}=")),
+                // No default: listed commented out (`# NAME=...`), or empty where required.
+                _ => example.lines().any(|line| {
+                    line.trim_start_matches("# ")
+                        .starts_with(&format!("{name}="))
+                }),
             };
             assert!(
                 listed,
                 "{name} is missing from .env.example or has another default"
             );
         }
+        // Commented out, so that a copy of the file does not set it (empty would count as
+        // unset, but a value would conflict with the POSTGRES_DB_* lines).
+        assert!(!example.lines().any(|l| l.starts_with("DATABASE_URL=")));
     }
 
     #[test]
@@ -417,7 +625,248 @@ mod tests {
         ] {
             let pairs: Vec<_> = BASE.iter().copied().filter(|(k, _)| *k != var).collect();
             let e = source(&pairs).config().unwrap_err();
-            assert_eq!((e.variable, e.problem.as_str()), (var, "is not set"));
+            assert_eq!(
+                (e.variable, e.problem.as_str()),
+                (var, "is not set (set it, or DATABASE_URL instead)")
+            );
+        }
+    }
+
+    const URL: &str = "postgres://app:hunter2-secret@db1.example.com:6432,[2001:db8::1]/records\
+                       ?sslmode=verify-full&sslrootcert=system&application_name=api";
+
+    #[test]
+    fn database_url_instead_of_the_variables() {
+        let c = source(&[("DATABASE_URL", URL)]).config().unwrap();
+        let db = &c.database;
+        assert_eq!(db.source, DatabaseSource::Url);
+        let p = &db.params;
+        assert_eq!((p.host.as_str(), p.port), ("db1.example.com", 6432));
+        assert_eq!(p.more_hosts, vec![("2001:db8::1".to_string(), 5432)]);
+        assert_eq!(p.user, "app");
+        assert_eq!(p.password.as_deref(), Some("hunter2-secret"));
+        assert_eq!(p.dbname, "records");
+        assert_eq!(p.tls.mode, pg::SslMode::VerifyFull);
+        assert_eq!(p.tls.root_cert, Some(pg::RootCert::System));
+        assert_eq!(p.application_name, "api");
+        // The PG_* limits still apply.
+        assert_eq!(p.connect_timeout, Duration::from_secs(5));
+        assert_eq!(p.statement_timeout, Duration::from_secs(5));
+        assert_eq!(p.max_in_flight, 1024);
+        assert_eq!(db.query_timeout, Duration::from_secs(6));
+        assert_eq!(db.servers(), "db1.example.com:6432, [2001:db8::1]:5432");
+        assert_eq!(
+            db.hint(Hint::Credentials),
+            "the user name and password in DATABASE_URL"
+        );
+        assert_eq!(db.hint(Hint::Address), "the host and port in DATABASE_URL");
+        assert_eq!(db.connect_params().dbname, "records");
+
+        let c = source(&[("DATABASE_URL", "postgresql://u@h")])
+            .config()
+            .unwrap();
+        assert_eq!(
+            c.database.params.dbname, "u",
+            "libpq's default: the user name"
+        );
+        assert_eq!(c.database.params.password, None);
+        assert_eq!(c.database.params.application_name, "records-service");
+        assert_eq!(c.database.params.tls.mode, pg::SslMode::Prefer);
+
+        let c = source(BASE).config().unwrap();
+        assert_eq!(c.database.servers(), "db:5432");
+        assert_eq!(c.database.hint(Hint::Database), "POSTGRES_DB_NAME");
+    }
+
+    #[test]
+    fn database_url_and_the_variables_together_are_refused() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("DATABASE_URL", URL));
+        let e = source(&pairs).config().unwrap_err();
+        assert_eq!(e.variable, "DATABASE_URL");
+        assert_eq!(
+            e.problem,
+            "is set together with POSTGRES_DB_HOST, POSTGRES_DB_NAME, POSTGRES_DB_USER, \
+             POSTGRES_DB_PASSWORD: set one or the other"
+        );
+        let e = source(&[("DATABASE_URL", URL), ("POSTGRES_DB_PORT", "5432")])
+            .config()
+            .unwrap_err();
+        assert_eq!(
+            e.problem,
+            "is set together with POSTGRES_DB_PORT: set one or the other"
+        );
+        // Empty counts as unset, either way (a `.env` with `DATABASE_URL=` or `NAME=` lines).
+        let mut pairs = BASE.to_vec();
+        pairs.push(("DATABASE_URL", "  "));
+        assert_eq!(
+            source(&pairs).config().unwrap().database.source,
+            DatabaseSource::Variables
+        );
+        let c = source(&[("DATABASE_URL", URL), ("POSTGRES_DB_HOST", "")])
+            .config()
+            .unwrap();
+        assert_eq!(c.database.source, DatabaseSource::Url);
+    }
+
+    #[test]
+    fn malformed_database_urls_name_the_variable() {
+        for (url, problem) in [
+            ("mysql://u@h/d", "must start with postgres://"),
+            (
+                "postgres://u@h:99999/d",
+                "the port of host \"h\" is not a number",
+            ),
+            ("postgres:///d", "names no host"),
+            (
+                "postgres://u@h/d?sslmode=allow",
+                "parameter sslmode: \"allow\"",
+            ),
+            (
+                "postgres://u@h/d?nope=1",
+                "parameter nope: is not a connection parameter",
+            ),
+            (
+                "postgres://u@h/d?sslcert=c.pem",
+                "sslcert is given without sslkey",
+            ),
+        ] {
+            let e = source(&[("DATABASE_URL", url)]).config().unwrap_err();
+            assert_eq!(e.variable, "DATABASE_URL", "{url}");
+            assert!(e.problem.starts_with(problem), "{url}: {}", e.problem);
+        }
+    }
+
+    #[test]
+    fn libpq_variables_apply_and_url_parameters_win() {
+        let env = [
+            ("PGSSLMODE", "require"),
+            ("PGSSLROOTCERT", "/etc/ca.pem"),
+            ("PGSSLCERT", "/c.pem"),
+            ("PGSSLKEY", "/k.pem"),
+            ("PGAPPNAME", "batch"),
+            ("PGCHANNELBINDING", "require"),
+            ("PGREQUIREAUTH", "scram-sha-256"),
+            ("PGTARGETSESSIONATTRS", "read-write"),
+        ];
+        // With the POSTGRES_DB_* variables.
+        let mut pairs = BASE.to_vec();
+        pairs.extend(env);
+        let p = source(&pairs).database().unwrap().params;
+        assert_eq!(p.tls.mode, pg::SslMode::Require);
+        assert_eq!(
+            p.tls.root_cert,
+            Some(pg::RootCert::File("/etc/ca.pem".into()))
+        );
+        assert_eq!(p.tls.cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(p.tls.key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert_eq!(p.application_name, "batch");
+        assert_eq!(p.channel_binding, pg::ChannelBinding::Require);
+        assert_eq!(p.require_auth, Some(vec![pg::AuthMethod::ScramSha256]));
+        assert_eq!(p.target_session_attrs, pg::TargetSessionAttrs::ReadWrite);
+        assert_eq!((p.host.as_str(), p.user.as_str()), ("db", "u"));
+
+        // With DATABASE_URL: its parameters win, the variables fill in the rest.
+        let mut pairs = env.to_vec();
+        pairs.push((
+            "DATABASE_URL",
+            "postgres://u@h/d?sslmode=verify-ca&application_name=api&connect_timeout=9",
+        ));
+        pairs.push(("PG_CONNECT_TIMEOUT_MS", "1000"));
+        let p = source(&pairs).database().unwrap().params;
+        assert_eq!(p.tls.mode, pg::SslMode::VerifyCa);
+        assert_eq!(p.application_name, "api");
+        assert_eq!(
+            p.tls.root_cert,
+            Some(pg::RootCert::File("/etc/ca.pem".into()))
+        );
+        assert_eq!(p.channel_binding, pg::ChannelBinding::Require);
+        assert_eq!(p.connect_timeout, Duration::from_secs(9), "the URL's wins");
+    }
+
+    #[test]
+    fn bad_libpq_variables_are_named() {
+        for (var, value, problem) in [
+            ("PGSSLMODE", "allow", "not supported"),
+            ("PGSSLMODE", "on", "is not one of"),
+            ("PGCHANNELBINDING", "yes", "is not one of"),
+            ("PGREQUIREAUTH", "md5,!md5", "cannot be mixed"),
+            ("PGTARGETSESSIONATTRS", "standby", "not supported"),
+            ("PGSSLKEY", "/k.pem", "sslkey is given without sslcert"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((var, value));
+            let e = source(&pairs).config().unwrap_err();
+            assert_eq!(e.variable, var, "{var}={value}");
+            assert!(e.problem.contains(problem), "{var}={value}: {}", e.problem);
+        }
+        // A conflict between the URL and a variable blames the one that set the weak value.
+        let pairs = [
+            ("DATABASE_URL", "postgres://u@h/d?sslrootcert=system"),
+            ("PGSSLMODE", "require"),
+        ];
+        let e = source(&pairs).config().unwrap_err();
+        assert_eq!(e.variable, "PGSSLMODE");
+        assert!(e.problem.contains("use verify-full"), "{}", e.problem);
+        let pairs = [
+            ("DATABASE_URL", "postgres://u@h/d?sslmode=require"),
+            ("PGSSLROOTCERT", "system"),
+        ];
+        assert_eq!(
+            source(&pairs).config().unwrap_err().variable,
+            "DATABASE_URL"
+        );
+        // Empty counts as unset.
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PGSSLMODE", ""));
+        assert_eq!(
+            source(&pairs).database().unwrap().params.tls.mode,
+            pg::SslMode::Prefer
+        );
+    }
+
+    /// The password appears in no error message and no `Debug` output, however the URL is
+    /// malformed around it.
+    #[test]
+    fn the_password_is_never_shown() {
+        const SECRET: &str = "hunter2-secret";
+        let c = source(&[("DATABASE_URL", URL)]).config().unwrap();
+        let shown = format!("{c:?} {:?} {:#?}", c.database, c.database.connect_params());
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let mut shown = Vec::new();
+        for url in [
+            "postgres://u:hunter2-secret@h:54x2/d",
+            "postgres://u:hunter2-secret@h:0/d",
+            "postgres://u:hunter2-secret@@h/d",
+            "postgres://u:hunter2-secret@h@x/d",
+            "postgres://u:hunter2-secret/x@h/d",
+            "postgres://u:hunter2/secret@h/d",
+            "postgres://u:hunter2-secret%zz@h/d",
+            "postgres://u:hunter2-secret%00@h/d",
+            "postgres://u:hunter2-secret%C3@h/d",
+            "postgres://u:hunter2-secret@/d",
+            "postgres://u:hunter2-secret@h/d?sslmode=bogus",
+            "postgres://u:hunter2-secret@h/d?bogus=1",
+            "postgres://u:hunter2-secret@h/d?sslmode",
+            "postgres://u:hunter2-secret@h/d?password=hunter2-secret=x",
+            "postgres://u:hunter2-secret@h/d?password=hunter2-secret%x",
+            "postgres://u@h/d?hunter2-secret",
+            "postgres://:hunter2-secret@h/d",
+            "mysql://u:hunter2-secret@h/d",
+            "host=h user=u password=hunter2-secret",
+            "postgres://u:hunter2-secret@h/d?sslcert=c",
+        ] {
+            let e = source(&[("DATABASE_URL", url)]).config().unwrap_err();
+            shown.push(format!("{e} {e:?}"));
+        }
+        let mut pairs = BASE.to_vec();
+        pairs.push(("DATABASE_URL", URL));
+        let e = source(&pairs).config().unwrap_err();
+        shown.push(format!("{e} {e:?}"));
+        for s in &shown {
+            assert!(!s.contains("hunter2"), "{s}");
+            assert!(s.contains("DATABASE_URL"), "{s}");
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use records_service::config::{self, ConfigError};
+use records_service::config::{self, ConfigError, DatabaseConfig, Hint};
 use records_service::pg::{self, ErrorKind};
 use records_service::records::{migrate, seed, RecordsService, Repository};
 use records_service::{http, signals};
@@ -122,24 +122,32 @@ fn admin_client() -> Result<pg::Client, String> {
     // Migrations and seeding may run for minutes: no statement timeout.
     params.statement_timeout = Duration::ZERO;
     may::config().set_workers(1);
-    pg::connect_once(&params).map_err(|e| describe_db_error(&db.host, db.port, &db.name, &e))
+    pg::connect_once(&params).map_err(|e| describe_db_error(&db, &e))
 }
 
-fn describe_db_error(host: &str, port: u16, name: &str, e: &pg::Error) -> String {
+/// A failed connection explained: where, what went wrong, and which settings to check (the
+/// `POSTGRES_DB_*` variables or `DATABASE_URL`, whichever configured it). Never the password.
+fn describe_db_error(db: &DatabaseConfig, e: &pg::Error) -> String {
+    let at = db.servers();
     match e.kind() {
         ErrorKind::AuthFailed => format!(
-            "PostgreSQL at {host}:{port} refused the credentials (check POSTGRES_DB_USER and POSTGRES_DB_PASSWORD): {}",
+            "PostgreSQL at {at} refused the credentials of user {:?} (check {}): {}",
+            db.params.user,
+            db.hint(Hint::Credentials),
             e.message()
         ),
         ErrorKind::UnknownDatabase => format!(
-            "PostgreSQL at {host}:{port} has no database {name:?} (check POSTGRES_DB_NAME): {}",
+            "PostgreSQL at {at} has no database {:?} (check {}): {}",
+            db.params.dbname,
+            db.hint(Hint::Database),
             e.message()
         ),
         ErrorKind::ConnectFailed | ErrorKind::ConnectionLost => format!(
-            "cannot reach PostgreSQL at {host}:{port} (check POSTGRES_DB_HOST and POSTGRES_DB_PORT, and that the server runs): {}",
+            "cannot reach PostgreSQL at {at} (check {}, and that the server runs): {}",
+            db.hint(Hint::Address),
             e.message()
         ),
-        _ => format!("PostgreSQL at {host}:{port}: {e}"),
+        _ => format!("PostgreSQL at {at}: {e}"),
     }
 }
 
@@ -193,8 +201,8 @@ fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
 
     let db = &cfg.database;
     let repo = Arc::new(Repository::start(db, cfg.workers));
-    if let Err(e) = repo.wait_connected(db.connect_timeout + Duration::from_secs(1)) {
-        let message = describe_db_error(&db.host, db.port, &db.name, &e);
+    if let Err(e) = repo.wait_connected(db.params.connect_timeout + Duration::from_secs(1)) {
+        let message = describe_db_error(db, &e);
         if matches!(e.kind(), ErrorKind::AuthFailed | ErrorKind::UnknownDatabase) {
             // Configuration, not an outage: retrying will not help.
             return Err(message);

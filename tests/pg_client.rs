@@ -118,6 +118,17 @@ fn a_failing_read_does_not_fail_its_neighbours() {
     client.close();
 }
 
+/// The require_auth name of a pg_hba.conf method.
+fn auth_method(method: &str) -> pg::AuthMethod {
+    match method {
+        "trust" => pg::AuthMethod::None,
+        "password" => pg::AuthMethod::Password,
+        "md5" => pg::AuthMethod::Md5,
+        "scram-sha-256" => pg::AuthMethod::ScramSha256,
+        other => panic!("no require_auth name for {other}"),
+    }
+}
+
 #[test]
 fn every_authentication_method_and_clear_startup_errors() {
     support::init_runtime();
@@ -127,13 +138,17 @@ fn every_authentication_method_and_clear_startup_errors() {
         return;
     }
     for (user, password, method) in AUTH_USERS {
-        let p = pg::ConnectParams::new(&s.host, s.port, user, Some(password), "postgres");
+        // Plain TCP: cleartext and MD5 passwords need require_auth to name them (the default
+        // refuses them without TLS; tests/pg_tls.rs covers that).
+        let mut p = pg::ConnectParams::new(&s.host, s.port, user, Some(password), "postgres");
+        p.require_auth = Some(vec![auth_method(method)]);
         let c = pg::connect_once(&p).unwrap_or_else(|e| panic!("{method} as {user}: {e}"));
         let r = c.simple_query("SELECT current_user", T).unwrap();
         assert_eq!(r.rows[0].text(0).unwrap(), Some(*user), "{method}");
         c.close();
         if !password.is_empty() {
-            let p = pg::ConnectParams::new(&s.host, s.port, user, Some("wrong"), "postgres");
+            let mut p = pg::ConnectParams::new(&s.host, s.port, user, Some("wrong"), "postgres");
+            p.require_auth = Some(vec![auth_method(method)]);
             let e = pg::connect_once(&p).expect_err("a wrong password fails");
             assert_eq!(e.kind(), ErrorKind::AuthFailed, "{method}: {e}");
             assert_eq!(e.code(), Some("28P01"), "{method}");
@@ -220,17 +235,26 @@ fn client_deadline_and_in_flight_bound() {
     let mut params = db.params();
     params.max_in_flight = 1;
     let c = Arc::new(started(params, &[ECHO, SLEEP]));
-    // The deadline passes before the answer: Timeout, and the late answer is discarded without
-    // shifting later answers onto the wrong callers.
+    // A read's deadline passes before the answer: Timeout, and the late answer is discarded
+    // without shifting later answers onto the wrong callers.
     let began = Instant::now();
     let e = c
-        .query(SLEEP.name, &[Param::Int4(300)], Duration::from_millis(50))
+        .query_read(SLEEP.name, &[Param::Int4(300)], Duration::from_millis(50))
         .err()
         .unwrap();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     assert!(began.elapsed() < Duration::from_millis(250));
-    assert_eq!(echo(&c, 7, T).unwrap(), (7, "n7".to_string()));
-    // One query in flight at most: a second caller waits for the slot, then gives up.
+    // The server is still sleeping on it, so it still counts against the bound until its late
+    // answer arrives: meanwhile a query is refused at once (Overloaded), then served again.
+    assert_eq!(
+        echo(&c, 6, T).unwrap_err().kind(),
+        ErrorKind::Overloaded,
+        "the timed-out read still occupies the connection"
+    );
+    assert!(support::wait::eventually(Duration::from_secs(5), || {
+        echo(&c, 7, T).is_ok_and(|answer| answer == (7, "n7".to_string()))
+    }));
+    // One query in flight at most: a second caller fails at once, long before its deadline.
     let holder = {
         let c = c.clone();
         std::thread::spawn(move || c.query(SLEEP.name, &[Param::Int4(500)], T).map(drop))
@@ -238,8 +262,10 @@ fn client_deadline_and_in_flight_bound() {
     support::wait::eventually(Duration::from_secs(5), || {
         c.stats().queries.load(std::sync::atomic::Ordering::Relaxed) >= 3
     });
-    let e = echo(&c, 8, Duration::from_millis(100)).err().unwrap();
+    let began = Instant::now();
+    let e = echo(&c, 8, Duration::from_secs(5)).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::Overloaded, "{e}");
+    assert!(began.elapsed() < Duration::from_secs(1), "failed fast");
     holder.join().unwrap().unwrap();
     assert_eq!(echo(&c, 9, T).unwrap(), (9, "n9".to_string()));
     c.close();
@@ -258,7 +284,7 @@ fn a_stalled_connection_is_abandoned_and_replaced() {
     params.host = "localhost".into();
     let c = started(params, &[ECHO, SLEEP]);
     let e = c
-        .query(
+        .query_read(
             SLEEP.name,
             &[Param::Int4(60_000)],
             Duration::from_millis(100),

@@ -13,14 +13,19 @@ use std::time::{Duration, Instant};
 use postgres_protocol::message::frontend;
 
 use super::error::{Error, ErrorKind};
-use super::pipeline::{encode_prepared, Isolation, Pipeline, Protocol, Reply, Stats};
+use super::pipeline::{
+    encode_query, Encoding, Isolation, Limits, Pipeline, Protocol, Reply, Stats,
+};
 use super::startup::{establish, Statement};
-use super::{ConnectParams, Param};
+use super::{ConnectParams, Param, StatementMode};
 
 /// Backoff cap between reconnect attempts: the service resumes within about this long of the
 /// database's return.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// A connection that stayed up this long resets the backoff: one that a server accepts and
+/// drops at once must not turn into a tight loop of handshakes.
+const STABLE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Client {
@@ -40,6 +45,9 @@ struct Inner {
     connects: AtomicU64,
     /// Connect attempts so far, successful or not.
     attempts: AtomicU64,
+    /// Statements are sent unnamed (parsed with every use): forced by the settings, or chosen
+    /// once a transaction pooler was detected. Never goes back.
+    unnamed: AtomicBool,
     stats: Arc<Stats>,
 }
 
@@ -48,13 +56,14 @@ impl Client {
     /// [`Client::wait_connected`] to learn how the first attempts went.
     pub fn start(params: ConnectParams, statements: &[Statement]) -> Client {
         let inner = Arc::new(Inner {
-            params,
+            params: params.clone(),
             statements: statements.to_vec(),
             current: RwLock::new(None),
             last_error: Mutex::new(None),
             closing: AtomicBool::new(false),
             connects: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
+            unnamed: AtomicBool::new(params.statement_mode == StatementMode::Unnamed),
             stats: Arc::new(Stats::default()),
         });
         let supervisor = inner.clone();
@@ -99,6 +108,11 @@ impl Client {
         self.inner.connects.load(Ordering::Acquire)
     }
 
+    /// Whether statements are now sent unnamed (see [`StatementMode`]).
+    pub fn uses_unnamed_statements(&self) -> bool {
+        self.inner.unnamed.load(Ordering::Acquire)
+    }
+
     /// Queries queued and socket writes made so far, over every connection this client had.
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
@@ -134,28 +148,81 @@ impl Client {
         self.run(statement, params, timeout, Isolation::SharedSync)
     }
 
+    /// Runs a statement, recovering once from the two errors that mean "not executed, the
+    /// statement itself is stale": 26000 (a statement this connection prepared is missing: a
+    /// transaction pooler handed us another server connection) switches to unnamed statements
+    /// (in `Auto` mode); 0A000 (a cached plan no longer matches the schema, after an ALTER) has
+    /// the statement prepared again in the same message as its retry.
     fn run(
         &self,
-        statement: &str,
+        name: &str,
         params: &[Param<'_>],
         timeout: Duration,
         isolation: Isolation,
     ) -> Result<Reply, Error> {
-        let pipeline = self.pipeline()?;
-        pipeline.submit(
-            Instant::now() + timeout,
-            Protocol::Extended(isolation),
-            |buf| encode_prepared(statement, params, buf),
-        )
+        let statement = self
+            .inner
+            .statements
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    format!("no statement named {name:?} was declared to this client"),
+                )
+            })?;
+        let deadline = Instant::now() + timeout;
+        let mut encoding = Encoding::Named;
+        let mut retried = false;
+        loop {
+            let pipeline = self.pipeline()?;
+            let result = pipeline.submit(deadline, Protocol::Extended(isolation), |buf| {
+                // Read at every encoding: a query skipped and sent again after the switch
+                // goes unnamed too.
+                let encoding = match encoding {
+                    Encoding::Named if self.uses_unnamed_statements() => Encoding::Unnamed,
+                    e => e,
+                };
+                encode_query(encoding, statement, params, buf)
+            });
+            let code = match &result {
+                Err(e) if !retried => e.code(),
+                _ => return result,
+            };
+            retried = true;
+            match code {
+                Some("26000") if self.inner.params.statement_mode == StatementMode::Auto => {
+                    self.switch_to_unnamed(
+                        "a statement this connection prepared is missing (SQLSTATE 26000)",
+                    );
+                    encoding = Encoding::Unnamed;
+                }
+                Some("0A000") if !self.uses_unnamed_statements() => {
+                    self.inner.stats.reprepared.fetch_add(1, Ordering::Relaxed);
+                    encoding = Encoding::Reprepare;
+                }
+                _ => return result,
+            }
+        }
+    }
+
+    fn switch_to_unnamed(&self, why: &str) {
+        switch_to_unnamed(&self.inner, why);
     }
 
     /// Runs SQL through the simple query protocol (several statements allowed, text results).
     /// For administration: migrations, seeding, tests. Not for request paths.
     pub fn simple_query(&self, sql: &str, timeout: Duration) -> Result<Reply, Error> {
-        let pipeline = self.pipeline()?;
-        pipeline.submit(Instant::now() + timeout, Protocol::Simple, |buf| {
-            frontend::query(sql, buf)
-                .map_err(|e| Error::new(ErrorKind::Protocol, format!("cannot encode query: {e}")))
+        simple(&*self.pipeline()?, sql, timeout)
+    }
+
+    /// Pins the current connection, for work that must stay on one server session (an
+    /// explicit transaction sent over several messages): once that connection is gone, the
+    /// session's queries fail instead of running on its replacement, where they would run
+    /// outside the transaction.
+    pub fn session(&self) -> Result<Session, Error> {
+        Ok(Session {
+            pipeline: self.pipeline()?,
         })
     }
 
@@ -181,6 +248,26 @@ impl Client {
     }
 }
 
+/// One server session of a [`Client`]; see [`Client::session`].
+pub struct Session {
+    pipeline: Arc<Pipeline>,
+}
+
+impl Session {
+    /// As [`Client::simple_query`], on this session only: fails with
+    /// [`ErrorKind::ConnectionLost`] once the session's connection has ended.
+    pub fn simple_query(&self, sql: &str, timeout: Duration) -> Result<Reply, Error> {
+        simple(&self.pipeline, sql, timeout)
+    }
+}
+
+fn simple(pipeline: &Pipeline, sql: &str, timeout: Duration) -> Result<Reply, Error> {
+    pipeline.submit(Instant::now() + timeout, Protocol::Simple, |buf| {
+        frontend::query(sql, buf)
+            .map_err(|e| Error::new(ErrorKind::Protocol, format!("cannot encode query: {e}")))
+    })
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
@@ -196,26 +283,52 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Switches the client to unnamed statements for good, saying why once in the log.
+fn switch_to_unnamed(inner: &Inner, why: &str) {
+    if !inner.unnamed.swap(true, Ordering::AcqRel) {
+        eprintln!(
+            "pg: {why}: assuming a transaction-pooling proxy (PgBouncer) in front of {}:{}; \
+             statements are sent unnamed from now on (set PG_STATEMENT_MODE to choose)",
+            inner.params.host, inner.params.port
+        );
+    }
+}
+
 fn supervise(inner: &Inner) {
     let mut backoff = Duration::ZERO;
     let mut logged_down = false;
+    let limits = Limits {
+        max_in_flight: inner.params.max_in_flight,
+        statement_timeout: inner.params.statement_timeout,
+        max_message_bytes: inner.params.max_message_bytes,
+    };
     while !inner.closing.load(Ordering::Acquire) {
-        let attempt = establish(&inner.params, &inner.statements);
+        let statements: &[Statement] = if inner.unnamed.load(Ordering::Acquire) {
+            &[]
+        } else {
+            &inner.statements
+        };
+        let attempt = establish(&inner.params, statements);
         inner.attempts.fetch_add(1, Ordering::AcqRel);
         match attempt {
+            Err(e)
+                if e.code() == Some("42P05")
+                    && inner.params.statement_mode == StatementMode::Auto =>
+            {
+                // Our statement names already exist on this server session: a transaction
+                // pooler gave us a server connection another client of ours prepared on.
+                switch_to_unnamed(inner, "a statement name is already taken (SQLSTATE 42P05)");
+            }
             Ok(established) => {
-                let pipeline = match Pipeline::start(
-                    &established.stream,
-                    inner.params.max_in_flight,
-                    inner.stats.clone(),
-                ) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        set_error(inner, Error::new(ErrorKind::ConnectFailed, e.to_string()));
-                        may::coroutine::sleep(MAX_BACKOFF);
-                        continue;
-                    }
-                };
+                let pipeline =
+                    match Pipeline::start(&established.stream, limits, inner.stats.clone()) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            set_error(inner, Error::new(ErrorKind::ConnectFailed, e.to_string()));
+                            may::coroutine::sleep(MAX_BACKOFF);
+                            continue;
+                        }
+                    };
                 *inner.current.write().unwrap_or_else(|p| p.into_inner()) = Some(pipeline.clone());
                 inner.connects.fetch_add(1, Ordering::AcqRel);
                 if logged_down {
@@ -225,10 +338,10 @@ fn supervise(inner: &Inner) {
                     );
                     logged_down = false;
                 }
-                backoff = Duration::ZERO;
                 if inner.closing.load(Ordering::Acquire) {
                     pipeline.shutdown();
                 }
+                let up_since = Instant::now();
                 let error = pipeline.run_reader(established.stream, established.read_buf);
                 *inner.current.write().unwrap_or_else(|p| p.into_inner()) = None;
                 if !inner.closing.load(Ordering::Acquire) {
@@ -236,6 +349,12 @@ fn supervise(inner: &Inner) {
                     logged_down = true;
                 }
                 set_error(inner, error);
+                if up_since.elapsed() >= STABLE_AFTER {
+                    backoff = Duration::ZERO;
+                } else {
+                    backoff = (backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+                    may::coroutine::sleep(backoff);
+                }
             }
             Err(error) => {
                 if !logged_down {

@@ -43,6 +43,8 @@ pub struct Error {
     code: Option<[u8; 5]>,
     constraint: Option<String>,
     message: String,
+    /// The server sent it with severity FATAL or PANIC: the session is ending.
+    fatal: bool,
 }
 
 impl Error {
@@ -52,11 +54,18 @@ impl Error {
             code: None,
             constraint: None,
             message: message.into(),
+            fatal: false,
         }
     }
 
-    /// Builds an error from the fields of a server `ErrorResponse`.
-    pub(crate) fn from_server(code: &str, constraint: Option<String>, message: String) -> Error {
+    /// Builds an error from the fields of a server `ErrorResponse`; `severity` is its `V`
+    /// field (never localized), or `S` from servers older than 9.6.
+    pub(crate) fn from_server(
+        severity: &str,
+        code: &str,
+        constraint: Option<String>,
+        message: String,
+    ) -> Error {
         let mut sqlstate = [b'0'; 5];
         if code.len() == 5 {
             sqlstate.copy_from_slice(code.as_bytes());
@@ -66,6 +75,21 @@ impl Error {
             code: Some(sqlstate),
             constraint,
             message,
+            fatal: matches!(severity, "FATAL" | "PANIC"),
+        }
+    }
+
+    /// Whether the server sent this with severity FATAL or PANIC (it then ends the session).
+    pub fn is_fatal(&self) -> bool {
+        self.fatal
+    }
+
+    /// The same error, as seen by a caller whose query was on a connection that ended: the
+    /// SQLSTATE and message are kept for logs.
+    pub(crate) fn into_connection_lost(self) -> Error {
+        Error {
+            kind: ErrorKind::ConnectionLost,
+            ..self
         }
     }
 

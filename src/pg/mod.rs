@@ -6,14 +6,20 @@
 //! once and is re-established in the background. Knows nothing of HTTP or of the service.
 
 mod client;
+mod conninfo;
 mod error;
 mod pipeline;
 mod row;
 mod startup;
+mod tls;
+mod transport;
 
 use std::time::Duration;
 
-pub use client::{Client, MAX_BACKOFF};
+pub use client::{Client, Session, MAX_BACKOFF};
+pub use conninfo::{
+    env_variable_for, parse_env, parse_url, ConnInfo, DEFAULT_PORT, PG_ENV_VARIABLES,
+};
 pub use error::{kind_of_sqlstate, Error, ErrorKind};
 pub use pipeline::{Isolation, Reply, Stats};
 pub use row::Row;
@@ -82,6 +88,19 @@ pub enum TargetSessionAttrs {
     ReadWrite,
 }
 
+/// How statements are sent: prepared once per connection by name, or parsed with every use.
+/// Named statements do not survive a transaction-pooling proxy (PgBouncer before 1.21, or
+/// without `max_prepared_statements`), which hands each transaction to any server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementMode {
+    /// Named, until the server reports a statement this connection prepared as missing
+    /// (SQLSTATE 26000) or already there (42P05): then unnamed, for the client's life.
+    Auto,
+    Named,
+    /// An unnamed statement parsed in the same message as its Bind, in every query.
+    Unnamed,
+}
+
 /// TLS settings, libpq's names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
@@ -128,6 +147,9 @@ pub struct ConnectParams {
     pub statement_timeout: Duration,
     /// Queries in flight on one connection; beyond it a query fails at once as overloaded.
     pub max_in_flight: usize,
+    /// The largest message accepted from the server; a longer one ends the connection.
+    pub max_message_bytes: usize,
+    pub statement_mode: StatementMode,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -147,6 +169,8 @@ impl std::fmt::Debug for ConnectParams {
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("statement_mode", &self.statement_mode)
             .finish()
     }
 }
@@ -169,6 +193,8 @@ impl ConnectParams {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             max_in_flight: 1024,
+            max_message_bytes: 64 << 20,
+            statement_mode: StatementMode::Auto,
         }
     }
 }
@@ -178,7 +204,9 @@ impl ConnectParams {
 /// does not retry in the background). For command-line tasks (migrate, seed) and test setup.
 pub fn connect_once(params: &ConnectParams) -> Result<Client, Error> {
     let client = Client::start(params.clone(), &[]);
-    match client.wait_connected(params.connect_timeout + Duration::from_secs(1)) {
+    // Each host gets the whole connect_timeout.
+    let hosts = 1 + params.more_hosts.len() as u32;
+    match client.wait_connected(params.connect_timeout * hosts + Duration::from_secs(1)) {
         Ok(()) => Ok(client),
         Err(e) => {
             client.close();

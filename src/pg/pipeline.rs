@@ -21,28 +21,40 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use may::net::TcpStream;
-use may::sync::{Blocker, Semphore};
+use may::sync::Blocker;
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
 use super::error::{Error, ErrorKind};
 use super::row::Row;
 use super::startup::server_error;
+use super::transport::{ReadHalf, ShutdownHandle, Stream, WriteHalf};
 
 /// How often the watchdog looks for callers whose deadline has passed: the most a deadline can
 /// be overshot.
 const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// How long past its deadline the oldest query may stay unanswered before the connection is
-/// declared dead.
+/// How long the oldest query may stay unanswered past both its deadline and the statement
+/// timeout (counted from when it reached the head of the queue, that is, from when the server
+/// could start it) before the connection is declared dead.
 const STALL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a pipeline needs to know of its connection's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Entries queued (answers awaited) on this connection; beyond it a query fails at once.
+    pub max_in_flight: usize,
+    /// The session's statement timeout (zero: none), which bounds how long the server works
+    /// on the query at the head of the queue.
+    pub statement_timeout: std::time::Duration,
+    /// The largest backend message accepted; a longer one ends the connection.
+    pub max_message_bytes: usize,
+}
 
 /// What a query returns: its rows (as received, not copied) and the affected-row count of its
 /// command tag.
@@ -78,6 +90,9 @@ struct Slot {
     /// The caller's deadline. The watchdog wakes the caller once it has passed, so a waiting
     /// caller needs no timer of its own (one per query would cost a timer-thread round trip).
     deadline: Instant,
+    /// Set by a write's caller that is past its deadline but whose write was already sent:
+    /// it waits for the outcome, and the watchdog stops waking it every tick.
+    patient: AtomicBool,
 }
 
 impl Slot {
@@ -109,6 +124,16 @@ struct Outbox {
     writer_idle: bool,
     /// Set once the connection has failed: nothing more is queued.
     closed: bool,
+    /// The writes (and simple queries) whose bytes are still in `buf`, with their byte ranges
+    /// there, in order: a caller whose deadline passes withdraws its write from here, so no
+    /// write reaches the server after its caller was told it failed. Cleared when the writer
+    /// takes `buf`.
+    unsent: Vec<(Arc<Slot>, std::ops::Range<usize>)>,
+    /// Since when the entry at the head of `queue` has been there: from then on the server can
+    /// be working on it.
+    head_since: Instant,
+    /// Queries in `queue` (its entries less the Syncs): the in-flight bound counts these.
+    queries: usize,
 }
 
 impl Outbox {
@@ -116,9 +141,52 @@ impl Outbox {
     fn sync(&mut self) {
         if self.unsynced {
             frontend::sync(&mut self.buf);
-            self.queue.push_back(Entry::Sync);
+            self.push(Entry::Sync);
             self.unsynced = false;
         }
+    }
+
+    fn push(&mut self, entry: Entry) {
+        if self.queue.is_empty() {
+            self.head_since = Instant::now();
+        }
+        if !matches!(entry, Entry::Sync) {
+            self.queries += 1;
+        }
+        self.queue.push_back(entry);
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let entry = self.queue.pop_front();
+        self.head_since = Instant::now();
+        if let Some(Entry::Shared(_) | Entry::UntilReady(_)) = entry {
+            self.queries -= 1;
+        }
+        entry
+    }
+
+    /// Takes a not-yet-sent write out of the outbox: its bytes and its queue entry. False if
+    /// its bytes already went to the writer.
+    fn withdraw(&mut self, slot: &Arc<Slot>) -> bool {
+        let Some(at) = self.unsent.iter().position(|(s, _)| Arc::ptr_eq(s, slot)) else {
+            return false;
+        };
+        let (_, range) = self.unsent.remove(at);
+        let len = range.len();
+        let tail = self.buf.split_off(range.end);
+        self.buf.truncate(range.start);
+        self.buf.unsplit(tail);
+        for (_, later) in &mut self.unsent[at..] {
+            *later = later.start - len..later.end - len;
+        }
+        if let Some(i) = self.queue.iter().rposition(|e| match e {
+            Entry::UntilReady(s) => Arc::ptr_eq(s, slot),
+            _ => false,
+        }) {
+            self.queue.remove(i);
+            self.queries -= 1;
+        }
+        true
     }
 }
 
@@ -130,17 +198,18 @@ pub struct Stats {
     pub writes: AtomicU64,
     /// Shared-Sync queries sent again because another query of their group failed.
     pub resent: AtomicU64,
+    /// Statements prepared again after the server found their cached plan stale (0A000).
+    pub reprepared: AtomicU64,
 }
 
 pub(crate) struct Pipeline {
     outbox: Mutex<Outbox>,
     /// The writer coroutine, to wake when the outbox gets bytes. Set once it has started.
     writer: OnceLock<may::coroutine::Coroutine>,
-    /// Bounds the queries in flight on this connection: a permit per queued slot, returned by
-    /// the reader when it delivers the answer (or fails the slot).
-    permits: Semphore,
+    limits: Limits,
     broken: AtomicBool,
-    fd: i32,
+    /// Shuts the socket down; its own duplicate of the descriptor.
+    socket: ShutdownHandle,
     stats: Arc<Stats>,
 }
 
@@ -161,23 +230,26 @@ pub(crate) enum Protocol {
 impl Pipeline {
     /// A pipeline over `stream`'s connection; starts its writer coroutine on a clone of it.
     pub(crate) fn start(
-        stream: &TcpStream,
-        max_in_flight: usize,
+        stream: &Stream,
+        limits: Limits,
         stats: Arc<Stats>,
     ) -> std::io::Result<Arc<Pipeline>> {
-        let write_half = stream.try_clone()?;
+        let (write_half, socket) = stream.writer()?;
         let pipeline = Arc::new(Pipeline {
             outbox: Mutex::new(Outbox {
                 buf: BytesMut::with_capacity(16 * 1024),
-                queue: VecDeque::with_capacity(max_in_flight.min(4096)),
+                queue: VecDeque::with_capacity(limits.max_in_flight.min(4096)),
                 unsynced: false,
                 writer_idle: false,
                 closed: false,
+                unsent: Vec::new(),
+                head_since: Instant::now(),
+                queries: 0,
             }),
             writer: OnceLock::new(),
-            permits: Semphore::new(max_in_flight),
+            limits,
             broken: AtomicBool::new(false),
-            fd: stream.as_raw_fd(),
+            socket,
             stats,
         });
         let p = pipeline.clone();
@@ -204,10 +276,12 @@ impl Pipeline {
     }
 
     /// Wakes every queued caller whose deadline has passed, every tick, until the pipeline
-    /// closes. The caller then returns `Timeout`; its slot stays queued for the late answer.
+    /// closes. A read's caller then returns `Timeout` and its slot stays queued for the late
+    /// answer; a write's caller withdraws its write if it is not sent yet, else waits on.
     ///
     /// It also declares the connection dead when the oldest query is overdue by more than
-    /// [`STALL_GRACE`] past its own deadline: the server answers in order, so nothing behind it
+    /// [`STALL_GRACE`] past both its own deadline and the statement timeout (counted from when
+    /// it reached the head of the queue): the server answers in order, so nothing behind it
     /// can be answered either (a silently dead link, a query stuck on a lock with no statement
     /// timeout). Shutting the socket fails every caller and makes the supervisor reconnect.
     fn run_watchdog(&self) {
@@ -223,12 +297,13 @@ impl Pipeline {
                 for entry in &outbox.queue {
                     if let Entry::Shared(slot) | Entry::UntilReady(slot) = entry {
                         oldest.get_or_insert(slot.deadline);
-                        if slot.deadline <= now {
+                        if slot.deadline <= now && !slot.patient.load(Ordering::Acquire) {
                             slot.blocker.unpark();
                         }
                     }
                 }
-                oldest.is_some_and(|deadline| deadline + STALL_GRACE <= now)
+                let working_since = outbox.head_since + self.limits.statement_timeout;
+                oldest.is_some_and(|deadline| deadline.max(working_since) + STALL_GRACE <= now)
             };
             if stalled {
                 self.shutdown();
@@ -244,20 +319,26 @@ impl Pipeline {
         protocol: Protocol,
         encode: impl Fn(&mut BytesMut) -> Result<(), Error>,
     ) -> Outcome {
-        match self.submit_once(deadline, protocol, &encode)? {
-            Delivery::Done(outcome) => outcome,
-            Delivery::Skipped => {
-                self.stats.resent.fetch_add(1, Ordering::Relaxed);
-                let own = Protocol::Extended(Isolation::OwnSync);
-                match self.submit_once(deadline, own, &encode)? {
-                    Delivery::Done(outcome) => outcome,
-                    // An own-Sync query is never skipped; treat it as a broken connection.
-                    Delivery::Skipped => Err(Error::new(
-                        ErrorKind::Protocol,
-                        "a query with its own Sync was skipped",
-                    )),
+        // A skipped read is sent again in a new shared group (the other reads skipped with it
+        // are woken together and join it); skipped a second time, it goes alone.
+        let retries = [protocol, Protocol::Extended(Isolation::OwnSync)];
+        let mut delivery = self.submit_once(deadline, protocol, &encode)?;
+        for retry in retries {
+            match delivery {
+                Delivery::Done(outcome) => return outcome,
+                Delivery::Skipped => {
+                    self.stats.resent.fetch_add(1, Ordering::Relaxed);
+                    delivery = self.submit_once(deadline, retry, &encode)?;
                 }
             }
+        }
+        match delivery {
+            Delivery::Done(outcome) => outcome,
+            // An own-Sync query is never skipped; treat it as a broken connection.
+            Delivery::Skipped => Err(Error::new(
+                ErrorKind::Protocol,
+                "a query with its own Sync was skipped",
+            )),
         }
     }
 
@@ -267,48 +348,51 @@ impl Pipeline {
         protocol: Protocol,
         encode: &dyn Fn(&mut BytesMut) -> Result<(), Error>,
     ) -> Result<Delivery, Error> {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if !self.permits.wait_timeout(wait) {
-            return Err(Error::new(
-                ErrorKind::Overloaded,
-                "too many queries in flight on this connection",
-            ));
-        }
         let slot = Arc::new(Slot {
             delivery: Mutex::new(None),
             blocker: Blocker::new(false),
             deadline,
+            patient: AtomicBool::new(false),
         });
+        let shared = protocol == Protocol::Extended(Isolation::SharedSync);
         let wake_writer = {
             let mut outbox = lock(&self.outbox);
             if outbox.closed {
-                drop(outbox);
-                self.permits.post();
                 return Err(Error::new(
                     ErrorKind::ConnectionLost,
                     "the PostgreSQL connection was lost",
                 ));
             }
-            if protocol != Protocol::Extended(Isolation::SharedSync) {
+            // Counted under the lock, so the bound holds exactly and nobody waits for room:
+            // a stalled server makes callers fail fast instead of piling up.
+            if outbox.queries >= self.limits.max_in_flight {
+                return Err(Error::new(
+                    ErrorKind::Overloaded,
+                    "too many queries in flight on this connection",
+                ));
+            }
+            if !shared {
                 outbox.sync();
             }
             let before = outbox.buf.len();
             if let Err(e) = encode(&mut outbox.buf) {
                 outbox.buf.truncate(before);
-                drop(outbox);
-                self.permits.post();
                 return Err(e);
             }
             match protocol {
                 Protocol::Extended(Isolation::SharedSync) => {
-                    outbox.queue.push_back(Entry::Shared(slot.clone()));
+                    outbox.push(Entry::Shared(slot.clone()));
                     outbox.unsynced = true;
                 }
                 Protocol::Extended(Isolation::OwnSync) => {
                     frontend::sync(&mut outbox.buf);
-                    outbox.queue.push_back(Entry::UntilReady(slot.clone()));
+                    outbox.push(Entry::UntilReady(slot.clone()));
                 }
-                Protocol::Simple => outbox.queue.push_back(Entry::UntilReady(slot.clone())),
+                Protocol::Simple => outbox.push(Entry::UntilReady(slot.clone())),
+            }
+            if !shared {
+                let after = outbox.buf.len();
+                outbox.unsent.push((slot.clone(), before..after));
             }
             self.stats.queries.fetch_add(1, Ordering::Relaxed);
             std::mem::replace(&mut outbox.writer_idle, false)
@@ -316,7 +400,7 @@ impl Pipeline {
         if wake_writer {
             self.wake_writer();
         }
-        self.wait(&slot, deadline)
+        self.wait(&slot, !shared)
     }
 
     fn wake_writer(&self) {
@@ -327,7 +411,7 @@ impl Pipeline {
 
     /// The writer coroutine: closes the open group with a Sync and sends whatever the outbox
     /// holds in one write, until the pipeline closes; sleeps while there is nothing to send.
-    fn run_writer(&self, mut stream: TcpStream) {
+    fn run_writer(&self, mut stream: WriteHalf) {
         let mut bytes = BytesMut::new();
         loop {
             {
@@ -339,12 +423,19 @@ impl Pipeline {
                     outbox.writer_idle = true;
                 } else {
                     outbox.sync();
-                    // Swap buffers, keeping both allocations for reuse.
+                    // Swap buffers, keeping both allocations for reuse. From here on these
+                    // writes count as sent: their callers wait for their outcome.
                     bytes.clear();
                     std::mem::swap(&mut bytes, &mut outbox.buf);
+                    outbox.unsent.clear();
                 }
             }
             if bytes.is_empty() {
+                // TLS records the reader's side made (alerts, key updates) leave from here.
+                if stream.flush().is_err() {
+                    self.shutdown();
+                    return;
+                }
                 // A wake-up that came before this park is not lost: park returns at once.
                 may::coroutine::park();
                 // Woken by the first caller of a burst: let the callers that are runnable now
@@ -363,17 +454,25 @@ impl Pipeline {
         }
     }
 
-    fn wait(&self, slot: &Slot, deadline: Instant) -> Result<Delivery, Error> {
+    /// Waits for the slot's answer. A read gives up at its deadline (the slot stays queued;
+    /// the reader drops the late answer). A write (`certain`) gives up at its deadline only if
+    /// it can still be withdrawn unsent; once sent, its caller waits for the outcome, so no
+    /// caller is told "failed" about a write that then commits. The statement timeout and the
+    /// watchdog's stall rule bound that wait.
+    fn wait(&self, slot: &Arc<Slot>, certain: bool) -> Result<Delivery, Error> {
         loop {
             if let Some(delivery) = lock(&slot.delivery).take() {
                 return Ok(delivery);
             }
-            if Instant::now() >= deadline {
-                // The slot stays queued; the reader drops the late answer.
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    "no answer from PostgreSQL before the query deadline",
-                ));
+            if !slot.patient.load(Ordering::Acquire) && Instant::now() >= slot.deadline {
+                if !certain || lock(&self.outbox).withdraw(slot) {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        "no answer from PostgreSQL before the query deadline",
+                    ));
+                }
+                slot.patient.store(true, Ordering::Release);
+                continue;
             }
             // No timer: the watchdog wakes us once the deadline has passed.
             let _ = slot.blocker.park(None);
@@ -383,10 +482,7 @@ impl Pipeline {
     /// Closes the socket; the reader then fails every waiting caller.
     pub(crate) fn shutdown(&self) {
         if !self.broken.swap(true, Ordering::AcqRel) {
-            // SAFETY: plain libc call on a descriptor this pipeline owns (through the reader).
-            unsafe {
-                libc::shutdown(self.fd, libc::SHUT_RDWR);
-            }
+            self.socket.shutdown();
         }
     }
 
@@ -396,6 +492,8 @@ impl Pipeline {
             let mut outbox = lock(&self.outbox);
             outbox.closed = true;
             outbox.buf.clear();
+            outbox.unsent.clear();
+            outbox.queries = 0;
             outbox.queue.drain(..).collect()
         };
         // Let the writer see `closed` and end.
@@ -409,24 +507,28 @@ impl Pipeline {
 
     fn finish(&self, slot: &Slot, delivery: Delivery) {
         slot.deliver(delivery);
-        self.permits.post();
     }
 
     /// Reads answers until the connection fails, handing each to the caller at the head of the
     /// queue. Returns the error that ended the connection, after failing every waiting caller.
-    pub(crate) fn run_reader(&self, mut stream: TcpStream, mut buf: BytesMut) -> Error {
-        let error = self.read_answers(&mut stream, &mut buf);
+    pub(crate) fn run_reader(&self, stream: Stream, mut buf: BytesMut) -> Error {
+        let error = self.read_answers(&mut stream.into_reader(), &mut buf);
         self.shutdown();
-        self.fail_all(&error);
+        // Whatever ended it (a protocol violation included), to the callers the connection is
+        // lost: their queries may be retried elsewhere (503), they did not fail on their own.
+        self.fail_all(&error.clone().into_connection_lost());
         error
     }
 
-    fn read_answers(&self, stream: &mut TcpStream, buf: &mut BytesMut) -> Error {
+    fn read_answers(&self, stream: &mut ReadHalf, buf: &mut BytesMut) -> Error {
         let mut reply = Reply::default();
         // The error of the UntilReady query being answered, delivered at ReadyForQuery.
         let mut failure: Option<Error> = None;
         loop {
             loop {
+                if let Err(e) = check_frame(buf, self.limits.max_message_bytes) {
+                    return e;
+                }
                 let msg = match Message::parse(buf) {
                     Ok(Some(msg)) => msg,
                     Ok(None) => break,
@@ -452,10 +554,12 @@ impl Pipeline {
                     }
                     Message::ErrorResponse(body) => {
                         let error = server_error(body);
-                        if error.kind() == ErrorKind::ConnectionLost {
-                            // FATAL: the server is ending this session (admin shutdown,
-                            // pg_terminate_backend); every queued caller gets this error.
-                            return error;
+                        if error.is_fatal() || error.kind() == ErrorKind::ConnectionLost {
+                            // FATAL or PANIC (by severity, whatever the SQLSTATE: an idle
+                            // session timeout, a recovery conflict, an admin shutdown): the
+                            // server is ending this session. Every queued caller gets this
+                            // error as a lost connection; nothing is sent again on it.
+                            return error.into_connection_lost();
                         }
                         reply = Reply::default();
                         match self.pop_shared() {
@@ -470,7 +574,7 @@ impl Pipeline {
                         }
                     }
                     Message::ReadyForQuery(_) => {
-                        let entry = lock(&self.outbox).queue.pop_front();
+                        let entry = lock(&self.outbox).pop();
                         match entry {
                             Some(Entry::Sync) => {}
                             Some(Entry::UntilReady(slot)) => {
@@ -538,7 +642,7 @@ impl Pipeline {
     fn pop_shared(&self) -> Option<Arc<Slot>> {
         let mut outbox = lock(&self.outbox);
         match outbox.queue.front() {
-            Some(Entry::Shared(_)) => match outbox.queue.pop_front() {
+            Some(Entry::Shared(_)) => match outbox.pop() {
                 Some(Entry::Shared(slot)) => Some(slot),
                 _ => None,
             },
@@ -547,16 +651,65 @@ impl Pipeline {
     }
 }
 
-/// Encodes Bind and Execute for a prepared statement (the pipeline adds the Sync).
-pub(crate) fn encode_prepared(
-    statement: &str,
+/// Refuses a backend message whose declared length is beyond `max` before anything is reserved
+/// for it (`Message::parse` would reserve the declared length, and the read loop zero-fill it:
+/// a length near 4 GiB from a buggy proxy would cost gigabytes).
+pub(crate) fn check_frame(buf: &[u8], max: usize) -> Result<(), Error> {
+    if buf.len() < 5 {
+        return Ok(());
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > max {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            format!(
+                "the server sent a {:?} message of {len} bytes, over the limit of {max} \
+                 (PG_MAX_MESSAGE_BYTES); closing the connection",
+                buf[0] as char
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// How a query names its statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// Bind to the statement prepared on this connection under its name.
+    Named,
+    /// Close and Parse the named statement again first (its cached plan went stale).
+    Reprepare,
+    /// Parse it as the unnamed statement, in the same message: lives until the next Parse.
+    Unnamed,
+}
+
+/// Encodes a query: Bind and Execute (after a Parse, as `encoding` says); the pipeline adds
+/// the Sync.
+pub(crate) fn encode_query(
+    encoding: Encoding,
+    statement: &super::Statement,
     params: &[super::Param<'_>],
     buf: &mut BytesMut,
 ) -> Result<(), Error> {
     use postgres_protocol::IsNull;
+    let parse_error =
+        |e: std::io::Error| Error::new(ErrorKind::Protocol, format!("cannot encode Parse: {e}"));
+    let name = match encoding {
+        Encoding::Named => statement.name,
+        Encoding::Reprepare => {
+            frontend::close(b'S', statement.name, buf).map_err(parse_error)?;
+            frontend::parse(statement.name, statement.sql, std::iter::empty(), buf)
+                .map_err(parse_error)?;
+            statement.name
+        }
+        Encoding::Unnamed => {
+            frontend::parse("", statement.sql, std::iter::empty(), buf).map_err(parse_error)?;
+            ""
+        }
+    };
     frontend::bind(
         "",
-        statement,
+        name,
         Some(1),
         params.iter(),
         |param, buf| {

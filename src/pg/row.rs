@@ -66,6 +66,27 @@ impl Row {
     }
 }
 
+impl Row {
+    /// Column `idx` as an integer in binary format, `int4` or `int8` (told apart by width), so
+    /// that a reader keeps working when a column is widened (`ALTER ... TYPE bigint`).
+    pub fn integer(&self, idx: usize) -> Result<Option<i64>, Error> {
+        match self.raw(idx)? {
+            None => Ok(None),
+            Some(bytes) => match bytes.len() {
+                4 => Ok(Some(i64::from(i32::from_be_bytes(
+                    bytes.try_into().unwrap_or_default(),
+                )))),
+                8 => Ok(Some(i64::from_be_bytes(
+                    bytes.try_into().unwrap_or_default(),
+                ))),
+                _ => Err(decode_error(format!(
+                    "column {idx} is not a binary int4 or int8"
+                ))),
+            },
+        }
+    }
+}
+
 fn decode_error(message: String) -> Error {
     Error::new(ErrorKind::Protocol, message)
 }

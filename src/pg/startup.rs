@@ -1,5 +1,8 @@
-//! Opening a connection: TCP connect, the startup message, authentication (trust, cleartext,
-//! MD5, SCRAM-SHA-256) and preparing every statement the caller named, all under one deadline.
+//! Opening a connection: for each host in turn (`host`, then `more_hosts`), TCP connect, TLS as
+//! `sslmode` says, the startup message, authentication under the `require_auth` policy (trust,
+//! cleartext, MD5, SCRAM-SHA-256, and SCRAM-SHA-256-PLUS with channel binding over TLS), the
+//! read-write check of `target_session_attrs`, then the session's settings and every statement
+//! the caller named, all under one deadline per host.
 //!
 //! Runs before the connection joins the pipeline, so it reads and writes synchronously.
 
@@ -14,7 +17,9 @@ use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend::Message, frontend};
 
 use super::error::{Error, ErrorKind};
-use super::ConnectParams;
+use super::tls::TlsConfig;
+use super::transport::{self, Stream};
+use super::{AuthMethod, ChannelBinding, ConnectParams, SslMode, TargetSessionAttrs};
 
 /// A prepared statement: its name on the connection and its SQL. Parameter types are left for
 /// the server to infer from the SQL (write casts in the SQL where inference is ambiguous).
@@ -27,19 +32,194 @@ pub struct Statement {
 /// A connection past startup: authenticated, statements prepared, idle. `read_buf` may already
 /// hold bytes the server sent after the last `ReadyForQuery` (normally none).
 pub(crate) struct Established {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub read_buf: BytesMut,
 }
 
+/// Connects to the first host that accepts the session and, with
+/// `target_session_attrs=read-write`, is not read-only. Each host gets the whole
+/// `connect_timeout`.
 pub(crate) fn establish(
     params: &ConnectParams,
     statements: &[Statement],
 ) -> Result<Established, Error> {
+    // The CA file and client certificate are read at every attempt (a renewed file is picked
+    // up); an error in them ends the attempt before any connection.
+    let tls = TlsConfig::load(&params.tls)?;
+    let hosts = std::iter::once((params.host.as_str(), params.port))
+        .chain(params.more_hosts.iter().map(|(h, p)| (h.as_str(), *p)));
+    // Per host: its error, or `None` for a read-only one.
+    let mut failures: Vec<(String, Option<Error>)> = Vec::new();
+    for (host, port) in hosts {
+        match establish_host(params, &tls, host, port, statements) {
+            Ok(Some(established)) => return Ok(established),
+            Ok(None) => failures.push((format!("{host}:{port}"), None)),
+            Err(e) => failures.push((format!("{host}:{port}"), Some(e))),
+        }
+    }
+    Err(no_host(failures))
+}
+
+/// The error when no host would do: the one host's own error, or every host's in one, with the
+/// last host's kind (read-only everywhere: `ConnectFailed`, a failover may fix it).
+fn no_host(mut failures: Vec<(String, Option<Error>)>) -> Error {
+    if failures.len() == 1 {
+        match failures.pop() {
+            Some((_, Some(e))) => return e,
+            Some((at, None)) => {
+                return Error::new(
+                    ErrorKind::ConnectFailed,
+                    format!(
+                        "{at} is read-only (transaction_read_only = on: a standby, or \
+                         default_transaction_read_only) and target_session_attrs=read-write"
+                    ),
+                )
+            }
+            None => return Error::new(ErrorKind::ConnectFailed, "no host to connect to"),
+        }
+    }
+    let listed = failures
+        .iter()
+        .map(|(at, e)| match e {
+            Some(e) => format!("{at}: {}", e.message()),
+            None => format!("{at}: read-only"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    match failures.iter().rev().find_map(|(_, e)| e.as_ref()) {
+        None => Error::new(
+            ErrorKind::ConnectFailed,
+            format!("no host is writable (target_session_attrs=read-write): {listed}"),
+        ),
+        Some(last) => reword(last, format!("no host accepted the connection: {listed}")),
+    }
+}
+
+/// One host: the session ready for the pipeline, or `None` when it is read-only and
+/// `target_session_attrs=read-write`.
+fn establish_host(
+    params: &ConnectParams,
+    tls: &TlsConfig,
+    host: &str,
+    port: u16,
+    statements: &[Statement],
+) -> Result<Option<Established>, Error> {
     let deadline = Instant::now() + params.connect_timeout;
-    // Every address the name has, in order (localhost may be ::1 first, then 127.0.0.1).
+    let mut conn = match open(params, tls, host, port, deadline) {
+        Ok(conn) => conn,
+        // libpq's sslmode=prefer: when TLS fails, or the server refuses the session over TLS,
+        // try once more without.
+        Err(failed) if failed.retry_without_tls => {
+            open(params, &TlsConfig::disabled(), host, port, deadline).map_err(|again| {
+                reword(
+                    &again.error,
+                    format!(
+                        "over TLS: {}; then without TLS: {}",
+                        failed.error.message(),
+                        again.error.message()
+                    ),
+                )
+            })?
+        }
+        Err(failed) => return Err(failed.error),
+    };
+    if params.target_session_attrs == TargetSessionAttrs::ReadWrite && conn.read_only()? {
+        return Ok(None);
+    }
+
+    let mut out = BytesMut::with_capacity(256);
+
+    // The session's settings and the prepared statements, in one round trip: a simple query
+    // (answered by its own ReadyForQuery), then the Parses and their Sync.
+    let mut readies = 0;
+    if !params.statement_timeout.is_zero() {
+        let sql = format!(
+            "SET statement_timeout = {}",
+            params.statement_timeout.as_millis()
+        );
+        frontend::query(&sql, &mut out).map_err(protocol)?;
+        readies += 1;
+    }
+    if !statements.is_empty() {
+        for st in statements {
+            frontend::parse(st.name, st.sql, std::iter::empty(), &mut out).map_err(protocol)?;
+        }
+        frontend::sync(&mut out);
+        readies += 1;
+    }
+    if readies > 0 {
+        conn.send(&mut out)?;
+        let mut failure = None;
+        while readies > 0 {
+            match conn.next()? {
+                Message::ErrorResponse(body) => {
+                    failure.get_or_insert(server_error(body));
+                }
+                Message::ReadyForQuery(_) => readies -= 1,
+                _ => {}
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+    }
+    // The startup deadline must not outlive startup: the pipeline's reader waits on an idle
+    // connection indefinitely, and callers bound their own waits.
+    conn.stream.set_read_timeout(None).map_err(lost)?;
+    conn.stream.set_write_timeout(None).map_err(lost)?;
+    Ok(Some(Established {
+        stream: conn.stream,
+        read_buf: conn.buf,
+    }))
+}
+
+/// Why opening a session failed, and whether sslmode=prefer should try again without TLS.
+struct Failed {
+    error: Error,
+    retry_without_tls: bool,
+}
+
+/// TCP connect, TLS, startup and authentication, up to the first `ReadyForQuery`.
+fn open(
+    params: &ConnectParams,
+    tls: &TlsConfig,
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<Handshake, Failed> {
+    let prefer = tls.mode == SslMode::Prefer;
+    let tcp = connect(host, port, deadline).map_err(|error| Failed {
+        error,
+        retry_without_tls: false,
+    })?;
+    let stream = transport::negotiate(tcp, host, tls, deadline).map_err(|error| Failed {
+        // Not after bytes injected before the handshake: that is an attack, not a TLS problem.
+        retry_without_tls: prefer && error.kind() != ErrorKind::Protocol,
+        error,
+    })?;
+    let tls_up = stream.is_tls();
+    let mut conn = Handshake {
+        stream,
+        buf: BytesMut::with_capacity(8192),
+        deadline,
+    };
+    match conn.startup(params) {
+        Ok(()) => Ok(conn),
+        Err(error) => Err(Failed {
+            // The server refused the session over TLS (pg_hba.conf, a password): libpq then
+            // tries without TLS. Our own refusals (require_auth) would only repeat.
+            retry_without_tls: prefer && tls_up && error.code().is_some(),
+            error: explain_pg_hba(error, params, tls_up),
+        }),
+    }
+}
+
+/// A TCP connection to the first address of `host` that accepts one (localhost may be ::1
+/// first, then 127.0.0.1), with keepalive set.
+fn connect(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Error> {
     let mut failure = None;
     let mut connected = None;
-    for addr in resolve(&params.host, params.port)? {
+    for addr in resolve(host, port)? {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
@@ -55,68 +235,58 @@ pub(crate) fn establish(
     let stream = connected.ok_or_else(|| {
         Error::new(
             ErrorKind::ConnectFailed,
-            failure.unwrap_or_else(|| format!("cannot connect to {}:{}", params.host, params.port)),
+            failure.unwrap_or_else(|| format!("cannot connect to {host}:{port}")),
         )
     })?;
     stream.set_nodelay(true).ok();
     set_keepalive(&stream);
-    let mut conn = Handshake {
-        stream,
-        buf: BytesMut::with_capacity(8192),
-        deadline,
+    Ok(stream)
+}
+
+/// SQLSTATE 28000 naming pg_hba.conf: no line of the server's pg_hba.conf accepts this client
+/// address, user, database and encryption, or a `reject` line matched. Said plainly, because the
+/// usual advice for a refused login (check the user and password) would mislead.
+fn explain_pg_hba(e: Error, params: &ConnectParams, tls_up: bool) -> Error {
+    if e.code() != Some("28000") || !e.message().contains("pg_hba.conf") {
+        return e;
+    }
+    let (encryption, hint) = if tls_up {
+        (
+            "with TLS",
+            "if the server accepts this user only without TLS (hostnossl lines), TLS must be off \
+             (sslmode=disable or prefer)",
+        )
+    } else {
+        (
+            "without TLS",
+            "if the server accepts this user only over TLS (hostssl lines), set sslmode=require \
+             or stronger",
+        )
     };
+    reword(
+        &e,
+        format!(
+            "the server's pg_hba.conf rejects this connection (this client's address, user {:?}, \
+             database {:?}, {encryption}); not a wrong password: no pg_hba.conf line accepts \
+             this combination ({}); {hint}",
+            params.user,
+            params.dbname,
+            e.message()
+        ),
+    )
+}
 
-    let mut out = BytesMut::with_capacity(256);
-    let statement_timeout = format!("{}", params.statement_timeout.as_millis());
-    let mut startup: Vec<(&str, &str)> = vec![
-        ("user", params.user.as_str()),
-        ("database", params.dbname.as_str()),
-        ("application_name", params.application_name.as_str()),
-        ("client_encoding", "UTF8"),
-    ];
-    if !params.statement_timeout.is_zero() {
-        startup.push(("statement_timeout", statement_timeout.as_str()));
+/// `e` with another message; its kind, SQLSTATE and severity kept.
+fn reword(e: &Error, message: String) -> Error {
+    match e.code() {
+        Some(code) => Error::from_server(
+            if e.is_fatal() { "FATAL" } else { "ERROR" },
+            code,
+            e.constraint().map(str::to_string),
+            message,
+        ),
+        None => Error::new(e.kind(), message),
     }
-    frontend::startup_message(startup.iter().copied(), &mut out).map_err(protocol)?;
-    conn.send(&mut out)?;
-    conn.authenticate(params)?;
-
-    // Wait for ReadyForQuery, skipping ParameterStatus and BackendKeyData.
-    loop {
-        match conn.next()? {
-            Message::ReadyForQuery(_) => break,
-            Message::ErrorResponse(body) => return Err(server_error(body)),
-            _ => {}
-        }
-    }
-
-    if !statements.is_empty() {
-        for st in statements {
-            frontend::parse(st.name, st.sql, std::iter::empty(), &mut out).map_err(protocol)?;
-        }
-        frontend::sync(&mut out);
-        conn.send(&mut out)?;
-        let mut failure = None;
-        loop {
-            match conn.next()? {
-                Message::ParseComplete => {}
-                Message::ErrorResponse(body) => failure = Some(server_error(body)),
-                Message::ReadyForQuery(_) => break,
-                _ => {}
-            }
-        }
-        if let Some(e) = failure {
-            return Err(e);
-        }
-    }
-    // The startup deadline must not outlive startup: the pipeline's reader waits on an idle
-    // connection indefinitely, and callers bound their own waits.
-    conn.stream.set_read_timeout(None).map_err(lost)?;
-    conn.stream.set_write_timeout(None).map_err(lost)?;
-    Ok(Established {
-        stream: conn.stream,
-        read_buf: conn.buf,
-    })
 }
 
 /// The addresses to try. An IP literal is parsed in place; a name is looked up with
@@ -157,7 +327,7 @@ fn resolve(host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>, Error> {
 }
 
 struct Handshake {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     deadline: Instant,
 }
@@ -206,7 +376,69 @@ impl Handshake {
         }
     }
 
+    /// The startup message, authentication, and the wait for the first `ReadyForQuery`.
+    fn startup(&mut self, params: &ConnectParams) -> Result<(), Error> {
+        let mut out = BytesMut::with_capacity(256);
+        // Only parameters a pooler accepts: PgBouncer refuses any other startup parameter
+        // (`statement_timeout` among them) unless told to ignore it. The statement timeout is
+        // SET after startup, with the statements.
+        let startup: [(&str, &str); 4] = [
+            ("user", params.user.as_str()),
+            ("database", params.dbname.as_str()),
+            ("application_name", params.application_name.as_str()),
+            ("client_encoding", "UTF8"),
+        ];
+        frontend::startup_message(startup.iter().copied(), &mut out).map_err(protocol)?;
+        self.send(&mut out)?;
+        self.authenticate(params)?;
+
+        // Wait for ReadyForQuery, skipping ParameterStatus and BackendKeyData.
+        loop {
+            match self.next()? {
+                Message::ReadyForQuery(_) => return Ok(()),
+                Message::ErrorResponse(body) => return Err(server_error(body)),
+                _ => {}
+            }
+        }
+    }
+
+    /// `SHOW transaction_read_only`, libpq's test for target_session_attrs=read-write: whether
+    /// this session is read-only (a hot standby, or default_transaction_read_only = on).
+    fn read_only(&mut self) -> Result<bool, Error> {
+        let mut out = BytesMut::with_capacity(64);
+        frontend::query("SHOW transaction_read_only", &mut out).map_err(protocol)?;
+        self.send(&mut out)?;
+        let mut value = None;
+        let mut failure = None;
+        loop {
+            match self.next()? {
+                Message::DataRow(body) => {
+                    if let Ok(Some(Some(range))) = body.ranges().next() {
+                        value = Some(&body.buffer()[range] == b"on");
+                    }
+                }
+                Message::ErrorResponse(body) => {
+                    failure.get_or_insert(server_error(body));
+                }
+                Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        value.ok_or_else(|| unexpected("the value of transaction_read_only"))
+    }
+
+    /// Answers the server's authentication request within `require_auth` and
+    /// `channel_binding`. A method the policy refuses is refused before any password is sent.
     fn authenticate(&mut self, params: &ConnectParams) -> Result<(), Error> {
+        let tls_up = self.stream.is_tls();
+        let policy = AuthPolicy {
+            allowed: params.require_auth.as_deref(),
+            tls_up,
+        };
+        let binding = params.channel_binding;
         let mut out = BytesMut::with_capacity(256);
         let password = || {
             params.password.as_deref().ok_or_else(|| {
@@ -217,33 +449,72 @@ impl Handshake {
             })
         };
         match self.next()? {
-            Message::AuthenticationOk => return Ok(()),
+            Message::AuthenticationOk => {
+                policy.allow(AuthMethod::None)?;
+                return unbound(binding, AuthMethod::None);
+            }
             Message::AuthenticationCleartextPassword => {
+                policy.allow(AuthMethod::Password)?;
+                unbound(binding, AuthMethod::Password)?;
                 frontend::password_message(password()?.as_bytes(), &mut out).map_err(protocol)?;
                 self.send(&mut out)?;
             }
             Message::AuthenticationMd5Password(body) => {
+                policy.allow(AuthMethod::Md5)?;
+                unbound(binding, AuthMethod::Md5)?;
                 let hash = md5_hash(params.user.as_bytes(), password()?.as_bytes(), body.salt());
                 frontend::password_message(hash.as_bytes(), &mut out).map_err(protocol)?;
                 self.send(&mut out)?;
             }
             Message::AuthenticationSasl(body) => {
-                let mut has_scram = false;
+                policy.allow(AuthMethod::ScramSha256)?;
+                let (mut has_scram, mut has_plus) = (false, false);
                 let mut mechanisms = body.mechanisms();
                 while let Some(m) = mechanisms.next().map_err(protocol)? {
                     has_scram |= m == sasl::SCRAM_SHA_256;
+                    has_plus |= m == sasl::SCRAM_SHA_256_PLUS;
                 }
-                if !has_scram {
-                    return Err(Error::new(
-                        ErrorKind::AuthFailed,
-                        "the server offers no SASL mechanism this client supports",
-                    ));
-                }
-                let mut scram = sasl::ScramSha256::new(
-                    password()?.as_bytes(),
-                    sasl::ChannelBinding::unsupported(),
-                );
-                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut out)
+                let end_point = match binding {
+                    ChannelBinding::Disable => None,
+                    _ => self.stream.tls_server_end_point(),
+                };
+                let (mechanism, channel_binding) = match end_point {
+                    Some(data) if has_plus => (
+                        sasl::SCRAM_SHA_256_PLUS,
+                        sasl::ChannelBinding::tls_server_end_point(data),
+                    ),
+                    end_point => {
+                        if binding == ChannelBinding::Require {
+                            let why = if !tls_up {
+                                "the connection has no TLS (set sslmode=require or stronger)"
+                            } else if !has_plus {
+                                "the server does not offer SCRAM-SHA-256-PLUS"
+                            } else {
+                                "the server's certificate is signed with an algorithm that \
+                                 tls-server-end-point defines no hash for"
+                            };
+                            return Err(Error::new(
+                                ErrorKind::AuthFailed,
+                                format!("channel_binding=require, but {why}; refused"),
+                            ));
+                        }
+                        if !has_scram {
+                            return Err(Error::new(
+                                ErrorKind::AuthFailed,
+                                "the server offers no SASL mechanism this client supports",
+                            ));
+                        }
+                        // "y": we could bind but the server offered no PLUS (the server then
+                        // detects a downgrade); "n": we cannot bind.
+                        let flag = match end_point {
+                            Some(_) => sasl::ChannelBinding::unrequested(),
+                            None => sasl::ChannelBinding::unsupported(),
+                        };
+                        (sasl::SCRAM_SHA_256, flag)
+                    }
+                };
+                let mut scram = sasl::ScramSha256::new(password()?.as_bytes(), channel_binding);
+                frontend::sasl_initial_response(mechanism, scram.message(), &mut out)
                     .map_err(protocol)?;
                 self.send(&mut out)?;
                 match self.next()? {
@@ -267,7 +538,8 @@ impl Handshake {
             _ => {
                 return Err(Error::new(
                     ErrorKind::AuthFailed,
-                    "the server asks for an authentication method this client does not support",
+                    "the server asks for an authentication method this client does not support \
+                     (GSSAPI, SSPI or Kerberos)",
                 ))
             }
         }
@@ -277,6 +549,78 @@ impl Handshake {
             _ => Err(unexpected("AuthenticationOk")),
         }
     }
+}
+
+/// libpq's `require_auth`: the methods the server may use. Unset: any, except a cleartext or
+/// MD5 password over a connection without TLS, where the password (or a hash of it as good as
+/// the password against this server) would cross the network readable.
+struct AuthPolicy<'a> {
+    allowed: Option<&'a [AuthMethod]>,
+    tls_up: bool,
+}
+
+impl AuthPolicy<'_> {
+    fn allow(&self, method: AuthMethod) -> Result<(), Error> {
+        let refusal = match self.allowed {
+            Some(list) if list.contains(&method) => return Ok(()),
+            Some(list) => format!(
+                "the server {}, which require_auth={} does not allow; refused",
+                what_the_server_did(method),
+                list.iter()
+                    .map(|m| method_name(*m))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            None => match method {
+                AuthMethod::Password | AuthMethod::Md5 if !self.tls_up => format!(
+                    "the server {} over an unencrypted connection; refused (set require_auth={} \
+                     to allow it, or use TLS)",
+                    what_the_server_did(method),
+                    method_name(method)
+                ),
+                _ => return Ok(()),
+            },
+        };
+        Err(Error::new(ErrorKind::AuthFailed, refusal))
+    }
+}
+
+/// libpq's `require_auth` name of a method.
+fn method_name(method: AuthMethod) -> &'static str {
+    match method {
+        AuthMethod::None => "none",
+        AuthMethod::Password => "password",
+        AuthMethod::Md5 => "md5",
+        AuthMethod::ScramSha256 => "scram-sha-256",
+    }
+}
+
+fn what_the_server_did(method: AuthMethod) -> &'static str {
+    match method {
+        AuthMethod::None => {
+            "authenticated the client without a password (trust, peer or certificate \
+             authentication)"
+        }
+        AuthMethod::Password => "asked for a cleartext password",
+        AuthMethod::Md5 => "asked for an MD5 password",
+        AuthMethod::ScramSha256 => "asked for SCRAM-SHA-256 authentication",
+    }
+}
+
+/// Under channel_binding=require, any method but SCRAM-SHA-256-PLUS is refused: only it binds
+/// the authentication to this TLS channel.
+fn unbound(binding: ChannelBinding, method: AuthMethod) -> Result<(), Error> {
+    if binding == ChannelBinding::Require {
+        return Err(Error::new(
+            ErrorKind::AuthFailed,
+            format!(
+                "channel_binding=require, but the server {}: only SCRAM-SHA-256-PLUS over TLS \
+                 binds the channel; refused",
+                what_the_server_did(method)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// TCP keepalive and a user timeout, so a link that dies silently (a crashed host, a network
@@ -310,6 +654,8 @@ pub(crate) fn server_error(body: postgres_protocol::message::backend::ErrorRespo
     let mut code = String::new();
     let mut message = String::new();
     let mut constraint = None;
+    let mut severity = String::new();
+    let mut localized_severity = String::new();
     let mut fields = body.fields();
     while let Ok(Some(field)) = fields.next() {
         let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
@@ -317,10 +663,15 @@ pub(crate) fn server_error(body: postgres_protocol::message::backend::ErrorRespo
             b'C' => code = value,
             b'M' => message = value,
             b'n' => constraint = Some(value),
+            b'V' => severity = value,
+            b'S' => localized_severity = value,
             _ => {}
         }
     }
-    Error::from_server(&code, constraint, message)
+    if severity.is_empty() {
+        severity = localized_severity;
+    }
+    Error::from_server(&severity, &code, constraint, message)
 }
 
 fn protocol(e: impl std::fmt::Display) -> Error {
@@ -335,6 +686,12 @@ fn unexpected(what: &str) -> Error {
 }
 
 fn lost(e: std::io::Error) -> Error {
+    if let Some(tls) = transport::describe_io(&e) {
+        return Error::new(
+            ErrorKind::ConnectFailed,
+            format!("TLS failed during startup: {tls}"),
+        );
+    }
     let kind = if matches!(
         e.kind(),
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock

@@ -23,6 +23,10 @@ const TIMEOUT: Duration = Duration::from_secs(600);
 pub fn migrate(client: &Client) -> Result<Vec<i32>, pg::Error> {
     let mut applied_now = Vec::new();
     for (version, name, sql) in MIGRATIONS {
+        // Each transaction on one pinned server session: if the connection is replaced midway,
+        // the rest fails instead of running (autocommitted) on the new session, so a migration
+        // is recorded as applied if and only if it committed.
+        let client = client.session()?;
         // One transaction per migration: lock, check, apply, record. A failure rolls back the
         // whole migration, leaving it to be retried.
         let script = format!(

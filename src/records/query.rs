@@ -1,10 +1,11 @@
 //! Query-string parsing: `application/x-www-form-urlencoded` as the original (Starlette) read
 //! it: `+` is a space, `%XX` is a byte, a repeated parameter takes its last value, unknown
-//! parameters are ignored. A decoded value that is not UTF-8 is refused.
+//! parameters are ignored. A decoded value that is not UTF-8, or that holds a NUL character
+//! (which no PostgreSQL text value can hold), is refused.
 
 use std::borrow::Cow;
 
-/// A query string whose decoded value is not UTF-8.
+/// A query string whose decoded value is not UTF-8 or holds a NUL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MalformedQuery;
 
@@ -49,6 +50,9 @@ pub fn decode(s: &str) -> Result<Cow<'_, str>, MalformedQuery> {
         }
         i += 1;
     }
+    if out.contains(&0) {
+        return Err(MalformedQuery);
+    }
     String::from_utf8(out)
         .map(Cow::Owned)
         .map_err(|_| MalformedQuery)
@@ -91,5 +95,15 @@ mod tests {
     #[test]
     fn refuses_invalid_utf8() {
         assert!(param(Some("email=%FF"), "email").is_err());
+    }
+
+    #[test]
+    fn refuses_nul() {
+        assert!(param(Some("email=a%00b"), "email").is_err());
+        assert!(param(Some("after=%00"), "after").is_err());
+        assert_eq!(
+            param(Some("email=a%01b"), "email").unwrap().as_deref(),
+            Some("a\u{1}b")
+        );
     }
 }

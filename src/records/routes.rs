@@ -90,7 +90,7 @@ type Outcome = Result<(), Failure>;
 
 #[derive(Serialize)]
 struct RecordJson<'a> {
-    id: i32,
+    id: i64,
     email: &'a str,
     text: Option<&'a str>,
 }
@@ -164,7 +164,7 @@ impl RecordsService {
         let id32 = i32::try_from(id.value).map_err(|_| not_found())?;
         let row = self.repo.by_id(lane, id32)?.ok_or_else(not_found)?;
         let record = RecordJson {
-            id: row.int4(0)?.unwrap_or(id32),
+            id: row.integer(0)?.unwrap_or(id.value),
             email: row.text(1)?.unwrap_or(""),
             text: row.text(2)?,
         };
@@ -199,6 +199,12 @@ impl RecordsService {
         let email = EmailAddress::parse(&raw).map_err(|_| {
             Failure::BadRequest(format!("Invalid email address provided! Email: {raw}").into())
         })?;
+        if payload.text.contains('\0') {
+            // PostgreSQL's text cannot hold NUL: refused here, not answered 500 by the server.
+            return Err(Failure::BadRequest(
+                "Text must not contain NUL (\\u0000) characters".into(),
+            ));
+        }
         if payload.text.chars().count() > MAX_TEXT_CHARS {
             return Err(Failure::BadRequest(
                 format!("Text is too long: at most {MAX_TEXT_CHARS} characters are allowed").into(),

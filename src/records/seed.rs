@@ -59,6 +59,10 @@ pub fn seed(client: &Client, rows: i64, progress: &mut dyn FnMut(&str)) -> Resul
     ));
     // Index builds sort in memory up to maintenance_work_mem; the default 64 MB spills
     // 10M-row sorts to disk.
+    // The whole load is one transaction on one pinned server session: should the connection be
+    // replaced midway, the rest fails instead of autocommitting on the new session.
+    let session = client.session()?;
+    let client = &session;
     let mut sql = String::from("BEGIN; SET LOCAL maintenance_work_mem = '512MB';");
     if bulk {
         sql.push_str(

@@ -232,6 +232,19 @@ fn post_user_rejects_bad_input_and_stores_nothing() {
             "Text is too long: at most 100 characters are allowed".into(),
             "101 characters",
         ),
+        // PostgreSQL text cannot hold NUL: refused here, not a 500 from the server (22021).
+        (
+            "?email=a@b.com",
+            r#"{"text": "a\u0000b"}"#,
+            "Text must not contain NUL (\\u0000) characters".into(),
+            "NUL in text",
+        ),
+        (
+            "?email=a%00@b.com",
+            r#"{"text": "t"}"#,
+            INVALID.into(),
+            "NUL in email",
+        ),
     ];
     for (query, body, detail, why) in &cases {
         let r = post(&app, query, body);

@@ -1,8 +1,10 @@
 //! Shared test support: a real PostgreSQL, the real service binary, a raw HTTP client, and
 //! `wait::eventually`. `http` and `wait` are shared with `tests/http_core` too (by `#[path]`).
 pub mod app;
+pub mod fakepg;
 pub mod http;
 pub mod pg;
+pub mod pgbouncer;
 pub mod wait;
 
 /// Configures the may runtime for in-process clients, once per test binary.

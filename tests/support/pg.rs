@@ -68,6 +68,8 @@ pub struct Cluster {
     dir: PathBuf,
     bindir: PathBuf,
     child: Mutex<Option<Child>>,
+    /// Extra `-c name=value` settings of the postmaster.
+    settings: Vec<String>,
 }
 
 static SHARED: OnceLock<Server> = OnceLock::new();
@@ -246,7 +248,8 @@ fn run_as() -> Option<(u32, u32)> {
     panic!("running as root and there is no postgres or nobody user to run PostgreSQL as");
 }
 
-fn command(path: &Path) -> Command {
+/// A command run as the unprivileged user when the tests run as root.
+pub fn command(path: &Path) -> Command {
     let mut c = Command::new(path);
     if let Some((uid, gid)) = run_as() {
         c.uid(uid).gid(gid);
@@ -255,13 +258,13 @@ fn command(path: &Path) -> Command {
     c
 }
 
-fn chown(path: &Path) {
+pub fn chown(path: &Path) {
     if let Some((uid, gid)) = run_as() {
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown test directory");
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -280,6 +283,28 @@ pub const AUTH_USERS: &[(&str, &str, &str)] = &[
 impl Cluster {
     /// A new cluster that this test owns (for tests that stop and start the server).
     pub fn start() -> Cluster {
+        let hba: Vec<String> = ["host all postgres 127.0.0.1/32 trust".to_string()]
+            .into_iter()
+            .chain(
+                AUTH_USERS
+                    .iter()
+                    .map(|(user, _, method)| format!("host all {user} 127.0.0.1/32 {method}")),
+            )
+            .chain(std::iter::once(
+                "host all all 127.0.0.1/32 scram-sha-256".to_string(),
+            ))
+            .collect();
+        Cluster::start_with(&hba, &[], &[])
+    }
+
+    /// A new cluster with `local all all trust` then `hba` as its pg_hba.conf, the postmaster
+    /// settings `settings` (`name=value`), and `files` (source, name in the data directory,
+    /// mode) copied in first, owned by the server's user. The AUTH_USERS are created.
+    pub fn start_with(
+        hba: &[String],
+        settings: &[String],
+        files: &[(&Path, &str, u32)],
+    ) -> Cluster {
         sweep_stale_dirs();
         let bindir = bindir();
         let dir = std::env::temp_dir().join(format!(
@@ -313,22 +338,18 @@ impl Cluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let hba: String = [
-            "local all all trust",
-            "host all postgres 127.0.0.1/32 trust",
-        ]
-        .iter()
-        .map(|l| format!("{l}\n"))
-        .chain(
-            AUTH_USERS
-                .iter()
-                .map(|(user, _, method)| format!("host all {user} 127.0.0.1/32 {method}\n")),
-        )
-        .chain(std::iter::once(
-            "host all all 127.0.0.1/32 scram-sha-256\n".to_string(),
-        ))
-        .collect();
+        let hba: String = std::iter::once("local all all trust")
+            .chain(hba.iter().map(String::as_str))
+            .map(|l| format!("{l}\n"))
+            .collect();
         std::fs::write(dir.join("data/pg_hba.conf"), hba).unwrap();
+        for (source, name, mode) in files {
+            use std::os::unix::fs::PermissionsExt;
+            let target = dir.join("data").join(name);
+            std::fs::copy(source, &target).unwrap();
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(*mode)).unwrap();
+            chown(&target);
+        }
         let cluster = Cluster {
             server: Server {
                 host: "127.0.0.1".into(),
@@ -340,6 +361,7 @@ impl Cluster {
             dir,
             bindir,
             child: Mutex::new(None),
+            settings: settings.to_vec(),
         };
         cluster.start_server();
         for (user, password, method) in AUTH_USERS {
@@ -384,23 +406,10 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("postgres.log")).unwrap());
-        // SAFETY: prctl in the forked child before exec; async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                // If the test process dies without its exit hook, so does the postmaster.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
-                Ok(())
-            });
+        for setting in &self.settings {
+            cmd.arg("-c").arg(setting);
         }
-        // PR_SET_PDEATHSIG fires when the *thread* that forked exits: fork from a thread
-        // that lives as long as the process.
-        let spawned = spawn_from_long_lived_thread(cmd);
-        AT_EXIT
-            .lock()
-            .unwrap()
-            .push((spawned.id(), self.dir.clone()));
-        register_exit_hook();
-        *child = Some(spawned);
+        *child = Some(spawn_guarded(cmd, &self.dir));
         drop(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -441,6 +450,27 @@ impl Drop for Cluster {
     }
 }
 
+/// Spawns a server process (PostgreSQL, PgBouncer) that dies with the test process: SIGQUIT by
+/// the exit hook (which then removes `dir`), or by PR_SET_PDEATHSIG if the run is killed.
+pub fn spawn_guarded(mut cmd: Command, dir: &Path) -> Child {
+    // SAFETY: prctl in the forked child before exec; async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+            Ok(())
+        });
+    }
+    // PR_SET_PDEATHSIG fires when the *thread* that forked exits: fork from a thread that lives
+    // as long as the process.
+    let spawned = spawn_from_long_lived_thread(cmd);
+    AT_EXIT
+        .lock()
+        .unwrap()
+        .push((spawned.id(), dir.to_path_buf()));
+    register_exit_hook();
+    spawned
+}
+
 fn spawn_from_long_lived_thread(cmd: Command) -> Child {
     use std::sync::mpsc;
     type Request = (Command, mpsc::Sender<Child>);
@@ -467,6 +497,11 @@ fn spawn_from_long_lived_thread(cmd: Command) -> Child {
 fn register_exit_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     extern "C" fn at_exit() {
+        if let Ok(mut dirs) = AT_EXIT_DIRS.lock() {
+            for dir in std::mem::take(&mut *dirs) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
         let entries = match AT_EXIT.lock() {
             Ok(mut g) => std::mem::take(&mut *g),
             Err(_) => return,
@@ -509,4 +544,281 @@ fn sweep_stale_dirs() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Directories to remove at exit that no postmaster runs in (the test PKI).
+static AT_EXIT_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A test PKI made with the `openssl` command: a CA, certificates it signs (servers and a
+/// client), and an unrelated second CA with a client certificate of its own. EC P-256 keys.
+pub struct TestPki {
+    pub dir: PathBuf,
+    /// The CA the clusters' certificates chain to (also the server's `ssl_ca_file`).
+    pub ca: PathBuf,
+    /// A CA that signed nothing the servers present.
+    pub other_ca: PathBuf,
+    /// Server certificate for DNS:localhost and IP:127.0.0.1, signed with ecdsa-with-SHA256.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// Server certificate for DNS:db.example.com only, signed with ecdsa-with-SHA384.
+    pub wrong_name_cert: PathBuf,
+    pub wrong_name_key: PathBuf,
+    /// Client certificate with CN=cert_user, signed by `ca`.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// Client certificate with CN=cert_user, signed by `other_ca`.
+    pub stranger_cert: PathBuf,
+    pub stranger_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl (apt-get install -y openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestPki {
+    /// The PKI of this test process, made once.
+    pub fn get() -> &'static TestPki {
+        static PKI: OnceLock<TestPki> = OnceLock::new();
+        PKI.get_or_init(TestPki::make)
+    }
+
+    fn make() -> TestPki {
+        sweep_stale_dirs();
+        let dir = std::env::temp_dir().join(format!("records-test-{}-pki", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        AT_EXIT_DIRS.lock().unwrap().push(dir.clone());
+        register_exit_hook();
+        let ca_conf = "[req]\ndistinguished_name = dn\nprompt = no\nx509_extensions = v3_ca\n\
+                       [dn]\nCN = records-test CA\n\
+                       [v3_ca]\nbasicConstraints = critical,CA:TRUE\n\
+                       keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n";
+        std::fs::write(dir.join("ca.cnf"), ca_conf).unwrap();
+        std::fs::write(
+            dir.join("other-ca.cnf"),
+            ca_conf.replace("records-test CA", "unrelated CA"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("leaf.cnf"),
+            "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = leaf\n",
+        )
+        .unwrap();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        for ca in ["ca", "other-ca"] {
+            let (key, crt, cnf) = (
+                format!("{ca}.key"),
+                format!("{ca}.crt"),
+                format!("{ca}.cnf"),
+            );
+            let mut args = vec!["req", "-x509", "-new", "-nodes"];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &crt, "-days", "3", "-config", &cnf]);
+            openssl(&dir, &args);
+        }
+        // name, subject, extensions, signing CA, digest
+        let leaves = [
+            (
+                "server",
+                "/CN=localhost",
+                "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost,IP:127.0.0.1\n",
+                "ca",
+                "-sha256",
+            ),
+            (
+                "wrong-name",
+                "/CN=db.example.com",
+                "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:db.example.com\n",
+                "ca",
+                "-sha384",
+            ),
+            (
+                "client",
+                "/CN=cert_user",
+                "extendedKeyUsage = clientAuth\n",
+                "ca",
+                "-sha256",
+            ),
+            (
+                "stranger",
+                "/CN=cert_user",
+                "extendedKeyUsage = clientAuth\n",
+                "other-ca",
+                "-sha256",
+            ),
+        ];
+        for (serial, (name, subject, extensions, ca, digest)) in leaves.iter().enumerate() {
+            let ext = format!(
+                "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+                 authorityKeyIdentifier = keyid\n{extensions}"
+            );
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            let (key, csr, crt) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+            );
+            let mut args = vec!["req", "-new", "-nodes"];
+            args.extend(ec);
+            args.extend([
+                "-keyout", &key, "-out", &csr, "-subj", subject, "-config", "leaf.cnf",
+            ]);
+            openssl(&dir, &args);
+            let (ca_crt, ca_key, ext, serial) = (
+                format!("{ca}.crt"),
+                format!("{ca}.key"),
+                format!("{name}.ext"),
+                format!("{}", serial + 2),
+            );
+            openssl(
+                &dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &ca_crt,
+                    "-CAkey",
+                    &ca_key,
+                    "-set_serial",
+                    &serial,
+                    "-days",
+                    "3",
+                    digest,
+                    "-extfile",
+                    &ext,
+                    "-out",
+                    &crt,
+                ],
+            );
+        }
+        let at = |name: &str| dir.join(name);
+        TestPki {
+            ca: at("ca.crt"),
+            other_ca: at("other-ca.crt"),
+            server_cert: at("server.crt"),
+            server_key: at("server.key"),
+            wrong_name_cert: at("wrong-name.crt"),
+            wrong_name_key: at("wrong-name.key"),
+            client_cert: at("client.crt"),
+            client_key: at("client.key"),
+            stranger_cert: at("stranger.crt"),
+            stranger_key: at("stranger.key"),
+            dir,
+        }
+    }
+}
+
+/// Users of the TLS clusters besides AUTH_USERS: (name, password), by their pg_hba.conf lines
+/// in [`Cluster::start_tls`].
+pub const TLS_USERS: &[(&str, &str)] = &[
+    // hostssl scram-sha-256, hostnossl reject.
+    ("ssl_only", "ssl-secret"),
+    // hostssl reject, hostnossl trust.
+    ("plain_only", ""),
+    // hostssl cert (the client certificate's CN), no hostnossl line.
+    ("cert_user", ""),
+];
+
+/// Which server certificate a TLS cluster presents.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ServerCert {
+    /// For localhost and 127.0.0.1.
+    Localhost,
+    /// For db.example.com only.
+    WrongName,
+}
+
+impl Cluster {
+    /// A private cluster with `ssl = on`, presenting `cert` (signed by [`TestPki`]'s CA) and
+    /// verifying client certificates against that CA. pg_hba.conf: the AUTH_USERS with their
+    /// methods over either transport, postgres trusted, and the [`TLS_USERS`] rules.
+    pub fn start_tls(cert: ServerCert) -> Cluster {
+        let pki = TestPki::get();
+        let (crt, key) = match cert {
+            ServerCert::Localhost => (&pki.server_cert, &pki.server_key),
+            ServerCert::WrongName => (&pki.wrong_name_cert, &pki.wrong_name_key),
+        };
+        let hba: Vec<String> = ["host all postgres 127.0.0.1/32 trust".to_string()]
+            .into_iter()
+            .chain(
+                AUTH_USERS
+                    .iter()
+                    .map(|(user, _, method)| format!("host all {user} 127.0.0.1/32 {method}")),
+            )
+            .chain(
+                [
+                    "hostssl all ssl_only 127.0.0.1/32 scram-sha-256",
+                    "hostnossl all ssl_only 127.0.0.1/32 reject",
+                    "hostssl all plain_only 127.0.0.1/32 reject",
+                    "hostnossl all plain_only 127.0.0.1/32 trust",
+                    "hostssl all cert_user 127.0.0.1/32 cert",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        let settings = [
+            "ssl=on",
+            "ssl_cert_file=server.crt",
+            "ssl_key_file=server.key",
+            "ssl_ca_file=ca.crt",
+        ]
+        .map(String::from);
+        let cluster = Cluster::start_with(
+            &hba,
+            &settings,
+            &[
+                (crt.as_path(), "server.crt", 0o644),
+                (key.as_path(), "server.key", 0o600),
+                (pki.ca.as_path(), "ca.crt", 0o644),
+            ],
+        );
+        for (user, password) in TLS_USERS {
+            let password = if password.is_empty() {
+                String::new()
+            } else {
+                format!(" PASSWORD '{password}'")
+            };
+            cluster
+                .server
+                .execute(&format!("CREATE ROLE {user} LOGIN{password}"));
+        }
+        cluster
+    }
+}
+
+/// The TLS cluster the tests of a process share (certificate for localhost and 127.0.0.1).
+pub fn tls_server() -> &'static Server {
+    super::init_runtime();
+    static TLS: OnceLock<Server> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let cluster = Cluster::start_tls(ServerCert::Localhost);
+        let server = cluster.server.clone();
+        // Lives until the process exits; the atexit hook stops it.
+        std::mem::forget(cluster);
+        server
+    })
+}
+
+/// A shared TLS cluster whose certificate names only db.example.com.
+pub fn wrong_name_server() -> &'static Server {
+    super::init_runtime();
+    static WRONG: OnceLock<Server> = OnceLock::new();
+    WRONG.get_or_init(|| {
+        let cluster = Cluster::start_tls(ServerCert::WrongName);
+        let server = cluster.server.clone();
+        std::mem::forget(cluster);
+        server
+    })
 }

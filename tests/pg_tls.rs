@@ -1,0 +1,493 @@
+//! TLS and the authentication policy (issue 9) against real PostgreSQL servers started with
+//! `ssl = on` and a test CA made with the `openssl` command: every sslmode, certificate
+//! verification errors, SCRAM-SHA-256-PLUS channel binding, the default refusal of cleartext
+//! and MD5 passwords without TLS, client certificates, pg_hba.conf rejections explained,
+//! several hosts with target_session_attrs, and a pipelined load over one TLS session.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use records_service::pg::{
+    self, AuthMethod, ChannelBinding, Client, ConnectParams, ErrorKind, Param, RootCert, SslMode,
+    Statement, TargetSessionAttrs,
+};
+use support::pg::{server, tls_server, wrong_name_server, Server, TestPki};
+
+const T: Duration = Duration::from_secs(10);
+
+fn params(s: &Server, user: &str, password: Option<&str>, mode: SslMode) -> ConnectParams {
+    let mut p = ConnectParams::new(&s.host, s.port, user, password, "postgres");
+    p.application_name = "records-tests".into();
+    p.statement_timeout = Duration::ZERO;
+    p.tls.mode = mode;
+    p
+}
+
+fn with_root(mut p: ConnectParams, ca: &std::path::Path) -> ConnectParams {
+    p.tls.root_cert = Some(RootCert::File(ca.to_path_buf()));
+    p
+}
+
+/// Connects, checks who it is and whether the session is encrypted, as the server sees it.
+fn connect_as(p: &ConnectParams) -> Result<bool, pg::Error> {
+    let c = pg::connect_once(p)?;
+    let r = c
+        .simple_query(
+            "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            T,
+        )
+        .unwrap();
+    c.close();
+    assert_eq!(r.rows[0].text(0).unwrap(), Some(p.user.as_str()));
+    Ok(r.rows[0].text(1).unwrap() == Some("t"))
+}
+
+fn external_shared_server() -> bool {
+    std::env::var("DATABASE_URL").is_ok() || std::env::var("POSTGRES_DB_HOST").is_ok()
+}
+
+#[test]
+fn each_sslmode_against_a_tls_server() {
+    let s = tls_server();
+    let pki = TestPki::get();
+    let user = |mode| params(s, "ssl_only", Some("ssl-secret"), mode);
+
+    // disable: the hostnossl reject line answers, and the error says so.
+    let e = connect_as(&user(SslMode::Disable)).expect_err("hostssl only");
+    assert_eq!(e.kind(), ErrorKind::AuthFailed, "{e}");
+    assert_eq!(e.code(), Some("28000"), "{e}");
+    assert!(
+        e.message()
+            .contains("the server's pg_hba.conf rejects this connection")
+            && e.message().contains("without TLS")
+            && e.message().contains("sslmode=require")
+            && e.message().contains("not a wrong password"),
+        "{e}"
+    );
+    // The same for "no pg_hba.conf entry" (cert_user has a hostssl line only).
+    let e = connect_as(&params(s, "cert_user", None, SslMode::Disable)).expect_err("no entry");
+    assert_eq!(e.kind(), ErrorKind::AuthFailed, "{e}");
+    assert!(
+        e.message()
+            .contains("the server's pg_hba.conf rejects this connection")
+            && e.message().contains("no pg_hba.conf entry"),
+        "{e}"
+    );
+
+    assert!(connect_as(&user(SslMode::Prefer)).unwrap(), "prefer: TLS");
+    assert!(connect_as(&user(SslMode::Require)).unwrap(), "require: TLS");
+    assert!(
+        connect_as(&with_root(user(SslMode::VerifyCa), &pki.ca)).unwrap(),
+        "verify-ca with the right CA"
+    );
+    for host in ["localhost", "127.0.0.1"] {
+        let mut p = with_root(user(SslMode::VerifyFull), &pki.ca);
+        p.host = host.into();
+        assert!(connect_as(&p).unwrap(), "verify-full, host {host}");
+    }
+
+    // The wrong CA: verify-ca, and require with sslrootcert (libpq verifies it like verify-ca).
+    for mode in [SslMode::VerifyCa, SslMode::VerifyFull, SslMode::Require] {
+        let e = connect_as(&with_root(user(mode), &pki.other_ca)).expect_err("wrong CA");
+        assert_eq!(e.kind(), ErrorKind::ConnectFailed, "{e}");
+        assert!(
+            e.message().contains(&format!(
+                "the server's certificate is not signed by a CA in sslrootcert {}",
+                pki.other_ca.display()
+            )) && e.message().contains("unknown CA"),
+            "{mode:?}: {e}"
+        );
+    }
+
+    // verify-* need sslrootcert: said before anything is sent.
+    for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
+        let e = connect_as(&user(mode)).expect_err("no sslrootcert");
+        assert_eq!(e.kind(), ErrorKind::ConnectFailed, "{e}");
+        assert!(e.message().contains("needs sslrootcert"), "{mode:?}: {e}");
+    }
+    // The OS store does not hold the test CA (or holds nothing at all).
+    let mut p = user(SslMode::VerifyFull);
+    p.tls.root_cert = Some(RootCert::System);
+    let e = connect_as(&p).expect_err("the test CA is not in the system store");
+    assert!(e.message().contains("sslrootcert=system"), "{e}");
+}
+
+#[test]
+fn verify_full_checks_the_name_and_verify_ca_does_not() {
+    let s = wrong_name_server();
+    let pki = TestPki::get();
+    for host in ["127.0.0.1", "localhost"] {
+        let mut p = with_root(
+            params(s, "scram_user", Some("scram-secret"), SslMode::VerifyFull),
+            &pki.ca,
+        );
+        p.host = host.into();
+        let e = connect_as(&p).expect_err("the certificate names db.example.com");
+        assert_eq!(e.kind(), ErrorKind::ConnectFailed, "{e}");
+        assert!(
+            e.message().contains(&format!(
+                "the server's certificate is for db.example.com, which does not match host {host}"
+            )),
+            "{e}"
+        );
+        p.tls.mode = SslMode::VerifyCa;
+        assert!(connect_as(&p).unwrap(), "verify-ca ignores the name");
+        // require with sslrootcert: the chain, not the name.
+        p.tls.mode = SslMode::Require;
+        assert!(connect_as(&p).unwrap(), "require with sslrootcert");
+    }
+}
+
+#[test]
+fn a_server_without_tls() {
+    if external_shared_server() {
+        eprintln!("external server: whether it has TLS is not known");
+        return;
+    }
+    let s = server();
+    let pki = TestPki::get();
+    for mode in [SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull] {
+        let p = with_root(params(s, "postgres", None, mode), &pki.ca);
+        let e = connect_as(&p).expect_err("no TLS on this server");
+        assert_eq!(e.kind(), ErrorKind::ConnectFailed, "{e}");
+        let name = match mode {
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            _ => "verify-full",
+        };
+        assert_eq!(
+            e.message(),
+            format!("the server does not support TLS and sslmode={name}"),
+        );
+    }
+    assert!(
+        !connect_as(&params(s, "postgres", None, SslMode::Prefer)).unwrap(),
+        "prefer: plain TCP when the server says N"
+    );
+}
+
+/// libpq's prefer: when the server refuses the session over TLS, try again without it.
+#[test]
+fn prefer_falls_back_to_plain_tcp_when_pg_hba_refuses_tls() {
+    let s = tls_server();
+    assert!(
+        !connect_as(&params(s, "plain_only", None, SslMode::Prefer)).unwrap(),
+        "prefer ended up on plain TCP"
+    );
+    let e = connect_as(&params(s, "plain_only", None, SslMode::Require)).expect_err("reject");
+    assert_eq!(e.kind(), ErrorKind::AuthFailed, "{e}");
+    assert!(
+        e.message()
+            .contains("the server's pg_hba.conf rejects this connection")
+            && e.message().contains("with TLS")
+            && e.message().contains("hostnossl"),
+        "{e}"
+    );
+}
+
+#[test]
+fn scram_sha_256_plus_binds_the_tls_channel() {
+    // Both certificate hashes: ecdsa-with-SHA256 (localhost) and ecdsa-with-SHA384 (wrong
+    // name). A wrong tls-server-end-point hash fails the server's SCRAM check.
+    for s in [tls_server(), wrong_name_server()] {
+        let mut p = params(s, "scram_user", Some("scram-secret"), SslMode::Require);
+        p.channel_binding = ChannelBinding::Require;
+        assert!(connect_as(&p).unwrap(), "channel_binding=require over TLS");
+        p.password = Some("wrong".into());
+        let e = connect_as(&p).expect_err("a wrong password still fails");
+        assert_eq!(e.code(), Some("28P01"), "{e}");
+
+        // Without TLS there is no channel to bind.
+        let mut p = params(s, "scram_user", Some("scram-secret"), SslMode::Disable);
+        p.channel_binding = ChannelBinding::Require;
+        let e = connect_as(&p).expect_err("channel_binding=require over plain TCP");
+        assert_eq!(e.kind(), ErrorKind::AuthFailed, "{e}");
+        assert!(
+            e.message().contains("channel_binding=require") && e.message().contains("no TLS"),
+            "{e}"
+        );
+        // Other methods never bind the channel.
+        let mut p = params(s, "md5_user", Some("md5-secret"), SslMode::Require);
+        p.channel_binding = ChannelBinding::Require;
+        let e = connect_as(&p).expect_err("MD5 cannot bind");
+        assert!(
+            e.message()
+                .contains("only SCRAM-SHA-256-PLUS over TLS binds the channel"),
+            "{e}"
+        );
+        // prefer (the default) and disable over TLS work too.
+        for binding in [ChannelBinding::Prefer, ChannelBinding::Disable] {
+            let mut p = params(s, "scram_user", Some("scram-secret"), SslMode::Require);
+            p.channel_binding = binding;
+            assert!(connect_as(&p).unwrap(), "{binding:?}");
+        }
+    }
+}
+
+#[test]
+fn cleartext_and_md5_need_tls_or_require_auth() {
+    let s = tls_server();
+    for (user, password, what, name) in [
+        (
+            "clear_user",
+            "clear-secret",
+            "a cleartext password",
+            "password",
+        ),
+        ("md5_user", "md5-secret", "an MD5 password", "md5"),
+    ] {
+        let e = connect_as(&params(s, user, Some(password), SslMode::Disable))
+            .expect_err("refused without TLS");
+        assert_eq!(e.kind(), ErrorKind::AuthFailed, "{e}");
+        assert_eq!(e.code(), None, "refused by the client, before sending: {e}");
+        assert_eq!(
+            e.message(),
+            format!(
+                "the server asked for {what} over an unencrypted connection; refused (set \
+                 require_auth={name} to allow it, or use TLS)"
+            )
+        );
+        assert!(connect_as(&params(s, user, Some(password), SslMode::Require)).unwrap());
+        assert!(connect_as(&params(s, user, Some(password), SslMode::Prefer)).unwrap());
+        let mut p = params(s, user, Some(password), SslMode::Disable);
+        p.require_auth = Some(vec![AuthMethod::Password, AuthMethod::Md5]);
+        assert!(
+            !connect_as(&p).unwrap(),
+            "allowed by require_auth over plain TCP"
+        );
+    }
+    // An explicit list allows exactly its methods, TLS or not.
+    let mut p = params(s, "md5_user", Some("md5-secret"), SslMode::Require);
+    p.require_auth = Some(vec![AuthMethod::ScramSha256]);
+    let e = connect_as(&p).expect_err("md5 not listed");
+    assert_eq!(
+        e.message(),
+        "the server asked for an MD5 password, which require_auth=scram-sha-256 does not \
+         allow; refused"
+    );
+    let mut p = params(s, "trust_user", None, SslMode::Require);
+    p.require_auth = Some(vec![AuthMethod::Md5]);
+    let e = connect_as(&p).expect_err("trust is not md5");
+    assert!(e.message().contains("without a password"), "{e}");
+    p.require_auth = Some(vec![AuthMethod::None]);
+    assert!(connect_as(&p).unwrap());
+    let mut p = params(s, "scram_user", Some("scram-secret"), SslMode::Disable);
+    p.require_auth = Some(vec![AuthMethod::ScramSha256]);
+    assert!(!connect_as(&p).unwrap(), "SCRAM over plain TCP is allowed");
+}
+
+#[test]
+fn client_certificate_authentication() {
+    let s = tls_server();
+    let pki = TestPki::get();
+    let mut p = with_root(params(s, "cert_user", None, SslMode::VerifyFull), &pki.ca);
+    p.tls.cert = Some(pki.client_cert.clone());
+    p.tls.key = Some(pki.client_key.clone());
+    assert!(connect_as(&p).unwrap(), "cert_user by its certificate");
+
+    // A certificate from another CA: the server ends the handshake.
+    let mut stranger = p.clone();
+    stranger.tls.cert = Some(pki.stranger_cert.clone());
+    stranger.tls.key = Some(pki.stranger_key.clone());
+    let e = connect_as(&stranger).expect_err("unknown CA on the server's side");
+    assert!(e.is_connection_error(), "{e}");
+    assert!(
+        e.message().contains("rejected the client certificate"),
+        "{e}"
+    );
+
+    // No certificate: the cert method refuses.
+    let mut none = p.clone();
+    none.tls.cert = None;
+    none.tls.key = None;
+    let e = connect_as(&none).expect_err("no client certificate");
+    assert_eq!(e.kind(), ErrorKind::AuthFailed, "{e}");
+    assert!(e.message().contains("certificate"), "{e}");
+
+    // A certificate without its key is a configuration error.
+    let mut half = p.clone();
+    half.tls.key = None;
+    let e = connect_as(&half).expect_err("sslcert without sslkey");
+    assert!(e.message().contains("sslcert and sslkey"), "{e}");
+}
+
+const ECHO: Statement = Statement {
+    name: "echo",
+    sql: "SELECT $1::int4, 'n' || $1::int4",
+};
+const ECHO_TEXT: Statement = Statement {
+    name: "echo_text",
+    sql: "SELECT $1::text, length($1::text)",
+};
+
+/// 2,000 lookups from 1,000 coroutines on one client over one TLS session, some with 40 KB
+/// in each direction (many TLS records per message), all answered to the right caller.
+#[test]
+fn pipelined_load_over_one_tls_session() {
+    let s = tls_server();
+    let pki = TestPki::get();
+    let p = with_root(
+        params(s, "scram_user", Some("scram-secret"), SslMode::VerifyFull),
+        &pki.ca,
+    );
+    let client = Arc::new(Client::start(p, &[ECHO, ECHO_TEXT]));
+    client.wait_connected(T).expect("connect over TLS");
+    let handles: Vec<_> = (0..1000)
+        .map(|i: i32| {
+            let client = client.clone();
+            // SAFETY: the coroutine only blocks on may primitives (the client).
+            unsafe {
+                may::coroutine::spawn(move || {
+                    for round in 0..2 {
+                        let n = i * 2 + round;
+                        if n % 50 == 0 {
+                            let text = format!("{n:08}").repeat(5_000);
+                            let reply = client
+                                .query_read(ECHO_TEXT.name, &[Param::Text(&text)], T)
+                                .expect("big echo");
+                            let row = &reply.rows[0];
+                            assert_eq!(row.text(0).unwrap(), Some(text.as_str()), "caller {n}");
+                            assert_eq!(row.int4(1).unwrap(), Some(40_000));
+                        } else {
+                            let reply = client
+                                .query_read(ECHO.name, &[Param::Int4(n)], T)
+                                .expect("echo");
+                            let row = &reply.rows[0];
+                            assert_eq!(
+                                (row.int4(0).unwrap(), row.text(1).unwrap()),
+                                (Some(n), Some(format!("n{n}").as_str())),
+                                "caller {i} round {round}"
+                            );
+                        }
+                    }
+                })
+            }
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("every caller got its own answer");
+    }
+    let stats = client.stats();
+    let queries = stats.queries.load(std::sync::atomic::Ordering::Relaxed);
+    let writes = stats.writes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(queries >= 2000, "{queries}");
+    assert!(
+        writes < queries / 2,
+        "pipelined over TLS: {queries} queries in {writes} writes"
+    );
+    assert_eq!(client.connects(), 1, "one connection throughout");
+    let r = client
+        .simple_query(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            T,
+        )
+        .unwrap();
+    assert_eq!(r.rows[0].text(0).unwrap(), Some("t"));
+    client.close();
+}
+
+/// Several hosts: the first that accepts, or with read-write the first that is not read-only.
+#[test]
+fn several_hosts_and_target_session_attrs() {
+    if external_shared_server() {
+        eprintln!("external server: needs the throwaway cluster");
+        return;
+    }
+    let plain = server();
+    let tls = tls_server();
+    let db = format!("rw_check_{}", std::process::id());
+    plain.execute(&format!("CREATE DATABASE {db}"));
+    tls.execute(&format!("CREATE DATABASE {db}"));
+    // Read-only for every new session on the TLS cluster, as on a standby.
+    tls.execute(&format!(
+        "ALTER DATABASE {db} SET default_transaction_read_only = on"
+    ));
+    let hosts = |first: &Server, more: &[&Server], attrs| {
+        let mut p = ConnectParams::new(&first.host, first.port, "postgres", None, &db);
+        p.application_name = "records-tests".into();
+        p.more_hosts = more.iter().map(|s| (s.host.clone(), s.port)).collect();
+        p.target_session_attrs = attrs;
+        p
+    };
+    let port_of = |p: &ConnectParams| {
+        let c = pg::connect_once(p)?;
+        let r = c.simple_query("SHOW port", T).unwrap();
+        c.close();
+        Ok::<_, pg::Error>(r.rows[0].text(0).unwrap().unwrap().to_string())
+    };
+    let (plain_port, tls_port) = (plain.port.to_string(), tls.port.to_string());
+    assert_eq!(
+        port_of(&hosts(tls, &[plain], TargetSessionAttrs::Any)).unwrap(),
+        tls_port,
+        "any: the first host"
+    );
+    assert_eq!(
+        port_of(&hosts(tls, &[plain], TargetSessionAttrs::ReadWrite)).unwrap(),
+        plain_port,
+        "read-write: the read-only first host is skipped"
+    );
+    let e = port_of(&hosts(tls, &[], TargetSessionAttrs::ReadWrite)).expect_err("read-only");
+    assert!(
+        e.message()
+            .contains(&format!("{}:{} is read-only", tls.host, tls.port)),
+        "{e}"
+    );
+    let e = port_of(&hosts(tls, &[tls], TargetSessionAttrs::ReadWrite)).expect_err("none");
+    assert!(
+        e.message()
+            .starts_with("no host is writable (target_session_attrs=read-write)"),
+        "{e}"
+    );
+    // A host that refuses connections is passed over.
+    let dead = Server {
+        host: "127.0.0.1".into(),
+        port: 1,
+        ..plain.clone()
+    };
+    assert_eq!(
+        port_of(&hosts(&dead, &[plain], TargetSessionAttrs::Any)).unwrap(),
+        plain_port
+    );
+    let e = port_of(&hosts(&dead, &[&dead], TargetSessionAttrs::Any)).expect_err("all down");
+    assert_eq!(e.kind(), ErrorKind::ConnectFailed, "{e}");
+    assert!(
+        e.message()
+            .starts_with("no host accepted the connection: 127.0.0.1:1: "),
+        "{e}"
+    );
+    plain.execute(&format!("DROP DATABASE {db}"));
+    tls.execute(&format!("DROP DATABASE {db}"));
+}
+
+/// CVE-2021-23222: bytes after the server's 'S' and before the handshake are refused. No
+/// PostgreSQL sends them; a listener in the test plays the man in the middle.
+#[test]
+fn bytes_injected_before_the_handshake_are_refused() {
+    support::init_runtime();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mitm = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut request = [0u8; 8];
+        socket.read_exact(&mut request).unwrap();
+        assert_eq!(request, [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], "SSLRequest");
+        // 'S' and, in the same segment, a forged AuthenticationOk.
+        socket.write_all(b"SR\0\0\0\x08\0\0\0\0").unwrap();
+        let mut rest = Vec::new();
+        let _ = socket.read_to_end(&mut rest);
+    });
+    let mut p = ConnectParams::new("127.0.0.1", port, "postgres", None, "postgres");
+    p.tls.mode = SslMode::Require;
+    let e = pg::connect_once(&p).expect_err("injected bytes");
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert!(
+        e.message()
+            .contains("unexpected bytes after its answer to the TLS request"),
+        "{e}"
+    );
+    mitm.join().unwrap();
+}

@@ -1,0 +1,103 @@
+//! A scripted PostgreSQL peer for the few behaviours no real server can be made to show (a
+//! hostile or buggy proxy: absurd message lengths, FATAL errors with odd SQLSTATEs). It speaks
+//! just enough of the protocol: startup with trust authentication, then whatever the script
+//! sends. Everything else in the tests talks to a real PostgreSQL.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+/// A listener on a free port whose every accepted connection runs `script` on its own thread,
+/// after startup. `port` is where to point the client.
+pub struct FakePg {
+    pub port: u16,
+}
+
+impl FakePg {
+    pub fn start(script: fn(&mut TcpStream, usize)) -> FakePg {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { return };
+                std::thread::spawn(move || {
+                    conn.set_read_timeout(Some(Duration::from_secs(30))).ok();
+                    if startup(&mut conn).is_ok() {
+                        script(&mut conn, n);
+                    }
+                });
+            }
+        });
+        FakePg { port }
+    }
+}
+
+/// Reads the startup message (answering `N` to an SSLRequest first), then sends
+/// AuthenticationOk, BackendKeyData and ReadyForQuery.
+fn startup(conn: &mut TcpStream) -> std::io::Result<()> {
+    loop {
+        let mut len = [0u8; 4];
+        conn.read_exact(&mut len)?;
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+        conn.read_exact(&mut body)?;
+        if body[..4] == [0x04, 0xd2, 0x16, 0x2f] {
+            conn.write_all(b"N")?; // SSLRequest: no TLS here
+            continue;
+        }
+        break;
+    }
+    let mut out = Vec::new();
+    out.extend(message(b'R', &0u32.to_be_bytes()));
+    out.extend(message(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]));
+    out.extend(message(b'Z', b"I"));
+    conn.write_all(&out)
+}
+
+/// One backend message: type, length, body.
+pub fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind];
+    m.extend(((body.len() + 4) as u32).to_be_bytes());
+    m.extend(body);
+    m
+}
+
+/// An ErrorResponse with severity `severity` (both `S` and `V`), SQLSTATE `code`.
+pub fn error_response(severity: &str, code: &str, text: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', text),
+    ] {
+        body.push(field);
+        body.extend(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    message(b'E', &body)
+}
+
+/// Reads frontend messages until a Sync (`S`) has arrived; returns their types.
+pub fn read_until_sync(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut kinds = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        conn.read_exact(&mut head)?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        conn.read_exact(&mut body)?;
+        kinds.push(head[0]);
+        if head[0] == b'S' || head[0] == b'Q' {
+            return Ok(kinds);
+        }
+    }
+}
+
+/// Keeps the connection open, reading and discarding, until the client closes it.
+pub fn drain(conn: &mut TcpStream) {
+    let mut buf = [0u8; 4096];
+    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+}
