@@ -237,7 +237,7 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
     (
         "PG_STATEMENT_MODE",
         Some("auto"),
-        "auto, named or unnamed: prepared statements by name, or parsed with each query (for transaction poolers)",
+        "auto, named or transaction: statements prepared once per connection, or in each transaction (for transaction poolers)",
     ),
     (
         "HTTP_MAX_HEAD_BYTES",
@@ -454,11 +454,11 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         params.statement_mode = match self.string_or("PG_STATEMENT_MODE", "auto").as_str() {
             "auto" => pg::StatementMode::Auto,
             "named" => pg::StatementMode::Named,
-            "unnamed" => pg::StatementMode::Unnamed,
+            "transaction" => pg::StatementMode::PerTransaction,
             other => {
                 return Err(err(
                     "PG_STATEMENT_MODE",
-                    format!("{other:?} is not one of auto, named, unnamed"),
+                    format!("{other:?} is not one of auto, named, transaction"),
                 ))
             }
         };

@@ -272,7 +272,7 @@ fn fatal_by_severity_ends_the_connection() {
     params.statement_timeout = Duration::ZERO;
     params.tls.mode = pg::SslMode::Disable;
     // Nothing prepared at startup: the script sees the query as its first message.
-    params.statement_mode = pg::StatementMode::Unnamed;
+    params.statement_mode = pg::StatementMode::PerTransaction;
     let c = started(params, &[ECHO]);
     let e = c
         .query_read(ECHO.name, &[Param::Int4(1)], Duration::from_secs(5))
@@ -302,7 +302,7 @@ fn an_oversized_backend_message_is_refused() {
     params.statement_timeout = Duration::ZERO;
     params.tls.mode = pg::SslMode::Disable;
     // Nothing prepared at startup: the script sees the query as its first message.
-    params.statement_mode = pg::StatementMode::Unnamed;
+    params.statement_mode = pg::StatementMode::PerTransaction;
     params.max_message_bytes = 1 << 20;
     let c = started(params, &[ECHO]);
     let began = Instant::now();
@@ -405,5 +405,131 @@ fn a_stale_cached_plan_is_prepared_again() {
         assert_eq!(after.rows[0].integer(1).unwrap(), Some(10));
     }
     assert_eq!(c.stats().reprepared.load(Ordering::Relaxed), 1);
+    c.close();
+}
+
+fn fake_params(port: u16) -> pg::ConnectParams {
+    let mut params = pg::ConnectParams::new("127.0.0.1", port, "u", None, "db");
+    params.statement_timeout = Duration::ZERO;
+    params.tls.mode = pg::SslMode::Disable;
+    // Nothing prepared at startup: the script sees each query as it comes.
+    params.statement_mode = pg::StatementMode::PerTransaction;
+    params
+}
+
+/// During startup too, a message longer than the cap is refused at once: an authentication
+/// request declaring 4 GiB made the client reserve it (and abort when memory ran out).
+#[test]
+fn an_oversized_message_during_startup_is_refused() {
+    support::init_runtime();
+    let fake = FakePg::start_raw(|conn, _| {
+        use std::io::Write;
+        let _ = conn.write_all(&[b'R', 0xff, 0xff, 0xff, 0xf0]);
+        fakepg::drain(conn);
+    });
+    let began = Instant::now();
+    let e = pg::connect_once(&fake_params(fake.port)).expect_err("refused");
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert!(e.message().contains("over the limit"), "{e}");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "at once, not at the connect timeout"
+    );
+}
+
+/// Rows streaming without end make one reply too large: the connection is dropped at the cap
+/// (PG_MAX_MESSAGE_BYTES bounds a reply too), instead of memory growing until the deadline.
+#[test]
+fn a_reply_without_end_is_cut_at_the_cap() {
+    support::init_runtime();
+    let fake = FakePg::start(|conn, _| {
+        use std::io::Write;
+        if fakepg::read_until_sync(conn).is_ok() {
+            let mut row = 1u16.to_be_bytes().to_vec();
+            row.extend(65_000u32.to_be_bytes());
+            row.extend(vec![b'x'; 65_000]);
+            let row = fakepg::message(b'D', &row);
+            while conn.write_all(&row).is_ok() {}
+        }
+    });
+    let mut params = fake_params(fake.port);
+    params.max_message_bytes = 1 << 20;
+    let c = started(params, &[ECHO]);
+    let e = c
+        .query_read(ECHO.name, &[Param::Int4(1)], Duration::from_secs(10))
+        .expect_err("cut");
+    assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{e}");
+    assert!(
+        e.message().contains("reply of more than 1048576 bytes"),
+        "{e}"
+    );
+    c.close();
+}
+
+/// An ErrorResponse that no query is waiting for (a buggy proxy, sent while idle) ends the
+/// connection instead of sticking to the next query: that query, a write here, would have been
+/// reported failed although the server ran it.
+#[test]
+fn an_unsolicited_error_ends_the_connection() {
+    support::init_runtime();
+    let fake = FakePg::start(|conn, n| {
+        use std::io::Write;
+        if n == 0 {
+            let _ = conn.write_all(&fakepg::error_response("ERROR", "42000", "stray"));
+            fakepg::drain(conn);
+            return;
+        }
+        while fakepg::read_until_sync(conn).is_ok() {
+            if conn.write_all(&fakepg::write_answered()).is_err() {
+                return;
+            }
+        }
+    });
+    // Not `started`: the first connection may be gone already when the client is asked.
+    let c = Client::start(fake_params(fake.port), &[SET_TEXT]);
+    assert!(
+        eventually(Duration::from_secs(5), || c.connects() >= 2
+            && c.is_connected()),
+        "the connection that got a stray error was replaced"
+    );
+    let reply = c
+        .query(SET_TEXT.name, &[Param::Text("x"), Param::Int4(1)], T)
+        .expect("the write is answered by its own outcome");
+    assert_eq!(reply.affected, 1);
+    c.close();
+}
+
+/// A session is a connection of its own: other callers' writes on the client do not run inside
+/// its transaction, so its ROLLBACK cannot undo a write that was acknowledged to someone else.
+#[test]
+fn a_session_does_not_share_its_transaction() {
+    support::init_runtime();
+    let db = TestDb::new();
+    with_table(&db);
+    let c = started(db.params(), &[SET_TEXT]);
+    let session = c.session().unwrap();
+    session
+        .simple_query(
+            "BEGIN; UPDATE t SET text = 'in the session' WHERE id = 2",
+            T,
+        )
+        .unwrap();
+    let reply = c
+        .query(
+            SET_TEXT.name,
+            &[Param::Text("acknowledged"), Param::Int4(1)],
+            T,
+        )
+        .unwrap();
+    assert_eq!(reply.affected, 1);
+    session.simple_query("ROLLBACK", T).unwrap();
+    assert_eq!(
+        db.scalar("SELECT text FROM t WHERE id = 1").as_deref(),
+        Some("acknowledged")
+    );
+    assert_eq!(
+        db.scalar("SELECT text FROM t WHERE id = 2").as_deref(),
+        Some("two")
+    );
     c.close();
 }

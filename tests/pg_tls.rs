@@ -209,9 +209,10 @@ fn scram_sha_256_plus_binds_the_tls_channel() {
             e.message().contains("channel_binding=require") && e.message().contains("no TLS"),
             "{e}"
         );
-        // Other methods never bind the channel.
+        // Other methods never bind the channel (MD5 allowed by require_auth, to get that far).
         let mut p = params(s, "md5_user", Some("md5-secret"), SslMode::Require);
         p.channel_binding = ChannelBinding::Require;
+        p.require_auth = Some(vec![AuthMethod::Md5]);
         let e = connect_as(&p).expect_err("MD5 cannot bind");
         assert!(
             e.message()
@@ -239,19 +240,30 @@ fn cleartext_and_md5_need_tls_or_require_auth() {
         ),
         ("md5_user", "md5-secret", "an MD5 password", "md5"),
     ] {
-        let e = connect_as(&params(s, user, Some(password), SslMode::Disable))
-            .expect_err("refused without TLS");
-        assert_eq!(e.kind(), ErrorKind::AuthFailed, "{e}");
-        assert_eq!(e.code(), None, "refused by the client, before sending: {e}");
-        assert_eq!(
-            e.message(),
-            format!(
-                "the server asked for {what} over an unencrypted connection; refused (set \
-                 require_auth={name} to allow it, or use TLS)"
-            )
-        );
-        assert!(connect_as(&params(s, user, Some(password), SslMode::Require)).unwrap());
-        assert!(connect_as(&params(s, user, Some(password), SslMode::Prefer)).unwrap());
+        // Without TLS, and with TLS whose certificate nobody checked (a man in the middle
+        // can terminate that TLS and ask for the password in place of SCRAM): refused.
+        for mode in [SslMode::Disable, SslMode::Prefer, SslMode::Require] {
+            let e = connect_as(&params(s, user, Some(password), mode))
+                .expect_err("refused to an unverified server");
+            assert_eq!(e.kind(), ErrorKind::AuthFailed, "{e}");
+            assert_eq!(e.code(), None, "refused by the client, before sending: {e}");
+            assert_eq!(
+                e.message(),
+                format!(
+                    "the server asked for {what} over a connection whose server is not \
+                     verified (no TLS, or TLS without sslrootcert): a man in the middle could \
+                     be asking; refused (set require_auth={name} to allow it, or \
+                     sslmode=verify-full with sslrootcert)"
+                ),
+                "{mode:?}"
+            );
+        }
+        // A verified server may ask for them.
+        let pki = TestPki::get();
+        for mode in [SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull] {
+            let p = with_root(params(s, user, Some(password), mode), &pki.ca);
+            assert!(connect_as(&p).unwrap(), "{mode:?} with sslrootcert");
+        }
         let mut p = params(s, user, Some(password), SslMode::Disable);
         p.require_auth = Some(vec![AuthMethod::Password, AuthMethod::Md5]);
         assert!(
@@ -490,4 +502,76 @@ fn bytes_injected_before_the_handshake_are_refused() {
         "{e}"
     );
     mitm.join().unwrap();
+}
+
+/// The README's examples, end to end: the service binary itself, configured by nothing but a
+/// `DATABASE_URL` with each sslmode, migrates and serves over TLS against a server whose
+/// pg_hba.conf accepts this user over TLS only; `sslmode=disable` is refused with the reason.
+#[test]
+fn the_service_connects_with_each_documented_sslmode() {
+    use support::app::{command, App};
+    use support::http::{get, request};
+    let s = tls_server();
+    let pki = TestPki::get();
+    let db = format!("e2e_{}", std::process::id());
+    s.execute(&format!("DROP DATABASE IF EXISTS {db}"));
+    s.execute(&format!("CREATE DATABASE {db} OWNER ssl_only"));
+    let port = s.port;
+    let ca = pki.ca.display();
+    let base = |host: &str| format!("postgres://ssl_only:ssl-secret@{host}:{port}/{db}");
+    let env = |url: &str| -> Vec<(String, String)> {
+        [
+            ("DATABASE_URL", url.to_string()),
+            ("SERVER_PORT", "0".into()),
+            ("WORKERS", "1".into()),
+            (
+                "STATIC_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    };
+    let urls = [
+        base("127.0.0.1"),
+        format!("{}?sslmode=prefer", base("127.0.0.1")),
+        format!("{}?sslmode=require", base("127.0.0.1")),
+        format!("{}?sslmode=verify-ca&sslrootcert={ca}", base("127.0.0.1")),
+        format!("{}?sslmode=verify-full&sslrootcert={ca}", base("localhost")),
+    ];
+    for (n, url) in urls.iter().enumerate() {
+        let out = command(&env(url)).arg("migrate").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let app = App::spawn(&env(url));
+        assert!(
+            support::wait::eventually(T, || get(app.addr, "/readyz").status == 200),
+            "{url}: {}",
+            app.log_text()
+        );
+        let email = format!("tls{n}@example.com");
+        let r = request(
+            app.addr,
+            "POST",
+            &format!("/user?email={email}"),
+            Some(br#"{"text":"over TLS"}"#),
+        );
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
+        assert_eq!(get(app.addr, &format!("/user?email={email}")).status, 200);
+        assert!(!app.log_text().contains("ssl-secret"), "{}", app.log_text());
+    }
+    let url = format!("{}?sslmode=disable", base("127.0.0.1"));
+    let out = command(&env(&url)).arg("migrate").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("pg_hba.conf rejects this connection"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ssl-secret"), "{stderr}");
+    s.execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }

@@ -1,7 +1,8 @@
 //! Behind a real PgBouncer (Debian's 1.18, which predates protocol-level prepared statements),
 //! in session and in transaction pooling mode: the service starts and serves every route, the
 //! statement timeout is in force, and in transaction mode the client notices that its named
-//! statements do not survive (42P05 at startup, 26000 later) and switches to unnamed ones.
+//! statements do not survive (42P05 at startup, 26000 later) and switches to preparing them in
+//! each transaction.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -103,12 +104,12 @@ fn session_pooling_serves_every_route_with_the_statement_timeout() {
         .expect_err("cancelled by statement_timeout");
     assert_eq!(e.kind(), ErrorKind::QueryCanceled, "{e}");
     assert_eq!(echo(&c, 4).unwrap(), 4);
-    assert!(!c.uses_unnamed_statements());
+    assert!(!c.prepares_per_transaction());
     c.close();
 }
 
 #[test]
-fn transaction_pooling_serves_every_route_on_unnamed_statements() {
+fn transaction_pooling_serves_every_route_with_statements_prepared_per_transaction() {
     support::init_runtime();
     let db = TestDb::new();
     // Two server connections for the service's four client connections (two workers, two
@@ -126,7 +127,8 @@ fn transaction_pooling_serves_every_route_on_unnamed_statements() {
 
 /// Both ways a transaction pooler shows itself, one after the other, on one server connection:
 /// a second client's startup finds the statement names taken (42P05); the first client finds
-/// its statements gone after the server session was reset (26000). Each switches to unnamed
+/// its statements gone after the server session was reset (26000). Each switches to preparing per
+/// transaction
 /// statements and its queries succeed; the one that failed is retried, not reported.
 #[test]
 fn transaction_pooling_is_detected_at_startup_and_mid_session() {
@@ -135,10 +137,10 @@ fn transaction_pooling_is_detected_at_startup_and_mid_session() {
     let bouncer = PgBouncer::start(&db.server, PoolMode::Transaction, 1);
     let first = started(bouncer.params(&db.name), &[ECHO]);
     assert_eq!(echo(&first, 1).unwrap(), 1);
-    assert!(!first.uses_unnamed_statements());
+    assert!(!first.prepares_per_transaction());
 
     let second = started(bouncer.params(&db.name), &[ECHO]);
-    assert!(second.uses_unnamed_statements(), "42P05 at startup");
+    assert!(second.prepares_per_transaction(), "42P05 at startup");
     assert_eq!(echo(&second, 2).unwrap(), 2);
 
     // The only server connection is reset (as a pooler's server_reset_query or a restart
@@ -148,35 +150,39 @@ fn transaction_pooling_is_detected_at_startup_and_mid_session() {
     for n in 0..10 {
         assert_eq!(echo(&first, n).unwrap(), n, "26000 is recovered from");
     }
-    assert!(first.uses_unnamed_statements(), "switched after 26000");
+    assert!(first.prepares_per_transaction(), "switched after 26000");
     for c in [first, second, third] {
         c.close();
     }
 }
 
 /// The mode can be forced: `Named` never switches (a pooler that keeps prepared statements,
-/// PgBouncer 1.21+ with max_prepared_statements, or none), `Unnamed` never prepares.
+/// PgBouncer 1.21+ with max_prepared_statements, or none), `PerTransaction` never keeps a
+/// statement across transactions.
 #[test]
 fn the_statement_mode_can_be_forced() {
     support::init_runtime();
     let db = TestDb::new();
     let bouncer = PgBouncer::start(&db.server, PoolMode::Transaction, 1);
-    let mut unnamed = bouncer.params(&db.name);
-    unnamed.statement_mode = StatementMode::Unnamed;
-    let a = started(unnamed.clone(), &[ECHO]);
-    let b = started(unnamed, &[ECHO]);
-    assert!(a.uses_unnamed_statements() && b.uses_unnamed_statements());
+    let mut per_transaction = bouncer.params(&db.name);
+    per_transaction.statement_mode = StatementMode::PerTransaction;
+    let a = started(per_transaction.clone(), &[ECHO]);
+    let b = started(per_transaction, &[ECHO]);
+    assert!(a.prepares_per_transaction() && b.prepares_per_transaction());
     for n in 0..10 {
         assert_eq!(echo(&a, n).unwrap(), n);
         assert_eq!(echo(&b, n).unwrap(), n);
     }
+    // Statements prepared per transaction stay on the server connection afterwards (Close and
+    // Parse, no Deallocate): clear them so the forced Named client can prepare at startup.
+    a.simple_query("DISCARD ALL", T).unwrap();
     let mut named = bouncer.params(&db.name);
     named.statement_mode = StatementMode::Named;
     let c = started(named, &[ECHO]);
     a.simple_query("DISCARD ALL", T).unwrap();
     let e = echo(&c, 1).expect_err("a forced Named client does not switch");
     assert_eq!(e.code(), Some("26000"), "{e}");
-    assert!(!c.uses_unnamed_statements());
+    assert!(!c.prepares_per_transaction());
     for c in [a, b, c] {
         c.close();
     }

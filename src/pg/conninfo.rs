@@ -617,9 +617,20 @@ fn parse_require_auth(v: &str) -> Result<Vec<AuthMethod>, String> {
         named.push(method);
     }
     if negated == Some(true) {
-        let allowed: Vec<AuthMethod> = ALL.into_iter().filter(|m| !named.contains(m)).collect();
+        // A negated list never allows a cleartext or MD5 password to an unverified server
+        // (libpq's `!none` would): "anything but X" is not a decision to send the password
+        // readable. Name `password` or `md5` positively for that.
+        let allowed: Vec<AuthMethod> = ALL
+            .into_iter()
+            .filter(|m| !named.contains(m))
+            .filter(|m| !matches!(m, AuthMethod::Password | AuthMethod::Md5))
+            .collect();
         if allowed.is_empty() {
-            return Err("refuses every method this service supports".into());
+            return Err(
+                "refuses every method this service allows by negation (name password \
+                        or md5 positively to allow them)"
+                    .into(),
+            );
         }
         return Ok(allowed);
     }
@@ -974,8 +985,9 @@ mod tests {
         assert_eq!(ra("password,md5,none"), Some(vec![Password, Md5, None]));
         assert_eq!(ra("scram-sha-256, none"), Some(vec![ScramSha256, None]));
         assert_eq!(ra("!password,!md5"), Some(vec![None, ScramSha256]));
-        assert_eq!(ra("!none"), Some(vec![Password, Md5, ScramSha256]));
-        assert_eq!(ra("!gss"), Some(vec![None, Password, Md5, ScramSha256]));
+        // Negation never lets a cleartext or MD5 password go to an unverified server.
+        assert_eq!(ra("!none"), Some(vec![ScramSha256]));
+        assert_eq!(ra("!gss"), Some(vec![None, ScramSha256]));
         let e = |v: &str| url_err(&format!("postgres://u@h/d?require_auth={v}"));
         assert!(e("md5,!password").contains("cannot be mixed"));
         assert!(e("md5,md5").contains("more than once"));
@@ -983,6 +995,7 @@ mod tests {
         assert!(e("kerberos").contains("not one of"));
         assert!(e("md5,").contains("empty method"));
         assert!(e("!none,!password,!md5,!scram-sha-256").contains("refuses every method"));
+        assert!(e("!none,!scram-sha-256").contains("name password or md5 positively"));
     }
 
     #[test]

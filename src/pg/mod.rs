@@ -94,11 +94,12 @@ pub enum TargetSessionAttrs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatementMode {
     /// Named, until the server reports a statement this connection prepared as missing
-    /// (SQLSTATE 26000) or already there (42P05): then unnamed, for the client's life.
+    /// (SQLSTATE 26000) or already there (42P05): then per transaction, for the client's life.
     Auto,
     Named,
-    /// An unnamed statement parsed in the same message as its Bind, in every query.
-    Unnamed,
+    /// Prepared again (Close, Parse) by the first query of each transaction that uses it
+    /// (each group of reads sharing a Sync, each write), bound by name after that.
+    PerTransaction,
 }
 
 /// TLS settings, libpq's names.

@@ -44,6 +44,12 @@ const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_millis(25);
 /// could start it) before the connection is declared dead.
 const STALL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long past its deadline and the statement timeout a sent write's caller waits for the
+/// write's outcome at most, wherever it is in the queue. Beyond it the connection is declared
+/// dead (its callers get ConnectionLost: outcome unknown) rather than hold them for as long as
+/// a server dripping answers pleases.
+const MAX_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What a pipeline needs to know of its connection's settings.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -134,6 +140,9 @@ struct Outbox {
     head_since: Instant,
     /// Queries in `queue` (its entries less the Syncs): the in-flight bound counts these.
     queries: usize,
+    /// The statements (by the caller's bit) prepared again since the last Sync, that is, in
+    /// the transaction the next query joins: see [`Encoding::PerTransaction`].
+    prepared_in_transaction: u64,
 }
 
 impl Outbox {
@@ -144,6 +153,7 @@ impl Outbox {
             self.push(Entry::Sync);
             self.unsynced = false;
         }
+        self.prepared_in_transaction = 0;
     }
 
     fn push(&mut self, entry: Entry) {
@@ -245,6 +255,7 @@ impl Pipeline {
                 unsent: Vec::new(),
                 head_since: Instant::now(),
                 queries: 0,
+                prepared_in_transaction: 0,
             }),
             writer: OnceLock::new(),
             limits,
@@ -294,16 +305,24 @@ impl Pipeline {
                 }
                 let now = Instant::now();
                 let mut oldest: Option<Instant> = None;
+                let mut out_of_patience = false;
+                let patience = self.limits.statement_timeout + MAX_PATIENCE;
                 for entry in &outbox.queue {
                     if let Entry::Shared(slot) | Entry::UntilReady(slot) = entry {
                         oldest.get_or_insert(slot.deadline);
-                        if slot.deadline <= now && !slot.patient.load(Ordering::Acquire) {
-                            slot.blocker.unpark();
+                        if slot.deadline <= now {
+                            if !slot.patient.load(Ordering::Acquire) {
+                                slot.blocker.unpark();
+                            } else if slot.deadline + patience <= now {
+                                out_of_patience = true;
+                            }
                         }
                     }
                 }
                 let working_since = outbox.head_since + self.limits.statement_timeout;
-                oldest.is_some_and(|deadline| deadline.max(working_since) + STALL_GRACE <= now)
+                out_of_patience
+                    || oldest
+                        .is_some_and(|deadline| deadline.max(working_since) + STALL_GRACE <= now)
             };
             if stalled {
                 self.shutdown();
@@ -317,7 +336,7 @@ impl Pipeline {
         &self,
         deadline: Instant,
         protocol: Protocol,
-        encode: impl Fn(&mut BytesMut) -> Result<(), Error>,
+        encode: impl Fn(&mut BytesMut, &mut u64) -> Result<(), Error>,
     ) -> Outcome {
         // A skipped read is sent again in a new shared group (the other reads skipped with it
         // are woken together and join it); skipped a second time, it goes alone.
@@ -346,7 +365,7 @@ impl Pipeline {
         &self,
         deadline: Instant,
         protocol: Protocol,
-        encode: &dyn Fn(&mut BytesMut) -> Result<(), Error>,
+        encode: &dyn Fn(&mut BytesMut, &mut u64) -> Result<(), Error>,
     ) -> Result<Delivery, Error> {
         let slot = Arc::new(Slot {
             delivery: Mutex::new(None),
@@ -375,9 +394,20 @@ impl Pipeline {
                 outbox.sync();
             }
             let before = outbox.buf.len();
-            if let Err(e) = encode(&mut outbox.buf) {
+            let prepared = outbox.prepared_in_transaction;
+            let Outbox {
+                buf,
+                prepared_in_transaction,
+                ..
+            } = &mut *outbox;
+            if let Err(e) = encode(buf, prepared_in_transaction) {
                 outbox.buf.truncate(before);
+                outbox.prepared_in_transaction = prepared;
                 return Err(e);
+            }
+            if !shared {
+                // Its own transaction: the next query starts a new one.
+                outbox.prepared_in_transaction = 0;
             }
             match protocol {
                 Protocol::Extended(Isolation::SharedSync) => {
@@ -524,6 +554,9 @@ impl Pipeline {
         let mut reply = Reply::default();
         // The error of the UntilReady query being answered, delivered at ReadyForQuery.
         let mut failure: Option<Error> = None;
+        // Bytes of rows in `reply` (bounded like one message: rows streaming without end must
+        // not grow without end).
+        let mut reply_bytes = 0usize;
         loop {
             loop {
                 if let Err(e) = check_frame(buf, self.limits.max_message_bytes) {
@@ -535,7 +568,23 @@ impl Pipeline {
                     Err(e) => return Error::new(ErrorKind::Protocol, format!("bad message: {e}")),
                 };
                 match msg {
-                    Message::DataRow(body) => reply.rows.push(Row::new(body)),
+                    Message::DataRow(body) => {
+                        if reply.rows.is_empty() {
+                            reply_bytes = 0;
+                        }
+                        reply_bytes += body.buffer().len();
+                        if reply_bytes > self.limits.max_message_bytes {
+                            return Error::new(
+                                ErrorKind::Protocol,
+                                format!(
+                                    "the server sent a reply of more than {} bytes \
+                                     (PG_MAX_MESSAGE_BYTES); closing the connection",
+                                    self.limits.max_message_bytes
+                                ),
+                            );
+                        }
+                        reply.rows.push(Row::new(body));
+                    }
                     Message::CommandComplete(body) => {
                         reply.affected = body
                             .tag()
@@ -554,7 +603,7 @@ impl Pipeline {
                     }
                     Message::ErrorResponse(body) => {
                         let error = server_error(body);
-                        if error.is_fatal() || error.kind() == ErrorKind::ConnectionLost {
+                        if error.is_fatal() {
                             // FATAL or PANIC (by severity, whatever the SQLSTATE: an idle
                             // session timeout, a recovery conflict, an admin shutdown): the
                             // server is ending this session. Every queued caller gets this
@@ -570,7 +619,18 @@ impl Pipeline {
                                     self.finish(&skipped, Delivery::Skipped);
                                 }
                             }
-                            None => failure = Some(error),
+                            None if self.head_awaits_ready() => failure = Some(error),
+                            None => {
+                                // Nothing is waiting for an error here (an empty queue, or only
+                                // a group's Sync): a buggy proxy. Pinning it on the next query
+                                // would report a write as failed that then commits.
+                                return Error::new(
+                                    ErrorKind::Protocol,
+                                    format!(
+                                        "an error arrived that no query was waiting for: {error}"
+                                    ),
+                                );
+                            }
                         }
                     }
                     Message::ReadyForQuery(_) => {
@@ -616,8 +676,11 @@ impl Pipeline {
             if buf.capacity() - len < 4096 {
                 buf.reserve(32 * 1024);
             }
-            let spare = buf.capacity() - len;
-            buf.resize(len + spare, 0);
+            // Zero (and offer the socket) at most 64 KiB per read, not all the spare capacity:
+            // after a long message's header reserved its length, a server dripping bytes
+            // would otherwise cost a memset of that length per byte.
+            let room = (buf.capacity() - len).min(64 * 1024);
+            buf.resize(len + room, 0);
             match stream.read(&mut buf[len..]) {
                 Ok(0) => {
                     buf.truncate(len);
@@ -636,6 +699,12 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Whether the head of the queue is answered at its ReadyForQuery (an own-Sync query or a
+    /// simple query), so an ErrorResponse now is its own.
+    fn head_awaits_ready(&self) -> bool {
+        matches!(lock(&self.outbox).queue.front(), Some(Entry::UntilReady(_)))
     }
 
     /// Pops the head of the queue if it is a shared-Sync query.
@@ -681,30 +750,43 @@ pub(crate) enum Encoding {
     Reprepare,
     /// Parse it as the unnamed statement, in the same message: lives until the next Parse.
     Unnamed,
+    /// Close and Parse the named statement in the first query of each transaction (each
+    /// shared-Sync group, each own-Sync query) that uses it, then Bind it by name: a
+    /// transaction pooler keeps a transaction on one server connection, so the statement is
+    /// there for the rest of the group. The caller's bit (`1 << index`) marks it prepared.
+    PerTransaction(u64),
 }
 
 /// Encodes a query: Bind and Execute (after a Parse, as `encoding` says); the pipeline adds
 /// the Sync.
 pub(crate) fn encode_query(
     encoding: Encoding,
-    statement: &super::Statement,
+    (name, sql): (&str, &str),
     params: &[super::Param<'_>],
     buf: &mut BytesMut,
+    prepared_in_transaction: &mut u64,
 ) -> Result<(), Error> {
     use postgres_protocol::IsNull;
     let parse_error =
         |e: std::io::Error| Error::new(ErrorKind::Protocol, format!("cannot encode Parse: {e}"));
     let name = match encoding {
-        Encoding::Named => statement.name,
+        Encoding::Named => name,
         Encoding::Reprepare => {
-            frontend::close(b'S', statement.name, buf).map_err(parse_error)?;
-            frontend::parse(statement.name, statement.sql, std::iter::empty(), buf)
-                .map_err(parse_error)?;
-            statement.name
+            frontend::close(b'S', name, buf).map_err(parse_error)?;
+            frontend::parse(name, sql, std::iter::empty(), buf).map_err(parse_error)?;
+            name
         }
         Encoding::Unnamed => {
-            frontend::parse("", statement.sql, std::iter::empty(), buf).map_err(parse_error)?;
+            frontend::parse("", sql, std::iter::empty(), buf).map_err(parse_error)?;
             ""
+        }
+        Encoding::PerTransaction(bit) => {
+            if *prepared_in_transaction & bit == 0 {
+                frontend::close(b'S', name, buf).map_err(parse_error)?;
+                frontend::parse(name, sql, std::iter::empty(), buf).map_err(parse_error)?;
+                *prepared_in_transaction |= bit;
+            }
+            name
         }
     };
     frontend::bind(

@@ -17,16 +17,32 @@ use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend::Message, frontend};
 
 use super::error::{Error, ErrorKind};
+use super::pipeline::check_frame;
 use super::tls::TlsConfig;
 use super::transport::{self, Stream};
 use super::{AuthMethod, ChannelBinding, ConnectParams, SslMode, TargetSessionAttrs};
 
-/// A prepared statement: its name on the connection and its SQL. Parameter types are left for
-/// the server to infer from the SQL (write casts in the SQL where inference is ambiguous).
+/// A prepared statement: the name callers use and its SQL. Parameter types are left for the
+/// server to infer from the SQL (write casts in the SQL where inference is ambiguous).
 #[derive(Debug, Clone, Copy)]
 pub struct Statement {
     pub name: &'static str,
     pub sql: &'static str,
+}
+
+impl Statement {
+    /// Its name on the wire: the caller's name and a hash of the SQL. Behind a transaction
+    /// pooler, server sessions are shared with other clients (another version of this service
+    /// during a rolling deploy, another application): a statement of the same name prepared
+    /// there by them must never be bound in place of ours. With the SQL in the name, a name
+    /// that exists on the server session is ours.
+    pub fn wire_name(&self) -> String {
+        // FNV-1a, 64 bits: stable across builds and platforms (std's hasher is not).
+        let hash = self.sql.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("{}_{hash:016x}", self.name)
+    }
 }
 
 /// A connection past startup: authenticated, statements prepared, idle. `read_buf` may already
@@ -142,7 +158,8 @@ fn establish_host(
     }
     if !statements.is_empty() {
         for st in statements {
-            frontend::parse(st.name, st.sql, std::iter::empty(), &mut out).map_err(protocol)?;
+            frontend::parse(&st.wire_name(), st.sql, std::iter::empty(), &mut out)
+                .map_err(protocol)?;
         }
         frontend::sync(&mut out);
         readies += 1;
@@ -202,6 +219,9 @@ fn open(
         stream,
         buf: BytesMut::with_capacity(8192),
         deadline,
+        // The server is authenticated only when its certificate chain was verified.
+        verified: tls_up && tls.roots.is_some(),
+        max_message_bytes: params.max_message_bytes.min(STARTUP_MAX_MESSAGE_BYTES),
     };
     match conn.startup(params) {
         Ok(()) => Ok(conn),
@@ -219,7 +239,7 @@ fn open(
 fn connect(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Error> {
     let mut failure = None;
     let mut connected = None;
-    for addr in resolve(host, port)? {
+    for addr in resolve(host, port, deadline)? {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
@@ -292,7 +312,7 @@ fn reword(e: &Error, message: String) -> Error {
 /// The addresses to try. An IP literal is parsed in place; a name is looked up with
 /// `getaddrinfo`, which blocks the calling thread, so on a plain thread, while this coroutine
 /// waits on a may channel and the worker serves other coroutines.
-fn resolve(host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>, Error> {
+fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<std::net::SocketAddr>, Error> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(vec![std::net::SocketAddr::new(ip, port)]);
     }
@@ -309,7 +329,10 @@ fn resolve(host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>, Error> {
                 format!("cannot resolve {host}: {e}"),
             )
         })?;
-    match rx.recv() {
+    // Bounded by the connect deadline: a stalled resolver must not hold the supervisor (the
+    // lookup thread finishes on its own and its answer is dropped).
+    let wait = deadline.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(wait) {
         Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
         Ok(Ok(_)) => Err(Error::new(
             ErrorKind::ConnectFailed,
@@ -326,10 +349,18 @@ fn resolve(host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>, Error> {
     }
 }
 
+/// The largest message accepted during startup (authentication requests, parameter status,
+/// errors: all small), whatever `max_message_bytes` allows later.
+const STARTUP_MAX_MESSAGE_BYTES: usize = 1 << 20;
+
 struct Handshake {
     stream: Stream,
     buf: BytesMut,
     deadline: Instant,
+    /// TLS is up and the server's certificate chains to a trusted CA: a man in the middle
+    /// cannot stand in for the server.
+    verified: bool,
+    max_message_bytes: usize,
 }
 
 impl Handshake {
@@ -353,6 +384,7 @@ impl Handshake {
 
     fn next(&mut self) -> Result<Message, Error> {
         loop {
+            check_frame(&self.buf, self.max_message_bytes)?;
             if let Some(msg) = Message::parse(&mut self.buf).map_err(protocol)? {
                 return Ok(msg);
             }
@@ -436,7 +468,7 @@ impl Handshake {
         let tls_up = self.stream.is_tls();
         let policy = AuthPolicy {
             allowed: params.require_auth.as_deref(),
-            tls_up,
+            verified: self.verified,
         };
         let binding = params.channel_binding;
         let mut out = BytesMut::with_capacity(256);
@@ -504,11 +536,24 @@ impl Handshake {
                                 "the server offers no SASL mechanism this client supports",
                             ));
                         }
-                        // "y": we could bind but the server offered no PLUS (the server then
-                        // detects a downgrade); "n": we cannot bind.
-                        let flag = match end_point {
-                            Some(_) => sasl::ChannelBinding::unrequested(),
-                            None => sasl::ChannelBinding::unsupported(),
+                        // Over TLS (binding not disabled) the flag is "y": we support binding
+                        // but the server offered no PLUS, and a server that does offer it then
+                        // detects the downgrade. Never "n" over TLS: a man in the middle could
+                        // strip PLUS from the offer unnoticed (libpq does the same). PLUS offered
+                        // but no hash for the certificate: refused, as libpq does.
+                        let flag = if tls_up && binding != ChannelBinding::Disable {
+                            if has_plus && end_point.is_none() {
+                                return Err(Error::new(
+                                    ErrorKind::AuthFailed,
+                                    "the server offers SCRAM-SHA-256-PLUS, but its certificate \
+                                     is signed with an algorithm that tls-server-end-point \
+                                     defines no hash for; refused (channel_binding=disable \
+                                     allows SCRAM without binding)",
+                                ));
+                            }
+                            sasl::ChannelBinding::unrequested()
+                        } else {
+                            sasl::ChannelBinding::unsupported()
                         };
                         (sasl::SCRAM_SHA_256, flag)
                     }
@@ -552,11 +597,12 @@ impl Handshake {
 }
 
 /// libpq's `require_auth`: the methods the server may use. Unset: any, except a cleartext or
-/// MD5 password over a connection without TLS, where the password (or a hash of it as good as
-/// the password against this server) would cross the network readable.
+/// MD5 password to a server that is not authenticated (no TLS, or TLS whose certificate was not
+/// verified against sslrootcert): a man in the middle would ask for it in place of SCRAM and
+/// read the password (or a hash of it as good as the password against this server).
 struct AuthPolicy<'a> {
     allowed: Option<&'a [AuthMethod]>,
-    tls_up: bool,
+    verified: bool,
 }
 
 impl AuthPolicy<'_> {
@@ -572,9 +618,10 @@ impl AuthPolicy<'_> {
                     .join(",")
             ),
             None => match method {
-                AuthMethod::Password | AuthMethod::Md5 if !self.tls_up => format!(
-                    "the server {} over an unencrypted connection; refused (set require_auth={} \
-                     to allow it, or use TLS)",
+                AuthMethod::Password | AuthMethod::Md5 if !self.verified => format!(
+                    "the server {} over a connection whose server is not verified (no TLS, or \
+                     TLS without sslrootcert): a man in the middle could be asking; refused (set \
+                     require_auth={} to allow it, or sslmode=verify-full with sslrootcert)",
                     what_the_server_did(method),
                     method_name(method)
                 ),
@@ -701,4 +748,28 @@ fn lost(e: std::io::Error) -> Error {
         ErrorKind::ConnectionLost
     };
     Error::new(kind, format!("PostgreSQL startup I/O error: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Statement;
+
+    #[test]
+    fn wire_names_carry_the_sql() {
+        let a = Statement {
+            name: "upsert",
+            sql: "INSERT INTO t VALUES ($1)",
+        };
+        let b = Statement {
+            name: "upsert",
+            sql: "INSERT INTO t VALUES ($1) ON CONFLICT DO NOTHING",
+        };
+        assert_eq!(a.wire_name(), a.wire_name(), "stable");
+        assert_ne!(a.wire_name(), b.wire_name(), "other SQL, other name");
+        assert!(a.wire_name().starts_with("upsert_"));
+        // Fixed across builds and platforms (FNV-1a): a rolling deploy of the same SQL shares
+        // the name, and PostgreSQL's 63-byte identifier limit is far off.
+        // (The value computed independently, in Python.)
+        assert_eq!(a.wire_name(), "upsert_02f6148ab87a1b7a");
+    }
 }

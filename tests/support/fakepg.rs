@@ -16,7 +16,18 @@ pub struct FakePg {
 }
 
 impl FakePg {
+    /// Runs `script` on each connection after a trust login (AuthenticationOk, ReadyForQuery).
     pub fn start(script: fn(&mut TcpStream, usize)) -> FakePg {
+        FakePg::listen(script, true)
+    }
+
+    /// Runs `script` on each connection right after the startup message, before any answer:
+    /// the script plays the authentication exchange itself.
+    pub fn start_raw(script: fn(&mut TcpStream, usize)) -> FakePg {
+        FakePg::listen(script, false)
+    }
+
+    fn listen(script: fn(&mut TcpStream, usize), login: bool) -> FakePg {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
@@ -24,7 +35,8 @@ impl FakePg {
                 let Ok(mut conn) = conn else { return };
                 std::thread::spawn(move || {
                     conn.set_read_timeout(Some(Duration::from_secs(30))).ok();
-                    if startup(&mut conn).is_ok() {
+                    if read_startup(&mut conn).is_ok() && (!login || trust_login(&mut conn).is_ok())
+                    {
                         script(&mut conn, n);
                     }
                 });
@@ -34,9 +46,8 @@ impl FakePg {
     }
 }
 
-/// Reads the startup message (answering `N` to an SSLRequest first), then sends
-/// AuthenticationOk, BackendKeyData and ReadyForQuery.
-fn startup(conn: &mut TcpStream) -> std::io::Result<()> {
+/// Reads the startup message, answering `N` to an SSLRequest first.
+fn read_startup(conn: &mut TcpStream) -> std::io::Result<()> {
     loop {
         let mut len = [0u8; 4];
         conn.read_exact(&mut len)?;
@@ -46,8 +57,12 @@ fn startup(conn: &mut TcpStream) -> std::io::Result<()> {
             conn.write_all(b"N")?; // SSLRequest: no TLS here
             continue;
         }
-        break;
+        return Ok(());
     }
+}
+
+/// AuthenticationOk, BackendKeyData and ReadyForQuery.
+fn trust_login(conn: &mut TcpStream) -> std::io::Result<()> {
     let mut out = Vec::new();
     out.extend(message(b'R', &0u32.to_be_bytes()));
     out.extend(message(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]));
@@ -94,6 +109,15 @@ pub fn read_until_sync(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
             return Ok(kinds);
         }
     }
+}
+
+/// The answers to one extended-protocol query (Parse, Bind, Execute, Sync) that changed a row.
+pub fn write_answered() -> Vec<u8> {
+    let mut out = message(b'1', &[]);
+    out.extend(message(b'2', &[]));
+    out.extend(message(b'C', b"UPDATE 1\0"));
+    out.extend(message(b'Z', b"I"));
+    out
 }
 
 /// Keeps the connection open, reading and discarding, until the client closes it.
