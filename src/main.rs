@@ -129,13 +129,27 @@ fn admin_client() -> Result<pg::Client, String> {
 /// `POSTGRES_DB_*` variables or `DATABASE_URL`, whichever configured it). Never the password.
 fn describe_db_error(db: &DatabaseConfig, e: &pg::Error) -> String {
     let at = db.servers();
+    let tls = ["certificate", "TLS", "sslrootcert", "sslmode", "sslcert"]
+        .iter()
+        .any(|word| e.message().contains(word));
     match e.kind() {
-        ErrorKind::AuthFailed => format!(
+        // A wrong password (28P01); pg_hba.conf rejections and the client's own refusals
+        // (require_auth, channel_binding) explain themselves, and "check the password" would
+        // mislead.
+        ErrorKind::AuthFailed if e.code() == Some("28P01") => format!(
             "PostgreSQL at {at} refused the credentials of user {:?} (check {}): {}",
             db.params.user,
             db.hint(Hint::Credentials),
             e.message()
         ),
+        ErrorKind::AuthFailed => format!(
+            "authentication with PostgreSQL at {at} as user {:?} refused: {}",
+            db.params.user,
+            e.message()
+        ),
+        ErrorKind::ConnectFailed if tls => {
+            format!("TLS with PostgreSQL at {at} failed: {}", e.message())
+        }
         ErrorKind::UnknownDatabase => format!(
             "PostgreSQL at {at} has no database {:?} (check {}): {}",
             db.params.dbname,
@@ -201,7 +215,10 @@ fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
 
     let db = &cfg.database;
     let repo = Arc::new(Repository::start(db, cfg.workers));
-    if let Err(e) = repo.wait_connected(db.params.connect_timeout + Duration::from_secs(1)) {
+    // Each host gets the whole connect timeout.
+    let hosts = 1 + db.params.more_hosts.len() as u32;
+    if let Err(e) = repo.wait_connected(db.params.connect_timeout * hosts + Duration::from_secs(1))
+    {
         let message = describe_db_error(db, &e);
         if matches!(e.kind(), ErrorKind::AuthFailed | ErrorKind::UnknownDatabase) {
             // Configuration, not an outage: retrying will not help.

@@ -81,6 +81,22 @@ fn database_errors_at_start_are_explained() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("refused the credentials"), "{text}");
 
+    // The client's own refusal (an MD5 password asked for over plain TCP) is not a wrong
+    // password and is not reported as one.
+    let mut md5 = env_for(s, &db.name);
+    md5.retain(|(k, _)| k != "POSTGRES_DB_USER" && k != "POSTGRES_DB_PASSWORD");
+    md5.push(("POSTGRES_DB_USER".into(), "md5_user".into()));
+    md5.push(("POSTGRES_DB_PASSWORD".into(), "md5-secret".into()));
+    let (code, text) = run(&md5, &["migrate"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("authentication with PostgreSQL at")
+            && text.contains("set require_auth=md5 to allow it")
+            && !text.contains("refused the credentials")
+            && !text.contains("md5-secret"),
+        "{text}"
+    );
+
     let mut unknown_db = env_for(s, "no_such_database");
     unknown_db.retain(|_| true);
     let (code, text) = run(&unknown_db, &["migrate"]);

@@ -117,6 +117,12 @@ fn get_user_by_email() {
             "{q}"
         );
     }
+    for q in ["/user?email=%00", "/user?email=a%00@b.com"] {
+        let r = get(app.addr, q);
+        assert_eq!((r.status, r.detail()), (400, INVALID.to_string()), "{q}");
+    }
+    let r = request(app.addr, "DELETE", "/user?email=a%00@b.com", None);
+    assert_eq!((r.status, r.detail()), (400, INVALID.to_string()));
 }
 
 #[test]
@@ -362,6 +368,9 @@ fn list_users() {
         ("/users?limit=abc", INVALID),
         ("/users?offset=1.5", INVALID),
         ("/users?limit=99999999999999999999", INVALID),
+        // A NUL cannot be in PostgreSQL text: 400 here, not 500 (22021) from the server.
+        ("/users?after=%00", INVALID),
+        ("/users?after=a%00b&limit=3", INVALID),
         (
             "/users?after=a@b.com&offset=3",
             "Use either after or offset, not both",
