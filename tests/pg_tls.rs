@@ -14,7 +14,7 @@ use records_service::pg::{
     self, AuthMethod, ChannelBinding, Client, ConnectParams, ErrorKind, Param, RootCert, SslMode,
     Statement, TargetSessionAttrs,
 };
-use support::pg::{server, tls_server, wrong_name_server, Server, TestPki};
+use support::pg::{ed25519_signed_server, server, tls_server, wrong_name_server, Server, TestPki};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -574,4 +574,30 @@ fn the_service_connects_with_each_documented_sslmode() {
     );
     assert!(!stderr.contains("ssl-secret"), "{stderr}");
     s.execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+}
+
+/// A certificate signed with Ed25519 has no tls-server-end-point hash. The server still offers
+/// SCRAM-SHA-256-PLUS over TLS; sending plain SCRAM with the "n" flag (client cannot bind)
+/// would let a man in the middle strip PLUS unnoticed, so the client refuses, as libpq does,
+/// unless channel_binding=disable.
+#[test]
+fn channel_binding_is_not_silently_dropped() {
+    let s = ed25519_signed_server();
+    for binding in [ChannelBinding::Prefer, ChannelBinding::Require] {
+        let mut p = params(s, "scram_user", Some("scram-secret"), SslMode::Require);
+        p.channel_binding = binding;
+        let e = connect_as(&p).expect_err("no binding hash for this certificate");
+        assert_eq!(e.kind(), ErrorKind::AuthFailed, "{e}");
+        assert_eq!(e.code(), None, "refused by the client: {e}");
+        assert!(
+            e.message().contains("tls-server-end-point"),
+            "{binding:?}: {e}"
+        );
+    }
+    let mut p = params(s, "scram_user", Some("scram-secret"), SslMode::Require);
+    p.channel_binding = ChannelBinding::Disable;
+    assert!(
+        connect_as(&p).unwrap(),
+        "channel_binding=disable: SCRAM without binding"
+    );
 }

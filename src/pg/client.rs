@@ -210,6 +210,12 @@ impl Client {
                     );
                     encoding = self.pooled_encoding(at);
                 }
+                // Forced named statements: one went missing (DISCARD ALL, a restarted pooler):
+                // prepare it again rather than fail until the connection is replaced.
+                Some("26000") if !self.prepares_per_transaction() => {
+                    self.inner.stats.reprepared.fetch_add(1, Ordering::Relaxed);
+                    encoding = Encoding::Reprepare;
+                }
                 Some("0A000") if !self.prepares_per_transaction() => {
                     self.inner.stats.reprepared.fetch_add(1, Ordering::Relaxed);
                     encoding = Encoding::Reprepare;

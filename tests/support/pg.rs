@@ -569,6 +569,10 @@ pub struct TestPki {
     /// Client certificate with CN=cert_user, signed by `other_ca`.
     pub stranger_cert: PathBuf,
     pub stranger_key: PathBuf,
+    /// Server certificate for localhost, signed by an Ed25519 CA: a signature algorithm for
+    /// which tls-server-end-point defines no hash (no channel binding possible).
+    pub ed25519_signed_cert: PathBuf,
+    pub ed25519_signed_key: PathBuf,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -614,7 +618,31 @@ impl TestPki {
             "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = leaf\n",
         )
         .unwrap();
+        std::fs::write(
+            dir.join("ed-ca.cnf"),
+            ca_conf.replace("records-test CA", "Ed25519 CA"),
+        )
+        .unwrap();
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-nodes",
+                "-newkey",
+                "ed25519",
+                "-keyout",
+                "ed-ca.key",
+                "-out",
+                "ed-ca.crt",
+                "-days",
+                "3",
+                "-config",
+                "ed-ca.cnf",
+            ],
+        );
         for ca in ["ca", "other-ca"] {
             let (key, crt, cnf) = (
                 format!("{ca}.key"),
@@ -656,6 +684,14 @@ impl TestPki {
                 "other-ca",
                 "-sha256",
             ),
+            (
+                "ed25519-signed",
+                "/CN=localhost",
+                "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost,IP:127.0.0.1\n",
+                "ed-ca",
+                // Ed25519 signs the whole certificate: no separate digest.
+                "",
+            ),
         ];
         for (serial, (name, subject, extensions, ca, digest)) in leaves.iter().enumerate() {
             let ext = format!(
@@ -680,28 +716,28 @@ impl TestPki {
                 format!("{name}.ext"),
                 format!("{}", serial + 2),
             );
-            openssl(
-                &dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    &ca_crt,
-                    "-CAkey",
-                    &ca_key,
-                    "-set_serial",
-                    &serial,
-                    "-days",
-                    "3",
-                    digest,
-                    "-extfile",
-                    &ext,
-                    "-out",
-                    &crt,
-                ],
-            );
+            let mut args = vec![
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_crt,
+                "-CAkey",
+                &ca_key,
+                "-set_serial",
+                &serial,
+                "-days",
+                "3",
+                "-extfile",
+                &ext,
+                "-out",
+                &crt,
+            ];
+            if !digest.is_empty() {
+                args.push(digest);
+            }
+            openssl(&dir, &args);
         }
         let at = |name: &str| dir.join(name);
         TestPki {
@@ -715,6 +751,8 @@ impl TestPki {
             client_key: at("client.key"),
             stranger_cert: at("stranger.crt"),
             stranger_key: at("stranger.key"),
+            ed25519_signed_cert: at("ed25519-signed.crt"),
+            ed25519_signed_key: at("ed25519-signed.key"),
             dir,
         }
     }
@@ -738,6 +776,8 @@ pub enum ServerCert {
     Localhost,
     /// For db.example.com only.
     WrongName,
+    /// For localhost, signed with Ed25519 (no tls-server-end-point hash).
+    Ed25519Signed,
 }
 
 impl Cluster {
@@ -749,6 +789,7 @@ impl Cluster {
         let (crt, key) = match cert {
             ServerCert::Localhost => (&pki.server_cert, &pki.server_key),
             ServerCert::WrongName => (&pki.wrong_name_cert, &pki.wrong_name_key),
+            ServerCert::Ed25519Signed => (&pki.ed25519_signed_cert, &pki.ed25519_signed_key),
         };
         let hba: Vec<String> = ["host all postgres 127.0.0.1/32 trust".to_string()]
             .into_iter()
@@ -817,6 +858,18 @@ pub fn wrong_name_server() -> &'static Server {
     static WRONG: OnceLock<Server> = OnceLock::new();
     WRONG.get_or_init(|| {
         let cluster = Cluster::start_tls(ServerCert::WrongName);
+        let server = cluster.server.clone();
+        std::mem::forget(cluster);
+        server
+    })
+}
+
+/// A shared TLS cluster whose certificate is signed with Ed25519.
+pub fn ed25519_signed_server() -> &'static Server {
+    super::init_runtime();
+    static ED: OnceLock<Server> = OnceLock::new();
+    ED.get_or_init(|| {
+        let cluster = Cluster::start_tls(ServerCert::Ed25519Signed);
         let server = cluster.server.clone();
         std::mem::forget(cluster);
         server
