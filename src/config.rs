@@ -483,6 +483,15 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         })
     }
 
+    /// `SERVER_HOST` and `SERVER_PORT` alone (what `healthcheck` needs: no database settings).
+    pub fn listen_address(&self) -> Result<(String, u16), ConfigError> {
+        let host = self.string_or("SERVER_HOST", "127.0.0.1");
+        if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
+            return Err(err("SERVER_HOST", format!("{host:?} is not an IP address")));
+        }
+        Ok((host, self.number("SERVER_PORT", 8000u16, 0, u16::MAX)?))
+    }
+
     pub fn config(&self) -> Result<Config, ConfigError> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -506,14 +515,11 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             linger_read: self.millis("HTTP_LINGER_TIMEOUT_MS", 5_000, 1)?,
             shutdown: self.millis("SHUTDOWN_TIMEOUT_MS", 10_000, 0)?,
         };
-        let host = self.string_or("SERVER_HOST", "127.0.0.1");
-        if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
-            return Err(err("SERVER_HOST", format!("{host:?} is not an IP address")));
-        }
+        let (host, port) = self.listen_address()?;
         Ok(Config {
             database: self.database()?,
             host,
-            port: self.number("SERVER_PORT", 8000u16, 0, u16::MAX)?,
+            port,
             workers: self.number("WORKERS", cores, 1, 1024)?,
             http: HttpConfig { limits, timeouts },
             static_dir: self.string_or("STATIC_DIR", "static"),

@@ -26,6 +26,9 @@ COMMANDS:
                      Apply migrations, then top the records table up to ids 1..N with
                      generated records (progress on stderr). With --if-empty, only
                      when the table holds no record at all.
+    healthcheck      GET /readyz of the service on SERVER_HOST:SERVER_PORT (127.0.0.1 when
+                     it listens on every address): exit 0 when ready, 1 otherwise. For
+                     container health checks: the image needs no curl or shell.
     help             Show this text. `records-service COMMAND --help` shows the same.
 
 Configuration comes from the environment and from a .env file in the working directory;
@@ -36,6 +39,7 @@ enum Command {
     Serve,
     Migrate,
     Seed { rows: i64, if_empty: bool },
+    Healthcheck,
     Help,
 }
 
@@ -44,6 +48,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let command = match it.next() {
         None | Some("serve") => Command::Serve,
         Some("migrate") => Command::Migrate,
+        Some("healthcheck") => Command::Healthcheck,
         Some("seed") => {
             let mut rows = None;
             let mut if_empty = false;
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
         }
         Command::Serve => serve(signals),
         Command::Migrate => run_migrate(),
+        Command::Healthcheck => healthcheck(),
         Command::Seed { rows, if_empty } => run_seed(rows, if_empty),
     };
     match result {
@@ -162,6 +168,44 @@ fn describe_db_error(db: &DatabaseConfig, e: &pg::Error) -> String {
             e.message()
         ),
         _ => format!("PostgreSQL at {at}: {e}"),
+    }
+}
+
+/// `healthcheck`: one HTTP request to the local service's readiness probe, bounded by 2 s.
+fn healthcheck() -> Result<(), String> {
+    use std::io::{Read, Write};
+    let (host, port) = config::from_env().listen_address().map_err(config_error)?;
+    // Listening on every address: ask over loopback.
+    let host = match host.as_str() {
+        "0.0.0.0" => "127.0.0.1",
+        "::" => "::1",
+        h => h,
+    };
+    let timeout = Duration::from_secs(2);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("healthcheck: cannot resolve {host}:{port}"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("healthcheck: cannot connect to {addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).ok();
+    stream.set_write_timeout(Some(timeout)).ok();
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("healthcheck: {e}"))?;
+    let mut head = [0u8; 12];
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| format!("healthcheck: no answer from {addr}: {e}"))?;
+    match &head {
+        b"HTTP/1.1 200" => {
+            println!("ready");
+            Ok(())
+        }
+        other => Err(format!(
+            "healthcheck: not ready: {}",
+            String::from_utf8_lossy(other)
+        )),
     }
 }
 

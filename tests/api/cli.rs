@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::app::{command, env_for};
+use crate::support::app::{command, env_for, App};
 use crate::support::pg::{server, TestDb};
 
 fn run(env: &[(String, String)], args: &[&str]) -> (i32, String) {
@@ -192,4 +192,29 @@ fn seed_tops_the_table_up_to_contiguous_ids() {
             .as_deref(),
         Some("1501")
     );
+}
+
+/// `healthcheck` (what the image's HEALTHCHECK runs): 0 against a ready service, 1 against a
+/// port where nothing answers, and it needs no database settings.
+#[test]
+fn healthcheck_probes_readyz() {
+    let db = TestDb::new();
+    let app = App::start(&db);
+    let port = app.addr.port().to_string();
+    let only_port = [
+        ("SERVER_HOST".to_string(), "0.0.0.0".to_string()),
+        ("SERVER_PORT".to_string(), port),
+    ];
+    let (code, text) = run(&only_port, &["healthcheck"]);
+    assert_eq!((code, text.trim()), (0, "ready"));
+    let closed = [("SERVER_PORT".to_string(), "1".to_string())];
+    let (code, text) = run(&closed, &["healthcheck"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("cannot connect"), "{text}");
+    // Up but not ready: its database is unreachable, /readyz answers 503.
+    let no_db = App::start_with(&db, &[("POSTGRES_DB_PORT", "1")]);
+    let port = [("SERVER_PORT".to_string(), no_db.addr.port().to_string())];
+    let (code, text) = run(&port, &["healthcheck"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("not ready: HTTP/1.1 503"), "{text}");
 }

@@ -165,9 +165,11 @@ fn probe_latencies(s: &mut TcpStream, n: usize) -> Vec<Duration> {
 
 /// 1 MiB of chunked body in 200,000 writes of 5 or 6 bytes, the chunk data all blank lines:
 /// each read used to re-parse the head and re-decode every chunk so far (quadratic: 80,000
-/// chunks took 7.5 s of CPU). Bound: 5 µs of server CPU per write received (1 s in all;
-/// measured here about 0.3 s, most of it the reads themselves). Meanwhile a second client's
-/// lookups keep their usual latency.
+/// chunks took 7.5 s of CPU; 200,000 would take minutes). Bound: 10 µs of server CPU per write
+/// received (2 s in all). Measured here 0.3 to 0.5 s on a quiet machine, where the server reads
+/// many writes at once; on a busy one every write can become a read and a wake-up of its own,
+/// about 6 µs each in the test build (1.0 to 1.3 s measured): still linear, and the bound
+/// leaves room for that. Meanwhile a second client's lookups keep their usual latency.
 #[test]
 fn a_trickled_chunked_body_costs_cpu_in_proportion_to_its_bytes() {
     const SEGMENTS: usize = 200_000;
@@ -201,7 +203,7 @@ fn a_trickled_chunked_body_costs_cpu_in_proportion_to_its_bytes() {
     let during = probe.join().unwrap();
     assert_eq!(status, 200);
     assert_eq!(body_len, 1 << 20);
-    let bound = Duration::from_micros(5 * SEGMENTS as u64);
+    let bound = Duration::from_micros(10 * SEGMENTS as u64);
     eprintln!(
         "trickled chunked body: {SEGMENTS} writes, server CPU {cpu:?} (bound {bound:?}); \
          probe median {before:?} before, {during:?} during"
