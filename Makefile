@@ -8,7 +8,7 @@ LOCALPG := scripts/localpg.sh
 WITH_DB := eval "$$($(LOCALPG) env)" &&
 
 .PHONY: build run stop seed migrate test lint fmt bench bench-http db \
-	run-server-local run-server-docker run-postgres-background \
+	run-server-local run-server-docker test-docker run-postgres-background \
 	run-unit-tests run-integration-tests run-api-tests
 
 build:
@@ -60,7 +60,10 @@ bench-http:
 run-server-local: run
 run-postgres-background: db
 run-server-docker:
-	docker compose -f docker/docker-compose.yml up --build
+	scripts/docker-up.sh
+# The Docker deployment, end to end (needs root and a Docker engine, installed if missing).
+test-docker:
+	scripts/test-docker.sh
 run-unit-tests:
 	cargo test --lib --bins
 run-integration-tests:

@@ -5,7 +5,8 @@
 //! stopped and removed when the test process exits (an `atexit` hook, plus PR_SET_PDEATHSIG so a
 //! killed test run does not leave it behind; directories of dead runs are swept at start).
 //! If `DATABASE_URL` or `POSTGRES_DB_HOST` is set, that server is used instead; it must allow
-//! the configured user to create databases.
+//! the configured user to create databases. With `RECORDS_TEST_DB=testcontainers`, a
+//! `postgres:15` container started through testcontainers is (needs Docker).
 //!
 //! Each test gets its own database, cloned from a migrated template, so tests run in parallel
 //! without seeing each other's rows.
@@ -94,6 +95,9 @@ pub fn server() -> &'static Server {
 }
 
 fn external() -> Option<Server> {
+    if std::env::var("RECORDS_TEST_DB").as_deref() == Ok("testcontainers") {
+        return Some(testcontainer());
+    }
     if let Ok(url) = std::env::var("DATABASE_URL") {
         return Some(parse_url(&url));
     }
@@ -214,19 +218,122 @@ impl Drop for TestDb {
     }
 }
 
+/// Where the PostgreSQL server binaries (`initdb`, `postgres`) are: `PG_BINDIR` when set, else
+/// the first of these that holds `initdb`: the directory `initdb` on PATH resolves to (through
+/// symlinks, so Homebrew's links find the install), `pg_config --bindir`, the versioned installs
+/// in [`VERSIONED_INSTALLS`] newest version first, then `/opt/homebrew/bin` and `/usr/local/bin`.
+/// scripts/localpg.sh's `find_bindir` looks in the same order. Panics, saying how to install
+/// them, when none does.
 fn bindir() -> PathBuf {
-    if let Ok(d) = std::env::var("PG_BINDIR") {
-        return PathBuf::from(d);
+    if let Some(d) = std::env::var_os("PG_BINDIR") {
+        let d = PathBuf::from(d);
+        assert!(
+            d.join("initdb").is_file(),
+            "PG_BINDIR={} holds no initdb",
+            d.display()
+        );
+        return d;
     }
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
-        .unwrap_or_default();
-    candidates.sort();
+    let mut candidates = Vec::new();
+    if let Some(path) = std::env::var_os("PATH") {
+        let initdb = std::env::split_paths(&path)
+            .map(|d| d.join("initdb"))
+            .find(|p| p.is_file());
+        if let Some(dir) = initdb
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+        {
+            candidates.push(dir);
+        }
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !dir.is_empty() {
+            candidates.push(PathBuf::from(dir));
+        }
+    }
+    let mut versioned = Vec::new();
+    for (parent, prefix) in VERSIONED_INSTALLS {
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                versioned.push(entry.path().join("bin"));
+            }
+        }
+    }
+    candidates.extend(newest_first(versioned));
+    candidates.extend(["/opt/homebrew/bin", "/usr/local/bin"].map(PathBuf::from));
     candidates
         .into_iter()
-        .rev()
-        .find(|p| p.join("initdb").exists())
-        .expect("no PostgreSQL server binaries under /usr/lib/postgresql (run .ci/run or apt-get install postgresql)")
+        .find(|d| d.join("initdb").is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no PostgreSQL server binaries (initdb) found on PATH, by pg_config, under \
+                 /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin or Homebrew's prefixes. Install \
+                 them (Debian/Ubuntu: apt-get install postgresql; Fedora/RHEL: dnf install \
+                 postgresql-server; macOS: brew install postgresql@15) or set PG_BINDIR to the \
+                 directory that holds initdb"
+            )
+        })
+}
+
+/// Where versioned installs live: (directory, what an install's name has before its version),
+/// each install's binaries in its `bin`.
+const VERSIONED_INSTALLS: &[(&str, &str)] = &[
+    // Debian/Ubuntu: /usr/lib/postgresql/15/bin.
+    ("/usr/lib/postgresql", ""),
+    // RHEL/Fedora with the PGDG packages: /usr/pgsql-15/bin.
+    ("/usr", "pgsql-"),
+    // Homebrew on Apple silicon, then on Intel: /opt/homebrew/opt/postgresql@15/bin.
+    ("/opt/homebrew/opt", "postgresql@"),
+    ("/usr/local/opt", "postgresql@"),
+];
+
+/// The version in a versioned install's bin directory's name: (15, 0) for
+/// `/usr/lib/postgresql/15/bin`, (9, 6) for `/usr/pgsql-9.6/bin`, (16, 0) for
+/// `/opt/homebrew/opt/postgresql@16/bin`; None when there is none.
+fn install_version(bindir: &Path) -> Option<(u32, u32)> {
+    let name = bindir.parent()?.file_name()?.to_str()?;
+    let version = name
+        .strip_prefix("pgsql-")
+        .or_else(|| name.strip_prefix("postgresql@"))
+        .unwrap_or(name);
+    let (major, minor) = version.split_once('.').unwrap_or((version, "0"));
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Versioned bin directories, newest version first (numerically: 9.6 is older than 15); those
+/// with no version in their name are left out.
+fn newest_first(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut versioned: Vec<((u32, u32), PathBuf)> = dirs
+        .into_iter()
+        .filter_map(|d| Some((install_version(&d)?, d)))
+        .collect();
+    versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
+    versioned.into_iter().map(|(_, d)| d).collect()
+}
+
+#[test]
+fn bindir_versioned_installs_newest_first() {
+    let dirs = [
+        "/usr/lib/postgresql/9.6/bin",
+        "/usr/lib/postgresql/15/bin",
+        "/opt/homebrew/opt/postgresql@14/bin",
+        "/usr/lib/postgresql/common/bin",
+        "/usr/pgsql-16/bin",
+        "/usr/lib/postgresql/10/bin",
+    ]
+    .map(PathBuf::from)
+    .to_vec();
+    let expected = [
+        "/usr/pgsql-16/bin",
+        "/usr/lib/postgresql/15/bin",
+        "/opt/homebrew/opt/postgresql@14/bin",
+        "/usr/lib/postgresql/10/bin",
+        "/usr/lib/postgresql/9.6/bin",
+    ]
+    .map(PathBuf::from)
+    .to_vec();
+    assert_eq!(newest_first(dirs), expected);
 }
 
 /// uid and gid to run PostgreSQL as: ourselves, or `postgres` (else `nobody`) when root.
@@ -497,6 +604,15 @@ fn spawn_from_long_lived_thread(cmd: Command) -> Child {
 fn register_exit_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     extern "C" fn at_exit() {
+        if let Ok(mut ids) = AT_EXIT_CONTAINERS.lock() {
+            for id in std::mem::take(&mut *ids) {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f", "-v", &id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
         if let Ok(mut dirs) = AT_EXIT_DIRS.lock() {
             for dir in std::mem::take(&mut *dirs) {
                 let _ = std::fs::remove_dir_all(dir);
@@ -548,6 +664,38 @@ fn sweep_stale_dirs() {
 
 /// Directories to remove at exit that no postmaster runs in (the test PKI).
 static AT_EXIT_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Containers to remove at exit (`RECORDS_TEST_DB=testcontainers`).
+static AT_EXIT_CONTAINERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// PostgreSQL 15 in a container started with testcontainers (the `postgres` module), for
+/// `RECORDS_TEST_DB=testcontainers`: needs a Docker engine and the `postgres:15` image (pulled,
+/// or built by scripts/standin-images.sh). Removed when the test process exits.
+fn testcontainer() -> Server {
+    use testcontainers_modules::postgres::Postgres;
+    use testcontainers_modules::testcontainers::runners::SyncRunner;
+    use testcontainers_modules::testcontainers::ImageExt;
+    let container = Postgres::default().with_tag("15").start().expect(
+        "start postgres:15 with testcontainers (RECORDS_TEST_DB=testcontainers needs Docker)",
+    );
+    let port = container
+        .get_host_port_ipv4(5432)
+        .expect("the container's PostgreSQL port");
+    AT_EXIT_CONTAINERS
+        .lock()
+        .unwrap()
+        .push(container.id().to_string());
+    register_exit_hook();
+    // Removed by the exit hook; dropping it here would stop it.
+    std::mem::forget(container);
+    Server {
+        host: "127.0.0.1".into(),
+        port,
+        user: "postgres".into(),
+        password: "postgres".into(),
+        admin_db: "postgres".into(),
+    }
+}
 
 /// A test PKI made with the `openssl` command: a CA, certificates it signs (servers and a
 /// client), and an unrelated second CA with a client certificate of its own. EC P-256 keys.
