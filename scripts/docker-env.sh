@@ -29,5 +29,5 @@ docker_engine() {
 }
 
 docker_images() {
-  "$(dirname "${BASH_SOURCE[0]}")/standin-images.sh" debian:bookworm-slim rust:1-bookworm postgres:15
+  "$(dirname "${BASH_SOURCE[0]}")/standin-images.sh" debian:bookworm-slim rust:1-bookworm postgres:15 "$@"
 }

@@ -13,6 +13,9 @@
 #                                          installed on this machine (rustup's, copied in), and
 #                                          this machine's CA bundle (HTTPS to crates.io from a
 #                                          container works here only with it)
+#   haproxy:2.6                            that Debian plus Debian's haproxy (2.6), run like the
+#                                          official image (haproxy -W -db -f
+#                                          /usr/local/etc/haproxy/haproxy.cfg, as user haproxy)
 #   postgres:15                            that Debian plus Debian's postgresql-15, with an
 #                                          entrypoint that honours POSTGRES_USER, POSTGRES_PASSWORD
 #                                          and POSTGRES_DB and initialises an empty volume the
@@ -29,7 +32,7 @@ ROOT=$(pwd)
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 WORK=${STANDIN_WORK:-/var/tmp/records-standin}
 IMAGES=("$@")
-[ ${#IMAGES[@]} -gt 0 ] || IMAGES=(debian:bookworm-slim rust:1-bookworm postgres:15)
+[ ${#IMAGES[@]} -gt 0 ] || IMAGES=(debian:bookworm-slim rust:1-bookworm postgres:15 haproxy:2.6)
 
 log() { echo "standin: $*" >&2; }
 
@@ -125,6 +128,27 @@ EOF
   rm -rf "$ctx"
 }
 
+haproxy() {
+  debian
+  local ctx="$WORK/haproxy"
+  rm -rf "$ctx"
+  mkdir -p "$ctx"
+  log "haproxy:2.6 from Debian's haproxy"
+  cat >"$ctx/Dockerfile" <<'DOCKERFILE'
+FROM debian:bookworm
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends haproxy \
+    && rm -rf /var/lib/apt/lists/* \
+    && mkdir -p /usr/local/etc/haproxy /var/lib/haproxy \
+    && chown haproxy:haproxy /var/lib/haproxy
+USER haproxy
+STOPSIGNAL SIGUSR1
+CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+DOCKERFILE
+  docker build -q -t haproxy:2.6 "$ctx" >/dev/null
+  rm -rf "$ctx"
+}
+
 mkdir -p "$WORK"
 for image in "${IMAGES[@]}"; do
   if available "$image"; then
@@ -135,6 +159,7 @@ for image in "${IMAGES[@]}"; do
     debian:bookworm|debian:bookworm-slim) debian ;;
     rust:1-bookworm) rust ;;
     postgres:15) postgres ;;
+    haproxy:2.6) haproxy ;;
     *) log "no stand-in recipe for $image"; exit 1 ;;
   esac
   log "$image built locally ($(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=iec))"

@@ -120,6 +120,9 @@ pub struct Config {
     pub static_dir: String,
     /// Coroutine stack size in bytes.
     pub stack_size: usize,
+    /// After SIGTERM: how long to keep serving with `/readyz` answering 503 before the listener
+    /// closes, so that a load balancer's health check takes the replica out first.
+    pub shutdown_delay: Duration,
 }
 
 /// One row of the configuration table: the variable, its default (`None`: no default; the
@@ -308,6 +311,11 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
         "HTTP_LINGER_TIMEOUT_MS",
         Some("5000"),
         "lingering close, longest wait for more input",
+    ),
+    (
+        "SHUTDOWN_DELAY_MS",
+        Some("0"),
+        "after SIGTERM, keep serving this long with /readyz at 503 before closing the listener (for a balancer to notice)",
     ),
     (
         "SHUTDOWN_TIMEOUT_MS",
@@ -524,6 +532,7 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             http: HttpConfig { limits, timeouts },
             static_dir: self.string_or("STATIC_DIR", "static"),
             stack_size: self.number("STACK_SIZE_KIB", 64usize, 16, 8192)? * 1024,
+            shutdown_delay: self.millis("SHUTDOWN_DELAY_MS", 0, 0)?,
         })
     }
 }

@@ -290,6 +290,15 @@ fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
     let signal = signals.wait();
     eprintln!("serve: {signal} received, shutting down");
     draining.store(true, Ordering::SeqCst);
+    if !cfg.shutdown_delay.is_zero() {
+        // /readyz answers 503 from now on; everything else is served as usual until a load
+        // balancer's health check has taken this replica out (SHUTDOWN_DELAY_MS).
+        eprintln!(
+            "serve: /readyz answers 503; serving on for {:?} before closing the listener",
+            cfg.shutdown_delay
+        );
+        std::thread::sleep(cfg.shutdown_delay);
+    }
     server.shutdown();
     if server.wait(cfg.http.timeouts.shutdown) {
         eprintln!("serve: all connections closed");

@@ -161,9 +161,11 @@ fn a_write_that_timed_out_unsent_never_reaches_the_server() {
         }));
     }
     assert!(eventually(Duration::from_secs(10), || waiting_on_lock(&db)));
-    // 48 MiB of writes behind the blocked one: more than the socket buffers on both ends hold.
-    let big: Arc<str> = "x".repeat(4 << 20).into();
-    for _ in 0..12 {
+    // 128 MiB of writes behind the blocked one: more than the socket buffers hold, on both ends
+    // and in a proxy between them (docker-proxy, when the server is a container: 48 MiB was
+    // not enough there).
+    let big: Arc<str> = "x".repeat(8 << 20).into();
+    for _ in 0..16 {
         let (c, big) = (c.clone(), big.clone());
         writers.push(std::thread::spawn(move || {
             c.query(SET_TEXT.name, &[Param::Text(&big), Param::Int4(2)], T)
@@ -174,7 +176,7 @@ fn a_write_that_timed_out_unsent_never_reaches_the_server() {
         .stats()
         .queries
         .load(Ordering::Relaxed)
-        == 13));
+        == 17));
     let began = Instant::now();
     let e = c
         .query(
@@ -205,7 +207,7 @@ fn a_write_that_timed_out_unsent_never_reaches_the_server() {
     assert_eq!(
         db.scalar("SELECT length(text) FROM t WHERE id = 2")
             .as_deref(),
-        Some("4194304")
+        Some("8388608")
     );
     c.close();
     other.close();

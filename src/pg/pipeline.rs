@@ -686,7 +686,12 @@ impl Pipeline {
                     buf.truncate(len);
                     return Error::new(
                         ErrorKind::ConnectionLost,
-                        "PostgreSQL closed the connection",
+                        if self.broken.load(Ordering::Acquire) {
+                            // shutdown(): a stall, a caller out of patience, or close().
+                            "the connection was shut down by this client (stalled or closing)"
+                        } else {
+                            "PostgreSQL closed the connection"
+                        },
                     );
                 }
                 Ok(n) => buf.truncate(len + n),

@@ -300,3 +300,30 @@ fn a_column_widened_under_the_running_service_keeps_lookups_working() {
     }
     assert_eq!(get(app.addr, "/user/8").status, 404);
 }
+
+/// SHUTDOWN_DELAY_MS: after SIGTERM, /readyz answers 503 at once (a balancer's health check
+/// takes the replica out) while new connections and requests are still served for the delay;
+/// then the usual graceful shutdown, exit 0.
+#[test]
+fn shutdown_delay_keeps_serving_while_readyz_says_503() {
+    let db = TestDb::new();
+    db.execute("INSERT INTO records (id, email, text) VALUES (1, 'a@b.com', 'x')");
+    let mut app = App::start_with(&db, &[("SHUTDOWN_DELAY_MS", "1500")]);
+    assert_eq!(get(app.addr, "/readyz").status, 200);
+    let signalled = Instant::now();
+    app.signal(libc::SIGTERM);
+    assert!(eventually(Duration::from_secs(1), || get(
+        app.addr, "/readyz"
+    )
+    .status
+        == 503));
+    // Well inside the delay: a new connection is still accepted and served.
+    let r = get(app.addr, "/user/1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(signalled.elapsed() < Duration::from_millis(1500));
+    assert_eq!(app.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1500),
+        "exited only after the delay"
+    );
+}
