@@ -538,6 +538,70 @@ impl Cluster {
         }
     }
 
+    /// A streaming standby of `primary` (whose pg_hba.conf must accept replication connections
+    /// from 127.0.0.1 for `postgres`): `pg_basebackup -R` into a directory of its own, then its
+    /// own postmaster on a free port, with the primary's settings. Read-only until promoted.
+    pub fn standby_of(primary: &Cluster) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "records-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        chown(&dir);
+        let out = command(&primary.bindir.join("pg_basebackup"))
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-h", "127.0.0.1", "-p", &primary.server.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ])
+            .stdout(Stdio::null())
+            .output()
+            .expect("run pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let standby = Cluster {
+            server: Server {
+                port: free_port(),
+                ..primary.server.clone()
+            },
+            dir,
+            bindir: primary.bindir.clone(),
+            child: Mutex::new(None),
+            settings: primary.settings.clone(),
+        };
+        standby.start_server();
+        standby
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote`, waiting until it is done).
+    pub fn promote(&self) {
+        let out = command(&self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["promote", "-w"])
+            .stdout(Stdio::null())
+            .output()
+            .expect("run pg_ctl promote");
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Stops the postmaster (fast shutdown: sessions are terminated) and waits for it to exit.
     pub fn stop_server(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
