@@ -54,8 +54,19 @@ pub enum DatabaseSource {
 }
 
 impl DatabaseConfig {
+    /// The settings as configured: what reads use (`target_session_attrs` says where they go).
     pub fn connect_params(&self) -> ConnectParams {
         self.params.clone()
+    }
+
+    /// The settings for writes (and `migrate`, `seed`): with several hosts, always the one
+    /// whose session is writable, whatever `target_session_attrs` says for reads.
+    pub fn write_params(&self) -> ConnectParams {
+        let mut params = self.params.clone();
+        if !params.more_hosts.is_empty() {
+            params.target_session_attrs = pg::TargetSessionAttrs::ReadWrite;
+        }
+        params
     }
 
     /// Every server, in the order tried: `host:port`, an IPv6 address in brackets, joined by
@@ -192,8 +203,9 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
     (
         "PGTARGETSESSIONATTRS",
         None,
-        "with several hosts: any (the default, the first that answers) or read-write (the \
-         primary)",
+        "where reads go with several hosts: any (the default, the first that answers), \
+         read-write (the primary) or prefer-standby (a standby, else the primary); writes always \
+         go to the primary",
     ),
     (
         "PGAPPNAME",
@@ -236,6 +248,11 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
         "PG_MAX_MESSAGE_BYTES",
         Some("67108864"),
         "largest message accepted from the server (the connection is dropped beyond)",
+    ),
+    (
+        "PG_MAX_STANDBY_LAG_MS",
+        Some("10000"),
+        "with target_session_attrs=prefer-standby: a standby further behind is passed over (0: no bound)",
     ),
     (
         "PG_STATEMENT_MODE",
@@ -459,6 +476,7 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         params.max_in_flight = self.number("PG_MAX_IN_FLIGHT", 1024usize, 1, 1 << 20)?;
         params.max_message_bytes =
             self.number("PG_MAX_MESSAGE_BYTES", 64usize << 20, 1 << 16, 1 << 30)?;
+        params.max_standby_lag = self.millis("PG_MAX_STANDBY_LAG_MS", 10_000, 0)?;
         params.statement_mode = match self.string_or("PG_STATEMENT_MODE", "auto").as_str() {
             "auto" => pg::StatementMode::Auto,
             "named" => pg::StatementMode::Named,

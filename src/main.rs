@@ -124,7 +124,7 @@ fn config_error(e: ConfigError) -> String {
 
 fn admin_client() -> Result<pg::Client, String> {
     let db = config::from_env().database().map_err(config_error)?;
-    let mut params = db.connect_params();
+    let mut params = db.write_params();
     // Migrations and seeding may run for minutes: no statement timeout.
     params.statement_timeout = Duration::ZERO;
     may::config().set_workers(1);

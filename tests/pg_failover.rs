@@ -1,8 +1,13 @@
-//! Failover (issue 11), by the harness and without Docker: a primary and a streaming standby
-//! made with `pg_basebackup` on this machine, synchronous replication, and a client given both
-//! hosts with `target_session_attrs=read-write`. Writes run all along; the primary is stopped,
-//! the standby promoted; writes must come back by themselves within seconds, and no write that
-//! was acknowledged may be missing on the promoted server.
+//! Read replicas and failover (issue 11), by the harness and without Docker: a primary and a
+//! streaming standby made with `pg_basebackup` on this machine.
+//!
+//! - Failover: synchronous replication and a client given both hosts with
+//!   `target_session_attrs=read-write`. Writes run all along; the primary is stopped, the
+//!   standby promoted; writes must come back by themselves within seconds, and no write that
+//!   was acknowledged may be missing on the promoted server.
+//! - Reads on the standby: the service itself with both hosts and `prefer-standby`; lookups are
+//!   served by the standby (its counters move), writes by the primary, and when the standby
+//!   stops, reads go on from the primary.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -12,8 +17,52 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use records_service::pg::{Client, Param, Statement, TargetSessionAttrs};
-use support::pg::Cluster;
+use support::app::{command, App};
+use support::http::{get, request};
+use support::pg::{Cluster, Server};
 use support::wait::eventually;
+
+fn replicated_pair(settings: &[String]) -> (Cluster, Cluster) {
+    let primary = Cluster::start_with(
+        &[
+            "host all postgres 127.0.0.1/32 trust".to_string(),
+            "host replication postgres 127.0.0.1/32 trust".to_string(),
+        ],
+        settings,
+        &[],
+    );
+    let standby = Cluster::standby_of(&primary);
+    (primary, standby)
+}
+
+/// The service's environment: `DATABASE_URL` and the test defaults, plus `extra`.
+fn service_env(url: String, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", url),
+        ("SERVER_PORT", "0".to_string()),
+        ("WORKERS", "2".to_string()),
+        (
+            "STATIC_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/static").to_string(),
+        ),
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|(k, v)| (*k, v.to_string())))
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Rows the standby's database has handed out so far (its own statistics).
+fn tuples_fetched(server: &Server) -> i64 {
+    server
+        .execute("SELECT tup_fetched FROM pg_stat_database WHERE datname = 'postgres'")
+        .rows[0]
+        .text(0)
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
 
 const INSERT: Statement = Statement {
     name: "insert",
@@ -23,19 +72,11 @@ const INSERT: Statement = Statement {
 #[test]
 fn writes_find_the_promoted_standby_and_lose_nothing_acknowledged() {
     support::init_runtime();
-    let primary = Cluster::start_with(
-        &[
-            "host all postgres 127.0.0.1/32 trust".to_string(),
-            "host replication postgres 127.0.0.1/32 trust".to_string(),
-        ],
-        // The harness's servers run with synchronous_commit=off; a synchronous standby needs on.
-        &["synchronous_commit=on".to_string()],
-        &[],
-    );
+    // The harness's servers run with synchronous_commit=off; a synchronous standby needs on.
+    let (primary, standby) = replicated_pair(&["synchronous_commit=on".to_string()]);
     primary
         .server
         .execute("CREATE TABLE t (id bigserial PRIMARY KEY, v int NOT NULL)");
-    let standby = Cluster::standby_of(&primary);
     // Two messages: ALTER SYSTEM cannot run in the implicit transaction of a multi-statement
     // query.
     primary
@@ -144,4 +185,156 @@ fn writes_find_the_promoted_standby_and_lose_nothing_acknowledged() {
         &missing[..missing.len().min(10)]
     );
     client.close();
+}
+
+#[test]
+fn reads_go_to_the_standby_and_fall_back_to_the_primary() {
+    support::init_runtime();
+    let (primary, standby) = replicated_pair(&[]);
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=prefer-standby&sslmode=disable",
+        primary.server.port, standby.server.port
+    );
+    let env = service_env(url, &[]);
+    // Migrations are writes: they reach the primary, and the standby replays them.
+    let out = command(&env).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    primary.server.execute(
+        "INSERT INTO records (id, email, text) \
+         SELECT g, 'u' || g || '@x.com', 't' FROM generate_series(1, 100) g; \
+         SELECT setval(pg_get_serial_sequence('records', 'id'), 100)",
+    );
+    // Replayed on the standby (the table may not exist there yet: errors count as not yet).
+    assert!(eventually(Duration::from_secs(10), || {
+        let c = standby.server.admin();
+        let count = c
+            .simple_query("SELECT count(*) FROM records", Duration::from_secs(5))
+            .ok()
+            .and_then(|r| {
+                let row = r.rows.first()?;
+                row.text(0).ok().flatten().map(str::to_string)
+            });
+        c.close();
+        count.as_deref() == Some("100")
+    }));
+    let app = App::spawn(&env);
+    assert!(eventually(Duration::from_secs(10), || get(
+        app.addr, "/readyz"
+    )
+    .status
+        == 200));
+
+    // Lookups are served by the standby: its statistics count the rows.
+    let before = tuples_fetched(&standby.server);
+    for id in 1..=100 {
+        let r = get(app.addr, &format!("/user/{id}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || tuples_fetched(&standby.server)
+            >= before + 100),
+        "the standby served the lookups"
+    );
+    // A write goes to the primary (the standby would refuse it), and is read back once the
+    // standby has replayed it: reads after writes may be stale for that long.
+    let r = request(
+        app.addr,
+        "POST",
+        "/user?email=new@x.com",
+        Some(br#"{"text":"written"}"#),
+    );
+    assert_eq!(r.status, 200, "{}: {}", r.text(), app.log_text());
+    assert!(eventually(Duration::from_secs(5), || get(
+        app.addr,
+        "/user?email=new@x.com"
+    )
+    .status
+        == 200));
+
+    // The standby stops: reads go on, from the primary.
+    standby.stop_server();
+    let stopped = Instant::now();
+    // Every read client (one per worker) reconnects to the primary: until then a lookup on one
+    // still reconnecting can answer 503.
+    assert!(
+        eventually(Duration::from_secs(10), || (1..=20).all(|id| get(
+            app.addr,
+            &format!("/user/{id}")
+        )
+        .status
+            == 200)),
+        "reads resumed on the primary"
+    );
+    eprintln!("standby stopped: reads back after {:?}", stopped.elapsed());
+    for id in 1..=50 {
+        assert_eq!(get(app.addr, &format!("/user/{id}")).status, 200);
+    }
+}
+
+/// A standby whose replay lag is over PG_MAX_STANDBY_LAG_MS when the service connects is passed
+/// over: reads go to the primary (and the log says why).
+#[test]
+fn a_standby_too_far_behind_is_passed_over() {
+    support::init_runtime();
+    let (primary, standby) = replicated_pair(&[]);
+    primary
+        .server
+        .execute("CREATE TABLE lagging (x int); INSERT INTO lagging VALUES (1)");
+    assert!(eventually(Duration::from_secs(10), || {
+        let c = standby.server.admin();
+        let ok = c
+            .simple_query("SELECT 1 FROM lagging", Duration::from_secs(5))
+            .is_ok();
+        c.close();
+        ok
+    }));
+    // Replay paused, then a write: the standby receives it and does not apply it.
+    standby.server.execute("SELECT pg_wal_replay_pause()");
+    primary.server.execute("INSERT INTO lagging VALUES (2)");
+    let lag = || {
+        standby
+            .server
+            .execute(
+                "SELECT pg_last_wal_receive_lsn() <> pg_last_wal_replay_lsn() \
+                 AND now() - pg_last_xact_replay_timestamp() > interval '1 second'",
+            )
+            .rows[0]
+            .text(0)
+            .unwrap()
+            == Some("t")
+    };
+    assert!(eventually(Duration::from_secs(10), lag), "the standby lags");
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=prefer-standby&sslmode=disable",
+        primary.server.port, standby.server.port
+    );
+    let env = service_env(url, &[("PG_MAX_STANDBY_LAG_MS", "500")]);
+    let out = command(&env).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    primary
+        .server
+        .execute("INSERT INTO records (id, email, text) VALUES (1, 'a@x.com', 'x')");
+    let app = App::spawn(&env);
+    assert!(eventually(Duration::from_secs(10), || get(
+        app.addr, "/readyz"
+    )
+    .status
+        == 200));
+    // The row exists only on the primary (the standby has not replayed it): found means read
+    // there.
+    let r = get(app.addr, "/user/1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        app.log_text().contains("passing over standby"),
+        "{}",
+        app.log_text()
+    );
 }

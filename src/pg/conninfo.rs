@@ -559,10 +559,13 @@ fn parse_target_session_attrs(v: &str) -> Result<TargetSessionAttrs, String> {
     match v {
         "any" => Ok(TargetSessionAttrs::Any),
         "read-write" => Ok(TargetSessionAttrs::ReadWrite),
-        "read-only" | "primary" | "standby" | "prefer-standby" => Err(format!(
-            "{v:?} is not supported by this service (any or read-write)"
+        "prefer-standby" => Ok(TargetSessionAttrs::PreferStandby),
+        "read-only" | "primary" | "standby" => Err(format!(
+            "{v:?} is not supported by this service (any, read-write or prefer-standby)"
         )),
-        other => Err(format!("{other:?} is not one of any, read-write")),
+        other => Err(format!(
+            "{other:?} is not one of any, read-write, prefer-standby"
+        )),
     }
 }
 

@@ -86,6 +86,9 @@ pub enum TargetSessionAttrs {
     Any,
     /// The first host whose session is not read-only (the primary).
     ReadWrite,
+    /// The first standby (a read-only session in recovery) whose replay lag is within
+    /// `max_standby_lag`; failing that, the first host that accepts the connection.
+    PreferStandby,
 }
 
 /// How statements are sent: prepared once per connection by name, or parsed with every use.
@@ -150,6 +153,9 @@ pub struct ConnectParams {
     pub max_in_flight: usize,
     /// The largest message accepted from the server; a longer one ends the connection.
     pub max_message_bytes: usize,
+    /// With `PreferStandby`: a standby further behind than this (its replay lag, measured when
+    /// connecting) is passed over. Zero: no bound.
+    pub max_standby_lag: Duration,
     pub statement_mode: StatementMode,
 }
 
@@ -171,6 +177,7 @@ impl std::fmt::Debug for ConnectParams {
             .field("statement_timeout", &self.statement_timeout)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_standby_lag", &self.max_standby_lag)
             .field("statement_mode", &self.statement_mode)
             .finish()
     }
@@ -195,6 +202,7 @@ impl ConnectParams {
             statement_timeout: Duration::from_secs(5),
             max_in_flight: 1024,
             max_message_bytes: 64 << 20,
+            max_standby_lag: Duration::from_secs(10),
             statement_mode: StatementMode::Auto,
         }
     }

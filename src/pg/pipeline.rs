@@ -664,6 +664,15 @@ impl Pipeline {
                         reply = Reply::default();
                         failure = None;
                     }
+                    // Execute is always sent without a row limit: a suspended portal means the
+                    // server (or a proxy) is not answering what was asked, and its rows would
+                    // run into the next query's reply.
+                    Message::PortalSuspended => {
+                        return Error::new(
+                            ErrorKind::Protocol,
+                            "PortalSuspended for an Execute without a row limit",
+                        )
+                    }
                     // ParseComplete, BindComplete, RowDescription, NoData, notices, parameter
                     // status and notifications carry nothing a caller waits for.
                     _ => {}

@@ -41,7 +41,11 @@ impl Statement {
         let hash = self.sql.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
-        format!("{}_{hash:016x}", self.name)
+        // The hash first: PostgreSQL keeps only the first 63 bytes of a name, and a long
+        // caller's name must not push the hash out of them.
+        let mut name = format!("s{hash:016x}_{}", self.name);
+        name.truncate(63);
+        name
     }
 }
 
@@ -64,13 +68,26 @@ pub(crate) fn establish(
     let tls = TlsConfig::load(&params.tls)?;
     let hosts = std::iter::once((params.host.as_str(), params.port))
         .chain(params.more_hosts.iter().map(|(h, p)| (h.as_str(), *p)));
-    // Per host: its error, or `None` for a read-only one.
+    // libpq's prefer-standby: a pass for standbys only, then one for any host.
+    let passes: &[Want] = match params.target_session_attrs {
+        TargetSessionAttrs::Any => &[Want::Any],
+        TargetSessionAttrs::ReadWrite => &[Want::Writable],
+        TargetSessionAttrs::PreferStandby => &[Want::Standby, Want::Any],
+    };
+    // Per host: its error, or `None` for one whose session is not what the pass wants.
     let mut failures: Vec<(String, Option<Error>)> = Vec::new();
-    for (host, port) in hosts {
-        match establish_host(params, &tls, host, port, statements) {
-            Ok(Some(established)) => return Ok(established),
-            Ok(None) => failures.push((format!("{host}:{port}"), None)),
-            Err(e) => failures.push((format!("{host}:{port}"), Some(e))),
+    for want in passes {
+        failures.clear();
+        for (host, port) in hosts.clone() {
+            match establish_host(params, &tls, host, port, statements, *want) {
+                Ok(Some(established)) => return Ok(established),
+                // Our statement names taken on that server session: a transaction pooler, not
+                // a bad host. Said as it is, so that the client switches modes (another host
+                // could be a standby, and the last host's error would hide this one).
+                Err(e) if e.code() == Some("42P05") => return Err(e),
+                Ok(None) => failures.push((format!("{host}:{port}"), None)),
+                Err(e) => failures.push((format!("{host}:{port}"), Some(e))),
+            }
         }
     }
     Err(no_host(failures))
@@ -111,14 +128,25 @@ fn no_host(mut failures: Vec<(String, Option<Error>)>) -> Error {
     }
 }
 
-/// One host: the session ready for the pipeline, or `None` when it is read-only and
-/// `target_session_attrs=read-write`.
+/// What kind of session a pass over the hosts accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Any,
+    /// Not read-only (the primary).
+    Writable,
+    /// Read-only, and no further behind than `max_standby_lag`.
+    Standby,
+}
+
+/// One host: the session ready for the pipeline, or `None` when it is not the kind `want`
+/// asks for.
 fn establish_host(
     params: &ConnectParams,
     tls: &TlsConfig,
     host: &str,
     port: u16,
     statements: &[Statement],
+    want: Want,
 ) -> Result<Option<Established>, Error> {
     let deadline = Instant::now() + params.connect_timeout;
     let mut conn = match open(params, tls, host, port, deadline) {
@@ -139,8 +167,29 @@ fn establish_host(
         }
         Err(failed) => return Err(failed.error),
     };
-    if params.target_session_attrs == TargetSessionAttrs::ReadWrite && conn.read_only()? {
-        return Ok(None);
+    match want {
+        Want::Any => {}
+        Want::Writable => {
+            if conn.read_only()? {
+                return Ok(None);
+            }
+        }
+        Want::Standby => {
+            if !conn.read_only()? {
+                return Ok(None);
+            }
+            if !params.max_standby_lag.is_zero() {
+                let lag = conn.replay_lag()?;
+                if lag > params.max_standby_lag {
+                    eprintln!(
+                        "pg: passing over standby {host}:{port}: replay lag {lag:?} is over {:?} \
+                         (PG_MAX_STANDBY_LAG_MS)",
+                        params.max_standby_lag
+                    );
+                    return Ok(None);
+                }
+            }
+        }
     }
 
     let mut out = BytesMut::with_capacity(256);
@@ -436,6 +485,49 @@ impl Handshake {
 
     /// `SHOW transaction_read_only`, libpq's test for target_session_attrs=read-write: whether
     /// this session is read-only (a hot standby, or default_transaction_read_only = on).
+    /// How far behind its primary a standby's replay is: zero when it has replayed all it
+    /// received, else the age of the last transaction it replayed (an idle primary sends
+    /// nothing, so a standby that is caught up does not look older and older).
+    fn replay_lag(&mut self) -> Result<Duration, Error> {
+        let text = self.simple_value(
+            "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+             ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) \
+             END::float8",
+        )?;
+        let seconds: f64 = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| unexpected("a replay lag"))?;
+        Ok(Duration::from_secs_f64(seconds.max(0.0)))
+    }
+
+    /// The first column of the first row of a simple query, as text.
+    fn simple_value(&mut self, sql: &str) -> Result<Vec<u8>, Error> {
+        let mut out = BytesMut::with_capacity(64 + sql.len());
+        frontend::query(sql, &mut out).map_err(protocol)?;
+        self.send(&mut out)?;
+        let mut value = None;
+        let mut failure = None;
+        loop {
+            match self.next()? {
+                Message::DataRow(body) => {
+                    if let Ok(Some(Some(range))) = body.ranges().next() {
+                        value.get_or_insert_with(|| body.buffer()[range].to_vec());
+                    }
+                }
+                Message::ErrorResponse(body) => {
+                    failure.get_or_insert(server_error(body));
+                }
+                Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        value.ok_or_else(|| unexpected(sql))
+    }
+
     fn read_only(&mut self) -> Result<bool, Error> {
         let mut out = BytesMut::with_capacity(64);
         frontend::query("SHOW transaction_read_only", &mut out).map_err(protocol)?;
@@ -766,10 +858,19 @@ mod tests {
         };
         assert_eq!(a.wire_name(), a.wire_name(), "stable");
         assert_ne!(a.wire_name(), b.wire_name(), "other SQL, other name");
-        assert!(a.wire_name().starts_with("upsert_"));
+        assert!(a.wire_name().ends_with("_upsert"));
+        let long = Statement {
+            name: "a_statement_name_much_longer_than_postgresql_keeps_of_an_identifier",
+            sql: "SELECT 1",
+        };
+        assert_eq!(
+            long.wire_name().len(),
+            63,
+            "within PostgreSQL's identifier limit"
+        );
         // Fixed across builds and platforms (FNV-1a): a rolling deploy of the same SQL shares
         // the name, and PostgreSQL's 63-byte identifier limit is far off.
         // (The value computed independently, in Python.)
-        assert_eq!(a.wire_name(), "upsert_02f6148ab87a1b7a");
+        assert_eq!(a.wire_name(), "s02f6148ab87a1b7a_upsert");
     }
 }

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use crate::config::DatabaseConfig;
-use crate::pg::{Client, Error, Param, Reply, Row, Statement};
+use crate::pg::{Client, Error, Param, Reply, Row, Statement, TargetSessionAttrs};
 
 use super::email::EmailAddress;
 
@@ -49,10 +49,15 @@ pub const PING: Statement = Statement {
 };
 
 const FAST_STATEMENTS: &[Statement] = &[BY_ID, TEXT_BY_EMAIL, UPSERT, DELETE, PAGE_AFTER, PING];
+const READ_STATEMENTS: &[Statement] = &[BY_ID, TEXT_BY_EMAIL, PAGE_AFTER, PING];
 const LISTING_STATEMENTS: &[Statement] = &[PAGE_OFFSET];
 
 pub struct Repository {
+    /// One per worker: writes, and reads unless `reads` has clients of its own.
     fast: Vec<Client>,
+    /// One per worker, reads only, when they go to standbys (`target_session_attrs=
+    /// prefer-standby`); empty otherwise.
+    reads: Vec<Client>,
     listing: Vec<Client>,
     timeout: Duration,
 }
@@ -60,14 +65,34 @@ pub struct Repository {
 impl Repository {
     /// Starts `workers` fast-lane connections and the configured listing connections; they
     /// connect (and reconnect) in the background.
+    ///
+    /// With several hosts, writes always go to the one whose session is writable (the
+    /// primary, `read-write`); `target_session_attrs` says where reads go. With
+    /// `prefer-standby`, reads (lookups, keyset pages, listings) have connections of their own
+    /// to a standby within `PG_MAX_STANDBY_LAG_MS`, or to the primary when none is.
     pub fn start(db: &DatabaseConfig, workers: usize) -> Repository {
-        let params = db.connect_params();
+        let read_params = db.connect_params();
+        let write_params = db.write_params();
+        let standby_reads = read_params.target_session_attrs == TargetSessionAttrs::PreferStandby;
+        let workers = workers.max(1);
+        let listing_params = if standby_reads {
+            &read_params
+        } else {
+            &write_params
+        };
         Repository {
-            fast: (0..workers.max(1))
-                .map(|_| Client::start(params.clone(), FAST_STATEMENTS))
+            fast: (0..workers)
+                .map(|_| Client::start(write_params.clone(), FAST_STATEMENTS))
                 .collect(),
+            reads: if standby_reads {
+                (0..workers)
+                    .map(|_| Client::start(read_params.clone(), READ_STATEMENTS))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             listing: (0..db.listing_connections.max(1))
-                .map(|_| Client::start(params.clone(), LISTING_STATEMENTS))
+                .map(|_| Client::start(listing_params.clone(), LISTING_STATEMENTS))
                 .collect(),
             timeout: db.query_timeout,
         }
@@ -75,31 +100,34 @@ impl Repository {
 
     /// Waits for the first connection attempt of every client; the first error, if any.
     pub fn wait_connected(&self, timeout: Duration) -> Result<(), Error> {
-        for c in self.fast.iter().chain(&self.listing) {
+        for c in self.clients() {
             c.wait_connected(timeout)?;
         }
         Ok(())
     }
 
     pub fn is_connected(&self) -> bool {
-        self.fast
-            .iter()
-            .chain(&self.listing)
-            .all(Client::is_connected)
+        self.clients().all(Client::is_connected)
     }
 
     /// Every client, for tests and diagnostics.
     pub fn clients(&self) -> impl Iterator<Item = &Client> {
-        self.fast.iter().chain(&self.listing)
+        self.fast.iter().chain(&self.reads).chain(&self.listing)
     }
 
     fn fast(&self, lane: u64) -> &Client {
         &self.fast[(lane % self.fast.len() as u64) as usize]
     }
 
-    /// A read-only statement: shares a Sync with its neighbours (see `pg::Isolation`).
+    /// A read-only statement: shares a Sync with its neighbours (see `pg::Isolation`); on a
+    /// standby when reads go there.
     fn read(&self, lane: u64, st: &Statement, params: &[Param<'_>]) -> Result<Reply, Error> {
-        self.fast(lane).query_read(st.name, params, self.timeout)
+        let client = if self.reads.is_empty() {
+            self.fast(lane)
+        } else {
+            &self.reads[(lane % self.reads.len() as u64) as usize]
+        };
+        client.query_read(st.name, params, self.timeout)
     }
 
     /// A statement with side effects: its own Sync, answered after its commit.
