@@ -145,8 +145,10 @@ pub fn parse_url(url: &str) -> Result<ConnInfo, String> {
         });
     };
 
-    // libpq: the user information ends at the first '@', if one comes before any '/'.
-    let (userinfo, rest) = match rest.find(['@', '/']) {
+    // libpq: the user information ends at the first '@', if one comes before any '/'. Before
+    // any '?' too, here: an '@' in the query (an unencoded one in a password parameter) is not
+    // the end of a user name, and is refused below instead of splitting the password.
+    let (userinfo, rest) = match rest.find(['@', '/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'@' => (Some(&rest[..i]), &rest[i + 1..]),
         _ => (None, rest),
     };
@@ -158,7 +160,7 @@ pub fn parse_url(url: &str) -> Result<ConnInfo, String> {
     match userinfo {
         None if url.contains('@') => {
             return Err(format!(
-                "has an '@' after a '/' (or no user name before its '@'): {encode_hint}"
+                "has an '@' after a '/' or '?' (or no user name before its '@'): {encode_hint}"
             ))
         }
         Some(_) if rest[..rest.find('?').unwrap_or(rest.len())].contains('@') => {
@@ -235,6 +237,9 @@ pub fn parse_url(url: &str) -> Result<ConnInfo, String> {
     if let Some(query) = query {
         let pairs: Vec<&str> = query.split('&').collect();
         let count = pairs.len();
+        // A password in the query: with an unencoded '&' in it, any later key or value can be
+        // a piece of it, so none is quoted back in an error.
+        let secret = pairs.iter().any(|p| p.starts_with("password="));
         for (i, pair) in pairs.into_iter().enumerate() {
             if pair.is_empty() && i + 1 == count {
                 continue; // a trailing '&', as libpq
@@ -246,7 +251,7 @@ pub fn parse_url(url: &str) -> Result<ConnInfo, String> {
                 ));
             };
             let key = decode(key, &format!("the name of query parameter {}", i + 1))?;
-            let shown = if is_known(&key) {
+            let shown = if is_known(&key) && (!secret || key == "password") {
                 format!("parameter {key}")
             } else {
                 format!("query parameter {}", i + 1)
@@ -270,9 +275,16 @@ pub fn parse_url(url: &str) -> Result<ConnInfo, String> {
                             .into(),
                     )
                 }
-                _ => info
-                    .set(&key, &value)
-                    .map_err(|problem| format!("parameter {key}: {problem}"))?,
+                // Neither an unknown key nor a bad value is quoted: with an unencoded '&' in a
+                // password, either can be a piece of it.
+                _ => info.set(&key, &value).map_err(|problem| {
+                    if secret {
+                        let problem = problem.replace(&format!("{value:?}"), "its value");
+                        format!("{shown}: {problem}")
+                    } else {
+                        format!("parameter {key}: {problem}")
+                    }
+                })?,
             }
         }
     }
@@ -816,8 +828,13 @@ mod tests {
             url("postgres://u@h/d?ssl%6Dode=disable").sslmode,
             Some(SslMode::Disable)
         );
-        // A raw '?' in the password: the first '@' ends the user information, as libpq.
-        assert_eq!(url("postgres://u:a?b@h/d").password.as_deref(), Some("a?b"));
+        // A raw '?' in the password is refused (libpq would take it; but then an unencoded '@'
+        // in a query password would split it into host and user): it is written %3F.
+        assert!(url_err("postgres://u:a?b@h/d").contains("percent-encode"));
+        assert_eq!(
+            url("postgres://u:a%3Fb@h/d").password.as_deref(),
+            Some("a?b")
+        );
     }
 
     #[test]
@@ -1263,5 +1280,23 @@ mod tests {
             assert!(url(u).sets(param));
             assert!(!ConnInfo::default().sets(param));
         }
+    }
+
+    #[test]
+    fn pieces_of_a_password_are_never_quoted() {
+        // An unencoded '@' in a query password: refused, not split into host and user.
+        for url in [
+            "postgres://db.example.com?user=app&password=s3cr@t",
+            "postgres://db:5432?user=app&password=s3cr@t",
+        ] {
+            let e = url_err(url);
+            assert!(e.contains("percent-encode"), "{url}: {e}");
+            assert!(!e.contains("s3cr"), "{url}: {e}");
+        }
+        // An unencoded '&' in a query password: its pieces are not quoted as keys or values.
+        let e = url_err("postgres://u@h/d?password=Tr0ub&dor=3");
+        assert!(!e.contains("dor"), "{e}");
+        let e = url_err("postgres://u@h/d?password=ab&sslmode=hunter2");
+        assert!(!e.contains("hunter2") && e.contains("query parameter 2"), "{e}");
     }
 }
