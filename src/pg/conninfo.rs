@@ -1297,6 +1297,9 @@ mod tests {
         let e = url_err("postgres://u@h/d?password=Tr0ub&dor=3");
         assert!(!e.contains("dor"), "{e}");
         let e = url_err("postgres://u@h/d?password=ab&sslmode=hunter2");
-        assert!(!e.contains("hunter2") && e.contains("query parameter 2"), "{e}");
+        assert!(
+            !e.contains("hunter2") && e.contains("query parameter 2"),
+            "{e}"
+        );
     }
 }
