@@ -529,29 +529,7 @@ impl Handshake {
     }
 
     fn read_only(&mut self) -> Result<bool, Error> {
-        let mut out = BytesMut::with_capacity(64);
-        frontend::query("SHOW transaction_read_only", &mut out).map_err(protocol)?;
-        self.send(&mut out)?;
-        let mut value = None;
-        let mut failure = None;
-        loop {
-            match self.next()? {
-                Message::DataRow(body) => {
-                    if let Ok(Some(Some(range))) = body.ranges().next() {
-                        value = Some(&body.buffer()[range] == b"on");
-                    }
-                }
-                Message::ErrorResponse(body) => {
-                    failure.get_or_insert(server_error(body));
-                }
-                Message::ReadyForQuery(_) => break,
-                _ => {}
-            }
-        }
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        value.ok_or_else(|| unexpected("the value of transaction_read_only"))
+        Ok(self.simple_value("SHOW transaction_read_only")? == b"on")
     }
 
     /// Answers the server's authentication request within `require_auth` and

@@ -86,11 +86,7 @@ pub fn server() -> &'static Server {
         if let Some(s) = external() {
             return s;
         }
-        let cluster = Cluster::start();
-        let server = cluster.server.clone();
-        // Lives until the process exits; the atexit hook stops it.
-        std::mem::forget(cluster);
-        server
+        Cluster::start().shared()
     })
 }
 
@@ -602,6 +598,14 @@ impl Cluster {
         );
     }
 
+    /// Keeps the cluster for the rest of the process (the atexit hook stops it) and returns where
+    /// it is: for the servers the tests of a process share.
+    pub fn shared(self) -> Server {
+        let server = self.server.clone();
+        std::mem::forget(self);
+        server
+    }
+
     /// Stops the postmaster (fast shutdown: sessions are terminated) and waits for it to exit.
     pub fn stop_server(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
@@ -1055,35 +1059,19 @@ impl Cluster {
 pub fn tls_server() -> &'static Server {
     super::init_runtime();
     static TLS: OnceLock<Server> = OnceLock::new();
-    TLS.get_or_init(|| {
-        let cluster = Cluster::start_tls(ServerCert::Localhost);
-        let server = cluster.server.clone();
-        // Lives until the process exits; the atexit hook stops it.
-        std::mem::forget(cluster);
-        server
-    })
+    TLS.get_or_init(|| Cluster::start_tls(ServerCert::Localhost).shared())
 }
 
 /// A shared TLS cluster whose certificate names only db.example.com.
 pub fn wrong_name_server() -> &'static Server {
     super::init_runtime();
     static WRONG: OnceLock<Server> = OnceLock::new();
-    WRONG.get_or_init(|| {
-        let cluster = Cluster::start_tls(ServerCert::WrongName);
-        let server = cluster.server.clone();
-        std::mem::forget(cluster);
-        server
-    })
+    WRONG.get_or_init(|| Cluster::start_tls(ServerCert::WrongName).shared())
 }
 
 /// A shared TLS cluster whose certificate is signed with Ed25519.
 pub fn ed25519_signed_server() -> &'static Server {
     super::init_runtime();
     static ED: OnceLock<Server> = OnceLock::new();
-    ED.get_or_init(|| {
-        let cluster = Cluster::start_tls(ServerCert::Ed25519Signed);
-        let server = cluster.server.clone();
-        std::mem::forget(cluster);
-        server
-    })
+    ED.get_or_init(|| Cluster::start_tls(ServerCert::Ed25519Signed).shared())
 }
