@@ -134,6 +134,11 @@ pub struct Config {
     /// After SIGTERM: how long to keep serving with `/readyz` answering 503 before the listener
     /// closes, so that a load balancer's health check takes the replica out first.
     pub shutdown_delay: Duration,
+    /// Whether requests and queries are counted for `/metrics` (`METRICS`).
+    pub metrics: bool,
+    /// A separate listener for `/metrics`, `/livez` and `/readyz` (`METRICS_ADDR`).
+    pub metrics_addr: Option<(String, u16)>,
+    pub log: LogConfig,
 }
 
 /// One row of the configuration table: the variable, its default (`None`: no default; the
@@ -345,7 +350,40 @@ pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
         "directory served at / and /static/",
     ),
     ("STACK_SIZE_KIB", Some("64"), "coroutine stack size"),
+    (
+        "METRICS",
+        Some("on"),
+        "on: count requests and queries for /metrics; off: skip the counting (/metrics then shows only the process, the connections and PostgreSQL's state)",
+    ),
+    (
+        "METRICS_ADDR",
+        None,
+        "HOST:PORT of a separate listener for /metrics, /livez and /readyz (the public port then answers 404 for /metrics); unset: the main listener serves them",
+    ),
+    (
+        "LOG_FORMAT",
+        None,
+        "json (one object per line) or text; unset: json, or text when stderr is a terminal",
+    ),
+    (
+        "LOG_LEVEL",
+        Some("info"),
+        "error, warn, info, debug or trace",
+    ),
+    (
+        "ACCESS_LOG",
+        Some("errors"),
+        "off, errors (requests answered 5xx) or all: one log event per request",
+    ),
 ];
+
+/// How the service logs; see [`crate::logging`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub json: bool,
+    pub level: crate::logging::Level,
+    pub access: crate::logging::AccessLog,
+}
 
 /// Reads variables through `get` (the environment, or a map in tests).
 pub struct Source<F: Fn(&str) -> Option<String>> {
@@ -551,6 +589,76 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             static_dir: self.string_or("STATIC_DIR", "static"),
             stack_size: self.number("STACK_SIZE_KIB", 64usize, 16, 8192)? * 1024,
             shutdown_delay: self.millis("SHUTDOWN_DELAY_MS", 0, 0)?,
+            metrics: self.switch("METRICS", true)?,
+            metrics_addr: self.metrics_address()?,
+            log: self.log()?,
+        })
+    }
+
+    /// `on`/`off` (also `true`/`false`, `1`/`0`).
+    fn switch(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(name).as_deref().map(str::trim) {
+            None | Some("") => Ok(default),
+            Some("on" | "true" | "1") => Ok(true),
+            Some("off" | "false" | "0") => Ok(false),
+            Some(other) => Err(err(name, format!("{other:?} is not on or off"))),
+        }
+    }
+
+    fn metrics_address(&self) -> Result<Option<(String, u16)>, ConfigError> {
+        let Some(raw) = self.raw("METRICS_ADDR").filter(|v| !v.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let bad = || {
+            err(
+                "METRICS_ADDR",
+                format!("{raw:?} is not HOST:PORT (an IP address, or [v6]:PORT)"),
+            )
+        };
+        let (host, port) = raw.trim().rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
+            return Err(bad());
+        }
+        let port = port.parse::<u16>().map_err(|_| bad())?;
+        Ok(Some((host.to_string(), port)))
+    }
+
+    /// `LOG_FORMAT`, `LOG_LEVEL` and `ACCESS_LOG`; read before anything else is, so that the
+    /// rest is logged as configured.
+    pub fn log(&self) -> Result<LogConfig, ConfigError> {
+        use crate::logging::{AccessLog, Level};
+        use std::io::IsTerminal;
+        let json = match self.raw("LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("") => !std::io::stderr().is_terminal(),
+            Some("json") => true,
+            Some("text") => false,
+            Some(other) => return Err(err("LOG_FORMAT", format!("{other:?} is not json or text"))),
+        };
+        let level = match self.raw("LOG_LEVEL").as_deref().map(str::trim) {
+            None | Some("") => Level::Info,
+            Some(v) => Level::parse(v).ok_or_else(|| {
+                err(
+                    "LOG_LEVEL",
+                    format!("{v:?} is not error, warn, info, debug or trace"),
+                )
+            })?,
+        };
+        let access = match self.raw("ACCESS_LOG").as_deref().map(str::trim) {
+            None | Some("") | Some("errors") => AccessLog::Errors,
+            Some("off") => AccessLog::Off,
+            Some("all") => AccessLog::All,
+            Some(other) => {
+                return Err(err(
+                    "ACCESS_LOG",
+                    format!("{other:?} is not off, errors or all"),
+                ))
+            }
+        };
+        Ok(LogConfig {
+            json,
+            level,
+            access,
         })
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod http;
+pub mod logging;
+pub mod metrics;
 pub mod pg;
 pub mod records;
 pub mod signals;

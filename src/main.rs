@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use records_service::config::{self, ConfigError, DatabaseConfig, Hint};
+use records_service::logging::Untrusted;
 use records_service::pg::{self, ErrorKind};
+use records_service::records::metrics::Metrics;
+use records_service::records::routes::Surface;
 use records_service::records::{migrate, seed, RecordsService, Repository};
-use records_service::{http, signals};
+use records_service::{http, logging, signals};
 
 const HELP: &str = "\
 records-service: the records HTTP JSON API over PostgreSQL
@@ -99,6 +102,16 @@ fn main() -> ExitCode {
     // Before any thread exists, so every thread inherits the mask and only the signal thread
     // receives SIGTERM and SIGINT.
     let signals = signals::block_termination_signals();
+    let log = match config::from_env().log() {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("error: configuration error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Dropped at the end of main: flushes the log queue.
+    let log_guard = logging::init(log.json, log.level);
+    logging::log_panics();
     let result = match command {
         Command::Help => {
             print!("{HELP}");
@@ -109,13 +122,15 @@ fn main() -> ExitCode {
         Command::Healthcheck => healthcheck(),
         Command::Seed { rows, if_empty } => run_seed(rows, if_empty),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
+            tracing::error!(event = "fatal", "error: {}", Untrusted(&message));
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(log_guard);
+    code
 }
 
 fn config_error(e: ConfigError) -> String {
@@ -213,9 +228,9 @@ fn run_migrate() -> Result<(), String> {
     let client = admin_client()?;
     let applied = migrate::migrate(&client).map_err(|e| format!("migration failed: {e}"))?;
     if applied.is_empty() {
-        eprintln!("migrate: the schema is up to date");
+        tracing::info!(event = "migrate", "migrate: the schema is up to date");
     } else {
-        eprintln!("migrate: applied {applied:?}");
+        tracing::info!(event = "migrate", applied = ?applied, "migrate: applied {applied:?}");
     }
     client.close();
     Ok(())
@@ -227,10 +242,15 @@ fn run_seed(rows: i64, if_empty: bool) -> Result<(), String> {
     let empty =
         !if_empty || seed::is_empty(&client).map_err(|e| format!("cannot count records: {e}"))?;
     if empty {
-        seed::seed(&client, rows, &mut |line| eprintln!("{line}"))
-            .map_err(|e| format!("seeding failed: {e}"))?;
+        seed::seed(&client, rows, &mut |line| {
+            tracing::info!(event = "seed_progress", "{line}")
+        })
+        .map_err(|e| format!("seeding failed: {e}"))?;
     } else {
-        eprintln!("seed: the table is not empty; nothing to do (--if-empty)");
+        tracing::info!(
+            event = "seed",
+            "seed: the table is not empty; nothing to do (--if-empty)"
+        );
     }
     client.close();
     Ok(())
@@ -249,16 +269,33 @@ fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
     // Leave room for the PostgreSQL connections, the listener and stdio.
     let fd_room = fd_limit.saturating_sub(64 + cfg.workers as u64 * 2) as usize;
     if cfg.http.limits.max_connections > fd_room {
-        eprintln!(
+        tracing::warn!(
+            event = "connection_cap_lowered",
+            fd_limit,
+            from = cfg.http.limits.max_connections,
+            to = fd_room.max(1),
             "serve: the file descriptor limit ({fd_limit}) allows {fd_room} connections; \
              HTTP_MAX_CONNECTIONS lowered from {}",
             cfg.http.limits.max_connections
         );
         cfg.http.limits.max_connections = fd_room.max(1);
     }
+    // Debug output masks the password (see DatabaseConfig and ConnectParams).
+    tracing::info!(
+        event = "config",
+        database = %cfg.database.servers(),
+        dbname = %cfg.database.params.dbname,
+        user = %cfg.database.params.user,
+        workers = cfg.workers,
+        metrics = cfg.metrics,
+        log = ?cfg.log,
+        config = ?cfg,
+        "serve: configuration read"
+    );
 
     let db = &cfg.database;
-    let repo = Arc::new(Repository::start(db, cfg.workers));
+    let metrics = Arc::new(Metrics::new(cfg.workers + 2, cfg.metrics));
+    let repo = Arc::new(Repository::start(db, cfg.workers, metrics));
     // Each host gets the whole connect timeout.
     let hosts = 1 + db.params.more_hosts.len() as u32;
     if let Err(e) = repo.wait_connected(db.params.connect_timeout * hosts + Duration::from_secs(1))
@@ -268,32 +305,67 @@ fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
             // Configuration, not an outage: retrying will not help.
             return Err(message);
         }
-        eprintln!("serve: {message}; serving 503 until it answers, retrying in the background");
+        tracing::warn!(
+            event = "database_unreachable",
+            error = %Untrusted(&message),
+            "serve: {}; serving 503 until it answers, retrying in the background",
+            Untrusted(&message)
+        );
+    } else {
+        tracing::info!(event = "database_reachable", database = %db.servers());
     }
 
     let listener = may::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))?;
     let draining = Arc::new(AtomicBool::new(false));
-    let service = Arc::new(RecordsService::new(
-        repo.clone(),
-        &cfg.static_dir,
-        draining.clone(),
-    ));
-    let server = http::serve(listener, service, cfg.http.clone())
+    let service = RecordsService::new(repo.clone(), &cfg.static_dir, draining.clone())
+        .access_log(cfg.log.access);
+    // With METRICS_ADDR, /metrics (with /livez and /readyz) has a listener of its own and the
+    // public one does not serve it.
+    let admin = match &cfg.metrics_addr {
+        Some((host, port)) => {
+            let listener = may::net::TcpListener::bind((host.as_str(), *port))
+                .map_err(|e| format!("cannot listen on METRICS_ADDR {host}:{port}: {e}"))?;
+            let admin = Arc::new(service.with_surface(Surface::Admin));
+            let server = http::serve(listener, admin, cfg.http.clone())
+                .map_err(|e| format!("cannot start the metrics server: {e}"))?;
+            Some(server)
+        }
+        None => None,
+    };
+    let surface = if admin.is_some() {
+        Surface::Public
+    } else {
+        Surface::All
+    };
+    let service = Arc::new(service.with_surface(surface));
+    let server = http::serve(listener, service.clone(), cfg.http.clone())
         .map_err(|e| format!("cannot start the server: {e}"))?;
-    eprintln!(
+    service.observe_server(server.clone());
+    let metrics_addr = admin.as_ref().map(|a| a.local_addr().to_string());
+    tracing::info!(
+        event = "listening",
+        addr = %server.local_addr(),
+        workers = cfg.workers,
+        metrics_addr = metrics_addr.as_deref().unwrap_or("(main listener)"),
         "serve: listening on http://{} with {} workers",
         server.local_addr(),
         cfg.workers
     );
 
     let signal = signals.wait();
-    eprintln!("serve: {signal} received, shutting down");
+    tracing::info!(
+        event = "shutdown_started",
+        signal = %signal,
+        "serve: {signal} received, shutting down"
+    );
     draining.store(true, Ordering::SeqCst);
     if !cfg.shutdown_delay.is_zero() {
         // /readyz answers 503 from now on; everything else is served as usual until a load
         // balancer's health check has taken this replica out (SHUTDOWN_DELAY_MS).
-        eprintln!(
+        tracing::info!(
+            event = "shutdown_delay",
+            delay_ms = cfg.shutdown_delay.as_millis() as u64,
             "serve: /readyz answers 503; serving on for {:?} before closing the listener",
             cfg.shutdown_delay
         );
@@ -301,16 +373,23 @@ fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
     }
     server.shutdown();
     if server.wait(cfg.http.timeouts.shutdown) {
-        eprintln!("serve: all connections closed");
+        tracing::info!(event = "shutdown_drained", "serve: all connections closed");
     } else {
-        eprintln!(
+        tracing::warn!(
+            event = "shutdown_timeout",
+            open = server.active_connections(),
             "serve: {} connections still open after {:?}; exiting",
             server.active_connections(),
             cfg.http.timeouts.shutdown
         );
     }
+    // The metrics listener last: probes and scrapes see the whole drain.
+    if let Some(admin) = &admin {
+        admin.shutdown();
+    }
     for client in repo.clients() {
         client.close();
     }
+    tracing::info!(event = "shutdown_complete", "serve: stopped");
     Ok(())
 }

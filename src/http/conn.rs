@@ -33,6 +33,7 @@ use super::dispatch::dispatch;
 use super::head::{parse_head, BodyFraming, HeadError, HeadInfo};
 use super::response::write_error;
 use super::server::{ConnEntry, ServerShared};
+use super::stats::{Refused, Timeout};
 use super::{Request, Service, Status};
 
 /// Input buffer every connection has, outside the shared budget (the connection cap bounds
@@ -189,6 +190,8 @@ pub(crate) fn run<S: Service>(
         reading: Reading::Idle,
         served_any: false,
         last_read: Instant::now(),
+        requests: 0,
+        peer: stream.peer_addr().ok(),
     };
     conn.serve(stream, service);
 }
@@ -211,6 +214,9 @@ struct Conn<'s> {
     reading: Reading,
     served_any: bool,
     last_read: Instant,
+    /// Requests handed to the service so far on this connection.
+    requests: u64,
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Drop for Conn<'_> {
@@ -344,10 +350,14 @@ impl Conn<'_> {
                             headers: head.headers,
                             body: &data[info.len..end],
                             conn_id: self.id,
+                            request_id: "",
+                            peer: self.peer,
                         };
+                        self.requests += 1;
                         let close = dispatch(
                             service,
                             &req,
+                            self.requests,
                             &info,
                             self.shared,
                             &mut self.out,
@@ -460,10 +470,14 @@ impl Conn<'_> {
             headers: &headers,
             body: &data[len..body_end],
             conn_id: self.id,
+            request_id: "",
+            peer: self.peer,
         };
+        self.requests += 1;
         let close = dispatch(
             service,
             &req,
+            self.requests,
             &head.info,
             self.shared,
             &mut self.out,
@@ -484,6 +498,7 @@ impl Conn<'_> {
 
     /// Answers the request at the front with `refusal` (no body if it is a HEAD).
     fn refuse(&mut self, refusal: Refusal) {
+        self.shared.stats.core_response(refusal.status);
         let head_only = self.front_is_head();
         write_error(
             &mut self.out,
@@ -507,8 +522,27 @@ impl Conn<'_> {
             .clock_ms()
             .saturating_add(millis(self.shared.config.timeouts.write));
         self.entry.write_deadline.store(deadline, Ordering::Release);
-        let written = stream.write_all(&self.out).is_ok();
-        self.entry.write_deadline.store(0, Ordering::Release);
+        let result = stream.write_all(&self.out);
+        // Cleared by compare-and-swap, as the watchdog clears it when it cuts: whoever clears
+        // it counts the write timeout, so a cut is counted once.
+        let ours = self
+            .entry
+            .write_deadline
+            .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        let written = match result {
+            Ok(()) => {
+                self.shared.stats.sent(self.out.len());
+                true
+            }
+            Err(e) => {
+                // may's own write timer (set to the same timeout) fired before the watchdog.
+                if ours && e.kind() == ErrorKind::TimedOut {
+                    self.shared.stats.timed_out(Timeout::Write);
+                }
+                false
+            }
+        };
         self.out.clear();
         written
     }
@@ -546,9 +580,10 @@ impl Conn<'_> {
             Reading::Idle => timeouts.header,
         };
         if wait.is_zero() {
-            return Input::Refused(Refusal::timeout());
+            return self.timed_out();
         }
         if let Err(refusal) = self.make_room() {
+            self.shared.stats.refused(Refused::Memory);
             return Input::Refused(refusal);
         }
         let result = read_until(stream, &mut self.input, self.entry, self.shared, now + wait);
@@ -558,17 +593,42 @@ impl Conn<'_> {
         // start of a request that cannot be read to its end, and is answered 503 (retry).
         let evicted = marked && self.entry.idle_since.swap(0, Ordering::SeqCst) == 0;
         match result {
-            Ok(n) if evicted && n > 0 => Input::Refused(Refusal::busy()),
+            Ok(n) if evicted && n > 0 => {
+                self.shared.stats.received(n);
+                self.shared.stats.refused(Refused::Cap);
+                Input::Refused(Refusal::busy())
+            }
             Ok(0) => Input::Gone,
-            Ok(_) => {
+            Ok(n) => {
+                self.shared.stats.received(n);
                 self.last_read = Instant::now();
                 Input::Data
             }
-            Err(e) if !idle && e.kind() == ErrorKind::TimedOut => {
-                Input::Refused(Refusal::timeout())
+            Err(e) if !idle && e.kind() == ErrorKind::TimedOut => self.timed_out(),
+            Err(e) => {
+                if e.kind() == ErrorKind::TimedOut {
+                    // A connection that never sent a request ran out the header timeout; one
+                    // that did, the keep-alive idle timeout.
+                    let which = if self.served_any {
+                        Timeout::Idle
+                    } else {
+                        Timeout::Head
+                    };
+                    self.shared.stats.timed_out(which);
+                }
+                Input::Gone
             }
-            Err(_) => Input::Gone,
         }
+    }
+
+    /// The front request's head or body did not arrive in time: 408, counted by which.
+    fn timed_out(&self) -> Input {
+        let which = match self.reading {
+            Reading::Body { .. } => Timeout::Body,
+            _ => Timeout::Head,
+        };
+        self.shared.stats.timed_out(which);
+        Input::Refused(Refusal::timeout())
     }
 
     /// Makes the input buffer's spare room non-empty, growing it within the budget.
@@ -718,7 +778,10 @@ pub(crate) fn linger(
         };
         match read {
             Ok(0) | Err(_) => return,
-            Ok(n) => discarded += n,
+            Ok(n) => {
+                shared.stats.received(n);
+                discarded += n;
+            }
         }
     }
 }

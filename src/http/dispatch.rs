@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use super::head::HeadInfo;
 use super::response::{write_response, Persistence, Response};
 use super::server::ServerShared;
-use super::{Request, Service, Status};
+use super::{request_id, Request, Service, Status};
 
 /// Calls `service` for `req` and appends its answer to `out` (`scratch` holds the body while
 /// the handler writes it). Returns whether the connection must close after this answer.
@@ -14,20 +14,32 @@ use super::{Request, Service, Status};
 /// A panicking handler is answered 500 with `Connection: close` and the server goes on.
 /// Whether the server is draining is read after the handler, so a request that was in the
 /// handler when shutdown began is answered with `Connection: close`.
+/// `seq` numbers the request on its connection (for a generated request id).
 pub(crate) fn dispatch<S: Service>(
     service: &S,
     req: &Request<'_>,
+    seq: u64,
     info: &HeadInfo,
     shared: &ServerShared,
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> bool {
+    let mut id_buf = [0u8; request_id::GENERATED_MAX];
+    let id = match req.header("x-request-id") {
+        Some(v) if request_id::is_valid(v) => std::str::from_utf8(v).unwrap_or(""),
+        _ => request_id::generate(shared.id_prefix, req.conn_id, seq, &mut id_buf),
+    };
+    let req = &Request {
+        request_id: id,
+        ..*req
+    };
     let mut res = Response::new(scratch);
     let outcome = catch_unwind(AssertUnwindSafe(|| service.call(req, &mut res)));
     if outcome.is_err() {
         res.reset();
         res.error(Status::INTERNAL_SERVER_ERROR, "Internal Server Error");
         res.close = true;
+        shared.stats.core_response(Status::INTERNAL_SERVER_ERROR);
     }
     let close = !info.keep_alive || res.close || shared.draining();
     let persistence = if close {
@@ -38,6 +50,6 @@ pub(crate) fn dispatch<S: Service>(
     } else {
         Persistence::Default
     };
-    write_response(out, &res, req.method() == "HEAD", persistence);
+    write_response(out, &res, req.method() == "HEAD", persistence, Some(id));
     close
 }

@@ -11,16 +11,20 @@ mod chunked;
 mod conn;
 mod dispatch;
 mod head;
+pub mod request_id;
 mod response;
 mod server;
+mod stats;
 mod status;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use chunked::{decode as decode_chunked, Chunked, Decoder as ChunkedDecoder};
 pub use head::{is_valid_host, parse_head, BodyFraming, Head, HeadError, HeadInfo};
 pub use response::{write_detail, Response, SERVER_NAME};
 pub use server::{serve, ServerHandle};
+pub use stats::{Refused, ServerStats, Timeout};
 pub use status::Status;
 
 /// A request as the handler sees it: borrowed from the connection's buffers, valid for the
@@ -31,6 +35,8 @@ pub struct Request<'a> {
     headers: &'a [httparse::Header<'a>],
     body: &'a [u8],
     conn_id: u64,
+    request_id: &'a str,
+    peer: Option<SocketAddr>,
 }
 
 impl<'a> Request<'a> {
@@ -73,6 +79,17 @@ impl<'a> Request<'a> {
     /// A number unique to the connection within this server, stable across its requests.
     pub fn conn_id(&self) -> u64 {
         self.conn_id
+    }
+
+    /// The request's id: the client's `X-Request-Id` when valid (see [`request_id::is_valid`]),
+    /// else one made by the server. Echoed on the response as `X-Request-Id`.
+    pub fn request_id(&self) -> &'a str {
+        self.request_id
+    }
+
+    /// The client's address, when the socket could tell.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
     }
 }
 

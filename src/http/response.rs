@@ -41,6 +41,11 @@ impl<'a> Response<'a> {
         self
     }
 
+    /// The status set so far.
+    pub fn status_code(&self) -> Status {
+        self.status
+    }
+
     pub fn content_type(&mut self, content_type: &'static str) -> &mut Self {
         self.content_type = content_type;
         self
@@ -123,6 +128,7 @@ pub(crate) fn write_response(
     res: &Response<'_>,
     head_only: bool,
     persistence: Persistence,
+    request_id: Option<&str>,
 ) {
     let status = res.status;
     let body = if status.allows_content() {
@@ -151,6 +157,11 @@ pub(crate) fn write_response(
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
     }
+    if let Some(id) = request_id {
+        // Valid ids are visible ASCII only (request_id::is_valid): no header injection.
+        out.extend_from_slice(b"\r\nX-Request-Id: ");
+        out.extend_from_slice(id.as_bytes());
+    }
     match persistence {
         Persistence::Default => {}
         Persistence::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
@@ -177,7 +188,7 @@ pub(crate) fn write_error(
     if retry_after {
         res.header("Retry-After", "1");
     }
-    write_response(out, &res, head_only, Persistence::Close);
+    write_response(out, &res, head_only, Persistence::Close, None);
 }
 
 thread_local! {
@@ -237,7 +248,7 @@ mod tests {
         let mut res = Response::new(&mut body);
         res.body_mut().extend_from_slice(b"{}");
         let mut out = Vec::new();
-        write_response(&mut out, &res, false, Persistence::Default);
+        write_response(&mut out, &res, false, Persistence::Default, None);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\nServer: records-service\r\nDate: "));
         assert!(text.contains("\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"));
@@ -257,7 +268,7 @@ mod tests {
                 .body_mut()
                 .extend_from_slice(b"{\"x\":1}");
             let mut out = Vec::new();
-            write_response(&mut out, &res, false, Persistence::Default);
+            write_response(&mut out, &res, false, Persistence::Default, None);
             let text = String::from_utf8(out).unwrap();
             assert!(text.ends_with("\r\n\r\n"), "{status}: no body: {text:?}");
             assert_eq!(text.contains("Content-Length"), length, "{text:?}");

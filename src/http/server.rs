@@ -14,6 +14,7 @@ use may::net::{TcpListener, TcpStream};
 
 use super::buffer::{Budget, InBuf};
 use super::response::write_error;
+use super::stats::{Refused, ServerStats, Stats, Timeout};
 use super::{conn, HttpConfig, Service, Status};
 
 /// Refused connections (at the connection cap) that may linger at once; past it a refusal
@@ -44,6 +45,9 @@ pub(crate) struct ServerShared {
     /// Refused connections lingering now.
     lingering_refusals: AtomicUsize,
     epoch: Instant,
+    pub(crate) stats: Stats,
+    /// The random prefix of the request ids this server makes.
+    pub(crate) id_prefix: u32,
 }
 
 impl ServerShared {
@@ -98,6 +102,7 @@ impl ServerShared {
                 unsafe {
                     libc::shutdown(entry.fd, libc::SHUT_RD);
                 }
+                self.stats.evicted();
                 true
             }
             _ => false,
@@ -124,6 +129,7 @@ impl ServerShared {
                     .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {
+                self.stats.timed_out(Timeout::Write);
                 // SAFETY: as in evict_oldest_idle. The blocked write fails with EPIPE.
                 unsafe {
                     libc::shutdown(entry.fd, libc::SHUT_RDWR);
@@ -152,7 +158,8 @@ pub(crate) struct ConnEntry {
     pub(crate) waker: WaitIoWaker,
 }
 
-/// A running server.
+/// A running server. Clones are handles to the same server.
+#[derive(Clone)]
 pub struct ServerHandle {
     shared: Arc<ServerShared>,
     addr: SocketAddr,
@@ -170,6 +177,11 @@ impl ServerHandle {
     /// Bytes of the buffered-request budget in use now, across all connections.
     pub fn buffered_bytes(&self) -> usize {
         self.shared.budget.used()
+    }
+
+    /// The connection core's counters now (see [`ServerStats`]).
+    pub fn stats(&self) -> ServerStats {
+        self.shared.stats.snapshot(self.active_connections())
     }
 
     pub fn is_draining(&self) -> bool {
@@ -228,6 +240,8 @@ pub fn serve<S: Service>(
         listener: OwnedFd::from(listener.inner().try_clone()?),
         lingering_refusals: AtomicUsize::new(0),
         epoch: Instant::now(),
+        stats: Stats::new(may::config().get_workers() + 2),
+        id_prefix: super::request_id::process_prefix(),
     });
     let accept_shared = shared.clone();
     let watchdog_shared = shared.clone();
@@ -284,13 +298,19 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
                     // connections need to finish. Back off, 10 ms doubling to 1 s.
                     backoff =
                         (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                    eprintln!("http: accept failed ({e}); retrying in {backoff:?}");
+                    tracing::warn!(
+                        event = "accept_failed",
+                        error = %e,
+                        retry_ms = backoff.as_millis() as u64,
+                        "http: accept failed ({e}); retrying in {backoff:?}"
+                    );
                     may::coroutine::sleep(backoff);
                 }
                 continue;
             }
         };
         if shared.draining() {
+            shared.stats.refused(Refused::Shutdown);
             return;
         }
         // At the cap, an idle keep-alive connection makes room (oldest first); the new one is
@@ -303,6 +323,7 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
             continue;
         }
         shared.active.fetch_add(1, Ordering::SeqCst);
+        shared.stats.accepted();
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(ConnEntry {
             fd: stream.as_raw_fd(),
@@ -333,7 +354,13 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
         if let Err(why) = spawn_guarded_on(run, Some(entry_fd)) {
             // The closure (stream and guard) was dropped: the connection is closed and its
             // slot freed. Accepting goes on.
-            eprintln!("http: connection refused: cannot start its coroutine ({why})");
+            shared.stats.refused(Refused::Spawn);
+            tracing::error!(
+                event = "connection_refused",
+                reason = "spawn",
+                error = %why,
+                "http: connection refused: cannot start its coroutine ({why})"
+            );
         }
     }
 }
@@ -402,15 +429,18 @@ fn refuse_busy(stream: TcpStream, shared: &Arc<ServerShared>) {
         false,
         true,
     );
+    shared.stats.refused(Refused::Cap);
+    shared.stats.core_response(status);
     // SAFETY: a send on a descriptor we own, from a valid buffer.
-    unsafe {
+    let sent = unsafe {
         libc::send(
             stream.as_raw_fd(),
             out.as_ptr().cast(),
             out.len(),
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        );
-    }
+        )
+    };
+    shared.stats.sent(usize::try_from(sent).unwrap_or(0));
     let lingering = &shared.lingering_refusals;
     if lingering.fetch_add(1, Ordering::SeqCst) >= MAX_LINGERING_REFUSALS {
         lingering.fetch_sub(1, Ordering::SeqCst);

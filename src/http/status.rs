@@ -27,6 +27,46 @@ impl Status {
     pub const SERVICE_UNAVAILABLE: Status = Status(503);
     pub const HTTP_VERSION_NOT_SUPPORTED: Status = Status(505);
 
+    /// The statuses this crate names, for metrics that count by status without a map: see
+    /// [`Status::ordinal`].
+    pub const NAMED: [Status; 18] = [
+        Status::CONTINUE,
+        Status::OK,
+        Status::CREATED,
+        Status::NO_CONTENT,
+        Status::NOT_MODIFIED,
+        Status::BAD_REQUEST,
+        Status::FORBIDDEN,
+        Status::NOT_FOUND,
+        Status::METHOD_NOT_ALLOWED,
+        Status::REQUEST_TIMEOUT,
+        Status::CONTENT_TOO_LARGE,
+        Status::EXPECTATION_FAILED,
+        Status::UNPROCESSABLE_CONTENT,
+        Status::HEADER_FIELDS_TOO_LARGE,
+        Status::INTERNAL_SERVER_ERROR,
+        Status::NOT_IMPLEMENTED,
+        Status::SERVICE_UNAVAILABLE,
+        Status::HTTP_VERSION_NOT_SUPPORTED,
+    ];
+
+    /// This status's place in [`Status::NAMED`], or `NAMED.len()` for any other.
+    pub fn ordinal(self) -> usize {
+        Status::NAMED
+            .iter()
+            .position(|s| *s == self)
+            .unwrap_or(Status::NAMED.len())
+    }
+
+    /// The label for an [`Status::ordinal`]: the code, or `other`.
+    pub fn ordinal_label(ordinal: usize) -> &'static str {
+        const LABELS: [&str; 19] = [
+            "100", "200", "201", "204", "304", "400", "403", "404", "405", "408", "413", "417",
+            "422", "431", "500", "501", "503", "505", "other",
+        ];
+        LABELS[ordinal.min(LABELS.len() - 1)]
+    }
+
     /// A status from its number; `None` outside 100..=999 (three digits, RFC 9110 15).
     pub const fn from_u16(code: u16) -> Option<Status> {
         if code >= 100 && code <= 999 {
@@ -100,5 +140,15 @@ mod tests {
             Status::HTTP_VERSION_NOT_SUPPORTED.to_string(),
             "505 HTTP Version Not Supported"
         );
+    }
+
+    #[test]
+    fn ordinal_labels_name_their_status() {
+        for (i, s) in Status::NAMED.iter().enumerate() {
+            assert_eq!(s.ordinal(), i);
+            assert_eq!(Status::ordinal_label(i), s.as_u16().to_string());
+        }
+        let teapot = Status::from_u16(418).unwrap();
+        assert_eq!(Status::ordinal_label(teapot.ordinal()), "other");
     }
 }

@@ -18,6 +18,7 @@ use super::pipeline::{
 };
 use super::startup::{establish, Statement};
 use super::{ConnectParams, Param, StatementMode};
+use crate::logging::Untrusted;
 
 /// Backoff cap between reconnect attempts: the service resumes within about this long of the
 /// database's return.
@@ -116,6 +117,14 @@ impl Client {
     /// Whether statements are now prepared per transaction (see [`StatementMode`]).
     pub fn prepares_per_transaction(&self) -> bool {
         self.inner.per_transaction.load(Ordering::Acquire)
+    }
+
+    /// Queries queued or sent on the current connection and not yet answered (0 while
+    /// disconnected).
+    pub fn in_flight(&self) -> usize {
+        read(&self.inner.current)
+            .as_ref()
+            .map_or(0, |p| p.in_flight())
     }
 
     /// Queries queued and socket writes made so far, over every connection this client had.
@@ -326,11 +335,16 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 /// log.
 fn switch_to_per_transaction(inner: &Inner, why: &str) {
     if !inner.per_transaction.swap(true, Ordering::AcqRel) {
-        eprintln!(
+        tracing::warn!(
+            event = "statement_mode_per_transaction",
+            host = %inner.params.host,
+            port = inner.params.port,
+            why,
             "pg: {why}: assuming a transaction-pooling proxy (PgBouncer) in front of {}:{}; \
              statements are prepared in each transaction from now on (set PG_STATEMENT_MODE \
              to choose)",
-            inner.params.host, inner.params.port
+            inner.params.host,
+            inner.params.port
         );
     }
 }
@@ -390,9 +404,14 @@ fn supervise(inner: &Inner) {
                 *inner.current.write().unwrap_or_else(|p| p.into_inner()) = Some(pipeline.clone());
                 inner.connects.fetch_add(1, Ordering::AcqRel);
                 if logged_down {
-                    eprintln!(
+                    tracing::info!(
+                        event = "database_reconnected",
+                        circuit = "closed",
+                        host = %inner.params.host,
+                        port = inner.params.port,
                         "pg: reconnected to {}:{}",
-                        inner.params.host, inner.params.port
+                        inner.params.host,
+                        inner.params.port
                     );
                     logged_down = false;
                 }
@@ -403,7 +422,15 @@ fn supervise(inner: &Inner) {
                 let error = pipeline.run_reader(established.stream, established.read_buf);
                 *inner.current.write().unwrap_or_else(|p| p.into_inner()) = None;
                 if !inner.closing.load(Ordering::Acquire) {
-                    eprintln!("pg: connection lost: {error}");
+                    tracing::warn!(
+                        event = "database_connection_lost",
+                        circuit = "open",
+                        host = %inner.params.host,
+                        port = inner.params.port,
+                        error = %Untrusted(&error),
+                        "pg: connection lost: {}",
+                        Untrusted(&error)
+                    );
                     logged_down = true;
                 }
                 set_error(inner, error);
@@ -416,7 +443,15 @@ fn supervise(inner: &Inner) {
             }
             Err(error) => {
                 if !logged_down {
-                    eprintln!("pg: cannot connect: {error}");
+                    tracing::warn!(
+                        event = "database_connect_failed",
+                        circuit = "open",
+                        host = %inner.params.host,
+                        port = inner.params.port,
+                        error = %Untrusted(&error),
+                        "pg: cannot connect: {}",
+                        Untrusted(&error)
+                    );
                     logged_down = true;
                 }
                 set_error(inner, error);

@@ -30,6 +30,8 @@ use may::sync::Blocker;
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
+use crate::metrics::{Histogram, HistogramSnapshot, Striped};
+
 use super::error::{Error, ErrorKind};
 use super::row::Row;
 use super::startup::server_error;
@@ -140,6 +142,8 @@ struct Outbox {
     head_since: Instant,
     /// Queries in `queue` (its entries less the Syncs): the in-flight bound counts these.
     queries: usize,
+    /// Queries in `buf`: how many the writer's next write carries.
+    batched: u64,
     /// The statements (by the caller's bit) prepared again since the last Sync, that is, in
     /// the transaction the next query joins: see [`Encoding::PerTransaction`].
     prepared_in_transaction: u64,
@@ -162,6 +166,7 @@ impl Outbox {
         }
         if !matches!(entry, Entry::Sync) {
             self.queries += 1;
+            self.batched += 1;
         }
         self.queue.push_back(entry);
     }
@@ -195,6 +200,7 @@ impl Outbox {
         }) {
             self.queue.remove(i);
             self.queries -= 1;
+            self.batched = self.batched.saturating_sub(1);
         }
         true
     }
@@ -206,10 +212,44 @@ impl Outbox {
 pub struct Stats {
     pub queries: AtomicU64,
     pub writes: AtomicU64,
+    /// Queries per write, as a histogram ([`Stats::batches`]). Written by the writer coroutine
+    /// only.
+    batch: BatchCells,
     /// Shared-Sync queries sent again because another query of their group failed.
     pub resent: AtomicU64,
     /// Statements prepared again after the server found their cached plan stale (0A000).
     pub reprepared: AtomicU64,
+}
+
+/// Buckets of [`Stats::batches`]: queries per write.
+pub const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+const BATCH: Histogram = Histogram {
+    base: 0,
+    bounds: BATCH_BUCKETS,
+};
+
+struct BatchCells(Striped);
+
+impl Default for BatchCells {
+    fn default() -> Self {
+        BatchCells(Striped::new(Histogram::cells(BATCH_BUCKETS), 1))
+    }
+}
+
+impl std::fmt::Debug for BatchCells {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchCells")
+    }
+}
+
+impl Stats {
+    /// Queries per socket write so far: the pipelining depth achieved, as a histogram.
+    pub fn batches(&self) -> HistogramSnapshot {
+        BATCH.snapshot(&self.batch.0, 1.0)
+    }
 }
 
 pub(crate) struct Pipeline {
@@ -255,6 +295,7 @@ impl Pipeline {
                 unsent: Vec::new(),
                 head_since: Instant::now(),
                 queries: 0,
+                batched: 0,
                 prepared_in_transaction: 0,
             }),
             writer: OnceLock::new(),
@@ -433,6 +474,11 @@ impl Pipeline {
         self.wait(&slot, !shared)
     }
 
+    /// Queries queued or sent and not yet answered.
+    pub(crate) fn in_flight(&self) -> usize {
+        lock(&self.outbox).queries
+    }
+
     fn wake_writer(&self) {
         if let Some(writer) = self.writer.get() {
             writer.unpark();
@@ -458,6 +504,10 @@ impl Pipeline {
                     bytes.clear();
                     std::mem::swap(&mut bytes, &mut outbox.buf);
                     outbox.unsent.clear();
+                    let batched = std::mem::take(&mut outbox.batched);
+                    if batched > 0 {
+                        BATCH.observe_count(&self.stats.batch.0, batched);
+                    }
                 }
             }
             if bytes.is_empty() {
@@ -524,6 +574,7 @@ impl Pipeline {
             outbox.buf.clear();
             outbox.unsent.clear();
             outbox.queries = 0;
+            outbox.batched = 0;
             outbox.queue.drain(..).collect()
         };
         // Let the writer see `closed` and end.

@@ -181,7 +181,11 @@ fn establish_host(
             if !params.max_standby_lag.is_zero() {
                 let lag = conn.replay_lag()?;
                 if lag > params.max_standby_lag {
-                    eprintln!(
+                    tracing::warn!(
+                        event = "standby_lagging",
+                        host = %host,
+                        port,
+                        lag_ms = lag.as_millis() as u64,
                         "pg: passing over standby {host}:{port}: replay lag {lag:?} is over {:?} \
                          (PG_MAX_STANDBY_LAG_MS)",
                         params.max_standby_lag

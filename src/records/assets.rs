@@ -21,7 +21,11 @@ impl Assets {
         let mut files = HashMap::new();
         let root = Path::new(dir);
         if !root.is_dir() {
-            eprintln!("static: {dir} is not a directory; / and /static/ will answer 404");
+            tracing::warn!(
+                event = "static_dir_missing",
+                dir,
+                "not a directory; / and /static/ will answer 404"
+            );
         }
         walk(root, root, 0, &mut files);
         Assets { files }

@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod email;
+pub mod metrics;
 pub mod migrate;
 pub mod query;
 pub mod repo;

@@ -8,12 +8,14 @@
 //! - the listing lane, a few more connections: `offset` listings, whose cost grows with the
 //!   offset (offset 9,000,000 walks nine million index entries).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::DatabaseConfig;
 use crate::pg::{Client, Error, Param, Reply, Row, Statement, TargetSessionAttrs};
 
 use super::email::EmailAddress;
+use super::metrics::{Metrics, STATEMENTS};
 
 pub const BY_ID: Statement = Statement {
     name: "by_id",
@@ -60,6 +62,7 @@ pub struct Repository {
     reads: Vec<Client>,
     listing: Vec<Client>,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Repository {
@@ -70,7 +73,8 @@ impl Repository {
     /// primary, `read-write`); `target_session_attrs` says where reads go. With
     /// `prefer-standby`, reads (lookups, keyset pages, listings) have connections of their own
     /// to a standby within `PG_MAX_STANDBY_LAG_MS`, or to the primary when none is.
-    pub fn start(db: &DatabaseConfig, workers: usize) -> Repository {
+    /// Queries are counted in `metrics` (by statement and outcome, with their duration).
+    pub fn start(db: &DatabaseConfig, workers: usize, metrics: Arc<Metrics>) -> Repository {
         let read_params = db.connect_params();
         let write_params = db.write_params();
         let standby_reads = read_params.target_session_attrs == TargetSessionAttrs::PreferStandby;
@@ -95,7 +99,40 @@ impl Repository {
                 .map(|_| Client::start(listing_params.clone(), LISTING_STATEMENTS))
                 .collect(),
             timeout: db.query_timeout,
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The connections by pool: `fast`, `reads` (empty unless reads go to standbys), `listing`.
+    pub fn pools(&self) -> [(&'static str, &[Client]); 3] {
+        [
+            ("fast", &self.fast),
+            ("reads", &self.reads),
+            ("listing", &self.listing),
+        ]
+    }
+
+    /// Runs `query` for `st`, counted by statement and outcome.
+    fn counted<T>(
+        &self,
+        st: &Statement,
+        query: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        if !self.metrics.enabled() {
+            return query();
+        }
+        let started = Instant::now();
+        let result = query();
+        let index = STATEMENTS
+            .iter()
+            .position(|s| *s == st.name)
+            .unwrap_or(usize::MAX);
+        self.metrics.query(index, &result, started.elapsed());
+        result
     }
 
     /// Waits for the first connection attempt of every client; the first error, if any.
@@ -127,12 +164,12 @@ impl Repository {
         } else {
             &self.reads[(lane % self.reads.len() as u64) as usize]
         };
-        client.query_read(st.name, params, self.timeout)
+        self.counted(st, || client.query_read(st.name, params, self.timeout))
     }
 
     /// A statement with side effects: its own Sync, answered after its commit.
     fn write(&self, lane: u64, st: &Statement, params: &[Param<'_>]) -> Result<Reply, Error> {
-        self.fast(lane).query(st.name, params, self.timeout)
+        self.counted(st, || self.fast(lane).query(st.name, params, self.timeout))
     }
 
     /// The record's (id, email, text) row.
@@ -165,13 +202,11 @@ impl Repository {
     /// (email, text) rows ordered by email, from `offset`. On the listing lane.
     pub fn page_offset(&self, lane: u64, limit: i64, offset: i64) -> Result<Vec<Row>, Error> {
         let client = &self.listing[(lane % self.listing.len() as u64) as usize];
-        Ok(client
-            .query_read(
-                PAGE_OFFSET.name,
-                &[Param::Int8(limit), Param::Int8(offset)],
-                self.timeout,
-            )?
-            .rows)
+        let params = [Param::Int8(limit), Param::Int8(offset)];
+        let reply = self.counted(&PAGE_OFFSET, || {
+            client.query_read(PAGE_OFFSET.name, &params, self.timeout)
+        })?;
+        Ok(reply.rows)
     }
 
     /// (email, text) rows ordered by email, after `after` (keyset pagination): an index probe,
@@ -184,8 +219,9 @@ impl Repository {
 
     /// Whether the database answers a trivial query on this lane within `timeout`.
     pub fn ping(&self, lane: u64, timeout: Duration) -> Result<(), Error> {
-        self.fast(lane)
-            .query_read(PING.name, &[], timeout)
-            .map(drop)
+        self.counted(&PING, || {
+            self.fast(lane).query_read(PING.name, &[], timeout)
+        })
+        .map(drop)
     }
 }

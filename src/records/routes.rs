@@ -4,16 +4,19 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::{Request, Response, Service, Status};
+use crate::http::{Request, Response, ServerHandle, Service, Status};
+use crate::logging::{AccessLog, Untrusted};
+use crate::metrics::Format;
 use crate::pg::{self, ErrorKind};
 
 use super::assets::Assets;
 use super::email::EmailAddress;
+use super::metrics::{Exporter, Metrics, Page, Route, Unavailable};
 use super::query::{param, MalformedQuery};
 use super::repo::Repository;
 
@@ -29,9 +32,27 @@ const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 pub struct RecordsService {
     repo: Arc<Repository>,
-    assets: Assets,
+    assets: Arc<Assets>,
     /// Set when shutdown begins: `/readyz` turns 503 so a load balancer stops sending.
     draining: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    /// What `/metrics` shows.
+    exporter: Arc<Page>,
+    /// The main listener's server, once it runs: its connection counters are exported.
+    server: Arc<OnceLock<ServerHandle>>,
+    surface: Surface,
+    access_log: AccessLog,
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Every route, `/metrics` included.
+    All,
+    /// Every route but `/metrics` (it has a listener of its own: `METRICS_ADDR`).
+    Public,
+    /// `/metrics`, `/livez` and `/readyz` only (the `METRICS_ADDR` listener).
+    Admin,
 }
 
 /// Why a request did not succeed, each with its status.
@@ -48,42 +69,78 @@ impl From<pg::Error> for Failure {
 }
 
 impl Failure {
-    fn write(self, res: &mut Response<'_>) {
-        match self {
+    /// Writes the answer; returns why it failed, for the access log, when it is the server's
+    /// failure (a database error) rather than the client's.
+    fn write(self, res: &mut Response<'_>, req: &Request<'_>, metrics: &Metrics) -> Option<Failed> {
+        let request_id = req.request_id();
+        let e = match self {
             Failure::BadRequest(detail) => {
                 res.error(Status::BAD_REQUEST, &detail);
+                return None;
             }
             Failure::NotFound(detail) => {
                 res.error(Status::NOT_FOUND, &detail);
+                return None;
             }
-            Failure::Database(e) => match e.kind() {
-                // The service validates first; these are the database's backstops firing.
-                ErrorKind::StringTooLong | ErrorKind::CheckViolation => {
-                    eprintln!("records: constraint backstop fired: {e}");
-                    res.error(Status::BAD_REQUEST, INVALID_PAYLOAD);
-                }
-                ErrorKind::Unavailable
-                | ErrorKind::ConnectionLost
-                | ErrorKind::ConnectFailed
-                | ErrorKind::AuthFailed
-                | ErrorKind::UnknownDatabase
-                | ErrorKind::Overloaded
-                | ErrorKind::Timeout
-                | ErrorKind::QueryCanceled => {
-                    eprintln!("records: database unavailable: {e}");
-                    res.error(
-                        Status::SERVICE_UNAVAILABLE,
-                        "Service temporarily unavailable",
-                    )
-                    .header("Retry-After", "1");
-                }
-                ErrorKind::UniqueViolation | ErrorKind::OtherDatabase | ErrorKind::Protocol => {
-                    eprintln!("records: database error: {e}");
-                    res.error(Status::INTERNAL_SERVER_ERROR, "Internal Server Error");
-                }
-            },
-        }
+            Failure::Database(e) => e,
+        };
+        let cause = match e.kind() {
+            // The service validates first; these are the database's backstops firing.
+            ErrorKind::StringTooLong | ErrorKind::CheckViolation => {
+                tracing::warn!(
+                    event = "constraint_backstop",
+                    request_id,
+                    constraint = e.constraint().unwrap_or(""),
+                    error = %Untrusted(&e),
+                    "a database constraint caught what validation let through"
+                );
+                res.error(Status::BAD_REQUEST, INVALID_PAYLOAD);
+                "constraint"
+            }
+            ErrorKind::Unavailable
+            | ErrorKind::ConnectionLost
+            | ErrorKind::ConnectFailed
+            | ErrorKind::AuthFailed
+            | ErrorKind::UnknownDatabase
+            | ErrorKind::Overloaded
+            | ErrorKind::Timeout
+            | ErrorKind::QueryCanceled => {
+                let cause = Unavailable::of(e.kind()).unwrap_or(Unavailable::Database);
+                metrics.unavailable(cause);
+                res.error(
+                    Status::SERVICE_UNAVAILABLE,
+                    "Service temporarily unavailable",
+                )
+                .header("Retry-After", "1");
+                // No event of its own: the access log (errors, by default) has the 503 with
+                // its cause and error, one event per request; the state changes behind it
+                // (connection lost, circuit open) are logged once each by the client.
+                cause.label()
+            }
+            ErrorKind::UniqueViolation | ErrorKind::OtherDatabase | ErrorKind::Protocol => {
+                tracing::error!(
+                    event = "database_error",
+                    request_id,
+                    code = e.code().unwrap_or(""),
+                    error = %Untrusted(&e),
+                    "answered 500"
+                );
+                res.error(Status::INTERNAL_SERVER_ERROR, "Internal Server Error");
+                "database_error"
+            }
+        };
+        Some(Failed {
+            cause,
+            error: Some(e),
+        })
     }
+}
+
+/// Why a request failed on the server's side, for its access log event.
+struct Failed {
+    /// `database`, `timeout`, `panic`... (the label `/metrics` counts 503s by, where it is one).
+    cause: &'static str,
+    error: Option<pg::Error>,
 }
 
 type Outcome = Result<(), Failure>;
@@ -102,52 +159,96 @@ struct TextPayload<'a> {
 }
 
 impl RecordsService {
+    /// The service on every route, `/metrics` included, logging 5xx answers. Queries are
+    /// counted in the repository's metrics, requests too.
     pub fn new(repo: Arc<Repository>, static_dir: &str, draining: Arc<AtomicBool>) -> Self {
+        let metrics = repo.metrics().clone();
+        let server = Arc::new(OnceLock::new());
+        let exporter = Arc::new(Exporter::page(
+            metrics.clone(),
+            repo.clone(),
+            server.clone(),
+        ));
         RecordsService {
             repo,
-            assets: Assets::load(static_dir),
+            assets: Arc::new(Assets::load(static_dir)),
             draining,
+            metrics,
+            exporter,
+            server,
+            surface: Surface::All,
+            access_log: AccessLog::Errors,
         }
     }
 
-    fn route(&self, req: &Request<'_>, res: &mut Response<'_>) -> Outcome {
-        let path = req.path();
+    /// The same service (same counters, same draining flag) for another listener, serving
+    /// `surface`.
+    pub fn with_surface(&self, surface: Surface) -> Self {
+        RecordsService {
+            repo: self.repo.clone(),
+            assets: self.assets.clone(),
+            draining: self.draining.clone(),
+            metrics: self.metrics.clone(),
+            exporter: self.exporter.clone(),
+            server: self.server.clone(),
+            surface,
+            access_log: self.access_log,
+        }
+    }
+
+    pub fn access_log(mut self, access_log: AccessLog) -> Self {
+        self.access_log = access_log;
+        self
+    }
+
+    /// Where the main listener's connection counters come from, once it runs.
+    pub fn observe_server(&self, server: ServerHandle) {
+        let _ = self.server.set(server);
+    }
+
+    fn route(&self, route: Route, req: &Request<'_>, res: &mut Response<'_>) -> Outcome {
         let method = match req.method() {
             "HEAD" => "GET",
             m => m,
         };
-        let lane = req.conn_id();
-        if let Some(id) = path.strip_prefix("/user/") {
-            return match method {
-                "GET" => self.get_by_id(lane, id, res),
-                _ => not_allowed(res, "GET, HEAD"),
-            };
+        let served = match (self.surface, route) {
+            (Surface::Admin, Route::Metrics | Route::Livez | Route::Readyz) => true,
+            (Surface::Admin, _) | (Surface::Public, Route::Metrics) => false,
+            _ => true,
+        };
+        if !served {
+            return not_found(res);
         }
-        match (path, method) {
-            ("/user/", _) => not_found(res),
-            ("/user", "GET") => self.get_by_email(req, lane, res),
-            ("/user", "POST") => self.upsert(req, lane, res),
-            ("/user", "DELETE") => self.delete(req, lane, res),
-            ("/user", _) => not_allowed(res, "GET, HEAD, POST, DELETE"),
-            ("/users", "GET") => self.list(req, lane, res),
-            ("/livez", "GET") => {
+        let lane = req.conn_id();
+        let path = req.path();
+        match (route, method) {
+            (Route::UserById, "GET") => self.get_by_id(lane, &path["/user/".len()..], res),
+            (Route::UserById, _) => not_allowed(res, "GET, HEAD"),
+            (Route::User, "GET") => self.get_by_email(req, lane, res),
+            (Route::User, "POST") => self.upsert(req, lane, res),
+            (Route::User, "DELETE") => self.delete(req, lane, res),
+            (Route::User, _) => not_allowed(res, "GET, HEAD, POST, DELETE"),
+            (Route::Users, "GET") => self.list(req, lane, res),
+            (Route::Livez, "GET") => {
                 res.body_mut().extend_from_slice(br#"{"status":"ok"}"#);
                 Ok(())
             }
-            ("/readyz", "GET") => self.readyz(lane, res),
-            ("/openapi.json", "GET") => {
+            (Route::Readyz, "GET") => self.readyz(req, lane, res),
+            (Route::Metrics, "GET") => {
+                let format = Format::negotiate(req.header("accept"));
+                let text = self.exporter.render(format);
+                res.content_type(format.content_type());
+                res.body_mut().extend_from_slice(text.as_bytes());
+                Ok(())
+            }
+            (Route::OpenApi, "GET") => {
                 res.body_mut().extend_from_slice(OPENAPI.as_bytes());
                 Ok(())
             }
-            ("/", "GET") => self.asset("index.html", res),
-            ("/users" | "/livez" | "/readyz" | "/openapi.json" | "/", _) => {
-                not_allowed(res, "GET, HEAD")
-            }
-            _ => match path.strip_prefix("/static/") {
-                Some(name) if method == "GET" => self.asset(name, res),
-                Some(_) => not_allowed(res, "GET, HEAD"),
-                None => not_found(res),
-            },
+            (Route::Index, "GET") => self.asset("index.html", res),
+            (Route::Static, "GET") => self.asset(&path["/static/".len()..], res),
+            (Route::Unmatched, _) => not_found(res),
+            (_, _) => not_allowed(res, "GET, HEAD"),
         }
     }
 
@@ -262,8 +363,9 @@ impl RecordsService {
     }
 
     /// Ready when every connection of both lanes is up and the database answers a query.
-    fn readyz(&self, lane: u64, res: &mut Response<'_>) -> Outcome {
+    fn readyz(&self, req: &Request<'_>, lane: u64, res: &mut Response<'_>) -> Outcome {
         if self.draining.load(Ordering::SeqCst) {
+            self.metrics.unavailable(Unavailable::ShuttingDown);
             res.error(Status::SERVICE_UNAVAILABLE, "Shutting down")
                 .header("Retry-After", "1");
             return Ok(());
@@ -278,7 +380,13 @@ impl RecordsService {
         match check {
             Ok(()) => res.body_mut().extend_from_slice(br#"{"status":"ready"}"#),
             Err(e) => {
-                eprintln!("records: readiness check failed: {e}");
+                self.metrics.unavailable(Unavailable::NotReady);
+                tracing::warn!(
+                    event = "not_ready",
+                    request_id = req.request_id(),
+                    error = %Untrusted(&e),
+                    "readiness check failed"
+                );
                 res.error(Status::SERVICE_UNAVAILABLE, "Database unavailable")
                     .header("Retry-After", "1");
             }
@@ -300,10 +408,96 @@ impl RecordsService {
 
 impl Service for RecordsService {
     fn call(&self, req: &Request<'_>, res: &mut Response<'_>) {
-        if let Err(failure) = self.route(req, res) {
-            failure.write(res);
+        let route = Route::of(req.path());
+        let counted = self.metrics.enabled();
+        let timed = counted || self.access_log != AccessLog::Off;
+        let started = timed.then(Instant::now);
+        if counted {
+            self.metrics.request_started();
+        }
+        // A panicking handler is answered 500 by the HTTP core; it is counted (and logged) as
+        // such here first, so the in-flight gauge does not keep it for ever.
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.route(route, req, res)));
+        let (failed, panic) = match outcome {
+            Ok(Ok(())) => (None, None),
+            Ok(Err(failure)) => (failure.write(res, req, &self.metrics), None),
+            Err(panic) => {
+                let failed = Failed {
+                    cause: "panic",
+                    error: None,
+                };
+                (Some(failed), Some(panic))
+            }
+        };
+        if let Some(started) = started {
+            let status = match panic {
+                Some(_) => Status::INTERNAL_SERVER_ERROR,
+                None => res.status_code(),
+            };
+            let took = started.elapsed();
+            self.finish(req, route, status, took, failed.as_ref(), res.body().len());
+        }
+        if let Some(panic) = panic {
+            std::panic::resume_unwind(panic);
         }
     }
+}
+
+impl RecordsService {
+    /// Counts a finished request and writes its access log event.
+    fn finish(
+        &self,
+        req: &Request<'_>,
+        route: Route,
+        status: Status,
+        took: Duration,
+        failed: Option<&Failed>,
+        bytes: usize,
+    ) {
+        if self.metrics.enabled() {
+            self.metrics
+                .request_finished(route, req.method(), status, took);
+        }
+        let logged = match self.access_log {
+            AccessLog::Off => false,
+            AccessLog::Errors => status.is_server_error(),
+            AccessLog::All => true,
+        };
+        if logged {
+            access_log(req, route, status, took, failed, bytes);
+        }
+    }
+}
+
+/// One access log event: no raw path or query (they may hold email addresses), the route
+/// template instead; and why it failed, if it was the server's failure.
+fn access_log(
+    req: &Request<'_>,
+    route: Route,
+    status: Status,
+    took: Duration,
+    failed: Option<&Failed>,
+    bytes: usize,
+) {
+    let peer = req.peer().map(tracing::field::display);
+    let cause = failed.map(|f| f.cause);
+    let error = failed
+        .and_then(|f| f.error.as_ref())
+        .map(|e| tracing::field::display(Untrusted(e)));
+    tracing::info!(
+        target: "access",
+        event = "request",
+        method = %Untrusted(req.method()),
+        route = route.template(),
+        status = status.as_u16(),
+        duration_ms = took.as_secs_f64() * 1e3,
+        bytes,
+        request_id = req.request_id(),
+        peer,
+        cause,
+        error,
+    );
 }
 
 fn not_found(res: &mut Response<'_>) -> Outcome {

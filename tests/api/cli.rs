@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::app::{command, env_for, App};
+use crate::support::app::{command, env_for, readable, App};
 use crate::support::pg::{server, TestDb};
 
 fn run(env: &[(String, String)], args: &[&str]) -> (i32, String) {
@@ -14,7 +14,7 @@ fn run(env: &[(String, String)], args: &[&str]) -> (i32, String) {
         .expect("run records-service");
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+        readable(&String::from_utf8_lossy(&out.stderr)) + &String::from_utf8_lossy(&out.stdout),
     )
 }
 

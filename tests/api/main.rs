@@ -5,5 +5,6 @@
 mod support;
 
 mod cli;
+mod observability;
 mod resilience;
 mod routes;

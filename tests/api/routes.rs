@@ -559,7 +559,10 @@ fn readyz_turns_503_while_draining() {
     })
     .database()
     .unwrap();
-    let repo = Arc::new(records_service::records::Repository::start(&cfg, 2));
+    let metrics = Arc::new(records_service::records::metrics::Metrics::new(4, true));
+    let repo = Arc::new(records_service::records::Repository::start(
+        &cfg, 2, metrics,
+    ));
     repo.wait_connected(std::time::Duration::from_secs(10))
         .unwrap();
     let draining = Arc::new(AtomicBool::new(false));

@@ -210,14 +210,18 @@ pub fn proc_status_kib(field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
 }
 
-/// The text of a response stream with every Date value blanked, to compare streams sent at
-/// different seconds.
+/// The text of a response stream with every Date and X-Request-Id value blanked, to compare
+/// streams sent at
+/// different seconds or on different connections.
 pub fn without_dates(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .split("\r\n")
         .map(|line| {
             if line.len() >= 6 && line[..6].eq_ignore_ascii_case("date: ") {
                 "Date: *"
+            } else if line.len() >= 14 && line[..14].eq_ignore_ascii_case("x-request-id: ") {
+                // Made per connection: two runs of the same stream differ only here.
+                "X-Request-Id: *"
             } else {
                 line
             }

@@ -87,7 +87,11 @@ impl App {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                    // Text or JSON logs: the address ends at a space or a quote.
+                    let addr: String = addr
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
                     }
@@ -108,8 +112,9 @@ impl App {
         App { addr, child, log }
     }
 
+    /// The log as written, then each JSON line's message as plain text (see [`readable`]).
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        readable(&self.log.lock().unwrap().join("\n"))
     }
 
     pub fn signal(&self, sig: i32) {
@@ -143,6 +148,20 @@ impl App {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// `log` (the service's stderr, JSON lines) followed by the `message` of each JSON line, so a
+/// test can look for a message's text as a person reads it (unescaped quotes), and a check that
+/// something is absent covers both the raw lines and their messages.
+pub fn readable(log: &str) -> String {
+    let messages: Vec<String> = log
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            Some(v.get("message")?.as_str()?.to_string())
+        })
+        .collect();
+    format!("{log}\n{}", messages.join("\n"))
 }
 
 impl Drop for App {
