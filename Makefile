@@ -70,3 +70,19 @@ run-integration-tests:
 	cargo test --test pg_client
 run-api-tests:
 	cargo test --test api --test http_core
+
+# The monitoring side (docker/monitoring/: Prometheus config, Grafana dashboard) against a real
+# Prometheus scraping the service under wrk load (needs prometheus, promtool, wrk; Debian:
+# apt-get install prometheus wrk). BIN=target/debug/records-service for a debug build.
+.PHONY: test-monitoring
+test-monitoring: build db
+	$(WITH_DB) $(BIN) migrate
+	$(WITH_DB) $(BIN) seed --rows 100000 --if-empty
+	$(WITH_DB) BIN=$(BIN) scripts/test-monitoring.sh
+
+# The browser console (static/) in headless Chromium: the forms, the live metrics panel, a 503
+# without a database, metrics on METRICS_ADDR; saves docs/console.png. Needs the Debian packages
+# chromium, chromium-driver and python3-selenium.
+.PHONY: test-console
+test-console: build db
+	$(WITH_DB) BIN=$(BIN) python3 scripts/test-console.py
