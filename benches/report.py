@@ -196,10 +196,13 @@ def median(xs):
 SYSTEM_LABELS = {
     "ours": "records-service (WORKERS={workers})",
     "ours-1": "records-service (WORKERS=1)",
+    "ours-nometrics": "records-service, METRICS=off (WORKERS={workers})",
+    "ours-access": "records-service, ACCESS_LOG=all (WORKERS={workers})",
+    "ours-base": "records-service, BASE_BIN (WORKERS={workers})",
     "axum": "axum 0.8 + tokio-postgres + deadpool",
     "fastapi": "FastAPI 0.110 + psycopg 3.1 pool (1 uvicorn worker)",
 }
-ORDER = ["ours", "ours-1", "axum", "fastapi"]
+ORDER = ["ours", "ours-nometrics", "ours-access", "ours-base", "ours-1", "axum", "fastapi"]
 
 
 def fmt(v, digits=2):

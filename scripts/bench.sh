@@ -8,6 +8,11 @@
 #   axum      benches/compare/axum (axum 0.8 + tokio-postgres)      127.0.0.1:8002
 #   fastapi   benches/compare/fastapi (the original's stack)        127.0.0.1:8003
 #
+# and, named in SYSTEMS only (what observability costs, issue 12; `make bench-observability`):
+#   ours-nometrics  records-service, WORKERS = nproc, METRICS=off       127.0.0.1:8021
+#   ours-access     records-service, WORKERS = nproc, ACCESS_LOG=all    127.0.0.1:8022
+#   ours-base       BASE_BIN (another build, e.g. the previous commit), WORKERS = nproc  :8023
+#
 # Each run: start the server, wait until it answers, warm up (WARMUP_SECONDS), a closed-loop run
 # of BENCH_SECONDS for peak throughput, then a fixed-rate run (oha -q) at LATENCY_LOAD (0.7) of
 # that peak for latency, and the server's peak resident memory (VmHWM); stop the server.
@@ -65,11 +70,18 @@ IFS=',' read -r -a SYS <<<"${SYSTEMS// /}"
 [ ${#SYS[@]} -gt 0 ] || die "SYSTEMS is empty"
 wants() { local s; for s in "${SYS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 for s in "${SYS[@]}"; do
-  case $s in ours|ours-1|axum|fastapi) ;; *) die "unknown system '$s' (known: ours, ours-1, axum, fastapi)" ;; esac
+  case $s in
+    ours|ours-1|ours-nometrics|ours-access|axum|fastapi) ;;
+    ours-base) [ -x "${BASE_BIN:-}" ] || die "ours-base needs BASE_BIN, an executable (got '${BASE_BIN:-}')" ;;
+    *) die "unknown system '$s' (known: ours, ours-1, ours-nometrics, ours-access, ours-base, axum, fastapi)" ;;
+  esac
 done
 
 port_of() {
-  case $1 in ours) echo 8001 ;; ours-1) echo 8011 ;; axum) echo 8002 ;; fastapi) echo 8003 ;; esac
+  case $1 in
+    ours) echo 8001 ;; ours-1) echo 8011 ;; axum) echo 8002 ;; fastapi) echo 8003 ;;
+    ours-nometrics) echo 8021 ;; ours-access) echo 8022 ;; ours-base) echo 8023 ;;
+  esac
 }
 
 # --- cleanup: never leave a server behind ------------------------------------------------------
@@ -154,7 +166,7 @@ if wants axum; then
   (cd "$AXUM_DIR" && nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" --target-dir target >&2)
   [ -x "$AXUM_BIN" ] || die "axum build produced no $AXUM_BIN"
 fi
-if { wants ours || wants ours-1; } && [ ! -x "$OURS_BIN" ]; then
+if { wants ours || wants ours-1 || wants ours-nometrics || wants ours-access; } && [ ! -x "$OURS_BIN" ]; then
   log "building records-service (release)"
   nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" >&2
   [ -x "$OURS_BIN" ] || die "no $OURS_BIN after cargo build"
@@ -242,6 +254,11 @@ start_server() { # system port log
   case $sys in
     ours)   SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
     ours-1) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=1 "$OURS_BIN" >"$logf" 2>&1 & ;;
+    ours-nometrics)
+      METRICS=off SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
+    ours-access)
+      ACCESS_LOG=all SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
+    ours-base) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$BASE_BIN" >"$logf" 2>&1 & ;;
     axum)   HOST=127.0.0.1 PORT=$port "$AXUM_BIN" >"$logf" 2>&1 & ;;
     fastapi)
       "$VENV/bin/uvicorn" app:app --app-dir benches/compare/fastapi --host 127.0.0.1 --port "$port" \
