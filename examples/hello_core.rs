@@ -54,7 +54,7 @@ fn main() {
         .set_workers(workers)
         .set_stack_size(STACK_BYTES / std::mem::size_of::<usize>());
 
-    let listener = may::net::TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
+    let listener = records_service::http::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
         eprintln!("hello_core: cannot listen on 127.0.0.1:{port}: {e}");
         std::process::exit(1)
     });

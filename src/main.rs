@@ -315,7 +315,7 @@ fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
         tracing::info!(event = "database_reachable", database = %db.servers());
     }
 
-    let listener = may::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
+    let listener = http::bind((cfg.host.as_str(), cfg.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))?;
     let draining = Arc::new(AtomicBool::new(false));
     let service = RecordsService::new(repo.clone(), &cfg.static_dir, draining.clone())
@@ -324,7 +324,7 @@ fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
     // public one does not serve it.
     let admin = match &cfg.metrics_addr {
         Some((host, port)) => {
-            let listener = may::net::TcpListener::bind((host.as_str(), *port))
+            let listener = http::bind((host.as_str(), *port))
                 .map_err(|e| format!("cannot listen on METRICS_ADDR {host}:{port}: {e}"))?;
             let admin = Arc::new(service.with_surface(Surface::Admin));
             let server = http::serve(listener, admin, cfg.http.clone())

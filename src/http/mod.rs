@@ -23,7 +23,7 @@ use std::time::Duration;
 pub use chunked::{decode as decode_chunked, Chunked, Decoder as ChunkedDecoder};
 pub use head::{is_valid_host, parse_head, BodyFraming, Head, HeadError, HeadInfo};
 pub use response::{write_detail, Response, SERVER_NAME};
-pub use server::{serve, ServerHandle};
+pub use server::{bind, serve, ServerHandle};
 pub use stats::{Refused, ServerStats, Timeout};
 pub use status::Status;
 

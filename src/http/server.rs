@@ -224,6 +224,28 @@ impl ServerHandle {
     }
 }
 
+/// Listen backlog: connections the kernel queues before they are accepted (may's own bind uses
+/// the same).
+const BACKLOG: libc::c_int = 1024;
+
+/// A listening socket for [`serve`] at `addr`. Unlike `may::net::TcpListener::bind`, it does
+/// not set `SO_REUSEPORT`: with it, a second process (or a second server in one process, even
+/// one bound to port 0) could bind the same port and the kernel would silently split the
+/// connections between the two. Here that is an error ("Address already in use"), as it should
+/// be. (`SO_REUSEADDR` is set, as std does, so a restart does not wait for TIME_WAIT.)
+pub fn bind<A: std::net::ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
+    use std::os::fd::IntoRawFd;
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: listen on a socket we own; calling it again on a listening socket only changes
+    // its backlog.
+    if unsafe { libc::listen(std_listener.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = std_listener.into_raw_fd();
+    // SAFETY: `fd` is a listening TCP socket whose ownership passes to the may listener.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
 /// Starts serving `listener` with `service` on the `may` runtime and returns at once.
 pub fn serve<S: Service>(
     listener: TcpListener,

@@ -218,3 +218,46 @@ fn healthcheck_probes_readyz() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("not ready: HTTP/1.1 503"), "{text}");
 }
+
+/// A port already served is refused, not shared: may's own bind sets SO_REUSEPORT, with which
+/// a second instance started by mistake on the same port would silently take half of the
+/// connections (and two servers bound to port 0 could be handed the same one).
+#[test]
+fn a_port_in_use_is_refused_not_shared() {
+    let db = TestDb::new();
+    let first = App::start(&db);
+    let mut env = env_for(&db.server, &db.name);
+    env.retain(|(k, _)| k != "SERVER_PORT");
+    env.push(("SERVER_PORT".into(), first.addr.port().to_string()));
+    let mut second = command(&env)
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a second records-service");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = second.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(second.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let err = readable(&err);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "a second instance serves the same port: {err}"
+    );
+    assert!(
+        err.contains("cannot listen on") && err.contains("in use"),
+        "{err}"
+    );
+    let r = crate::support::http::get(first.addr, "/livez");
+    assert_eq!(r.status, 200, "the first instance serves on");
+}

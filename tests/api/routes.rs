@@ -509,6 +509,7 @@ fn openapi_document_matches_the_server() {
         "/openapi.json",
         "/livez",
         "/readyz",
+        "/metrics",
     ] {
         assert!(
             paths.contains_key(documented),
@@ -571,7 +572,7 @@ fn readyz_turns_503_while_draining() {
         concat!(env!("CARGO_MANIFEST_DIR"), "/static"),
         draining.clone(),
     ));
-    let listener = may::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = records_service::http::bind("127.0.0.1:0").unwrap();
     let server = records_service::http::serve(listener, service, Default::default()).unwrap();
     assert_eq!(get(server.local_addr(), "/readyz").status, 200);
     draining.store(true, Ordering::SeqCst);

@@ -153,7 +153,7 @@ pub struct TestServer {
 impl TestServer {
     pub fn start(config: HttpConfig) -> TestServer {
         init_runtime();
-        let listener = may::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener = records_service::http::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let svc = Arc::new(TestService::default());
         let handle = serve(listener, svc.clone(), config).expect("serve");
         TestServer { handle, svc }
