@@ -75,7 +75,7 @@ impl Route {
             Route::Metrics => "/metrics",
             Route::OpenApi => "/openapi.json",
             Route::Index => "/",
-            Route::Static => "/static/{file}",
+            Route::Static => "/static/{path}",
             Route::Unmatched => "unmatched",
         }
     }
@@ -683,7 +683,7 @@ mod tests {
         assert_eq!(Route::of("/user/12345").template(), "/user/{id}");
         assert_eq!(Route::of("/user/").template(), "/user/{id}");
         assert_eq!(Route::of("/user").template(), "/user");
-        assert_eq!(Route::of("/static/app.js").template(), "/static/{file}");
+        assert_eq!(Route::of("/static/app.js").template(), "/static/{path}");
         assert_eq!(Route::of("/nope/42").template(), "unmatched");
         assert_eq!(Route::of("/users/").template(), "unmatched");
         for (i, r) in Route::ALL.iter().enumerate() {
