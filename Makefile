@@ -7,7 +7,7 @@ BIN := target/release/records-service
 LOCALPG := scripts/localpg.sh
 WITH_DB := eval "$$($(LOCALPG) env)" &&
 
-.PHONY: build run stop seed migrate test lint fmt bench bench-http db \
+.PHONY: build run stop seed migrate test lint fmt bench bench-http bench-observability db \
 	run-server-local run-server-docker test-docker run-postgres-background \
 	run-unit-tests run-integration-tests run-api-tests
 
@@ -50,6 +50,12 @@ fmt:
 bench: build db
 	$(WITH_DB) $(BIN) migrate
 	$(WITH_DB) scripts/bench.sh
+
+# What observability costs, same run: metrics on (the default) against METRICS=off, and
+# ACCESS_LOG=all. BASE_BIN=path adds another build (e.g. the previous commit's) as ours-base.
+bench-observability: build db
+	$(WITH_DB) $(BIN) migrate
+	$(WITH_DB) SYSTEMS=ours,ours-nometrics,ours-access$${BASE_BIN:+,ours-base} scripts/bench.sh
 
 # Our HTTP core against may_minihttp on a fixed response.
 bench-http:
