@@ -28,10 +28,12 @@ fn main() {
     may::config()
         .set_workers(workers)
         .set_stack_size(64 * 1024 / 8);
-    let db = config::from_env().database().unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(2)
-    });
+    let db = config::from_env()
+        .and_then(|c| c.database())
+        .unwrap_or_else(|e| {
+            eprintln!("{e}");
+            std::process::exit(2)
+        });
     let clients: Vec<Client> = (0..workers)
         .map(|_| Client::start(db.connect_params(), &[BY_ID]))
         .collect();

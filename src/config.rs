@@ -667,11 +667,39 @@ fn err(variable: &'static str, problem: String) -> ConfigError {
     ConfigError { variable, problem }
 }
 
-/// Loads `.env` (if present) without overriding the environment, then reads through the
-/// environment.
-pub fn from_env() -> Source<impl Fn(&str) -> Option<String>> {
-    let _ = dotenvy::dotenv();
-    Source::new(|name: &str| std::env::var(name).ok())
+/// Loads `.env` from the working directory (if there is one) without overriding the
+/// environment, then reads through the environment. A `.env` that cannot be read or parsed is
+/// an error naming the file and the line: a setting silently ignored is worse than none.
+pub fn from_env() -> Result<Source<impl Fn(&str) -> Option<String>>, ConfigError> {
+    load_dotenv(std::path::Path::new(".env"))?;
+    Ok(Source::new(|name: &str| std::env::var(name).ok()))
+}
+
+fn load_dotenv(path: &std::path::Path) -> Result<(), ConfigError> {
+    match dotenvy::from_path(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(dotenvy::Error::LineParse(line, at)) => {
+            // dotenvy says which line by its text and where in it; find its number.
+            let number = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| {
+                    text.lines()
+                        .position(|l| l == line || l.trim() == line.trim())
+                })
+                .map_or_else(String::new, |n| format!(" line {}", n + 1));
+            Err(err(
+                ".env",
+                format!(
+                    "{}{number}: cannot parse {line:?} at character {} (expected NAME=VALUE, \
+                     a comment, or an empty line)",
+                    path.display(),
+                    at + 1
+                ),
+            ))
+        }
+        Err(e) => Err(err(".env", format!("cannot read {}: {e}", path.display()))),
+    }
 }
 
 #[cfg(test)]
@@ -731,6 +759,73 @@ mod tests {
             let e = source(&pairs).config().unwrap_err();
             assert_eq!(e.variable, *var, "{var}={value}");
             assert!(e.problem.contains(problem), "{var}={value}: {}", e.problem);
+        }
+    }
+
+    #[test]
+    fn a_malformed_env_file_is_an_error_naming_the_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("records-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env");
+        std::fs::write(
+            &path,
+            "# settings\nRECORDS_TEST_OK=1\nTHIS LINE IS BROKEN\n",
+        )
+        .unwrap();
+        let e = load_dotenv(&path).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.contains(".env") && shown.contains("line 3"),
+            "{shown}"
+        );
+        assert!(shown.contains("THIS LINE IS BROKEN"), "{shown}");
+        assert!(
+            load_dotenv(&dir.join("missing")).is_ok(),
+            "no file: nothing to load"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The table's defaults are the parser's: a configuration with every defaulted variable
+    /// set to its table default equals one with none of them set. (A default changed in one
+    /// place and not the other fails here.)
+    #[test]
+    fn the_table_defaults_are_the_defaults_the_parser_applies() {
+        let required = [
+            ("POSTGRES_DB_HOST", "db"),
+            ("POSTGRES_DB_NAME", "records"),
+            ("POSTGRES_DB_USER", "u"),
+            ("POSTGRES_DB_PASSWORD", "p"),
+        ];
+        let implicit = format!("{:?}", source(&required).config().unwrap());
+        let mut explicit: Vec<(&str, &str)> = required.to_vec();
+        for (name, default, _) in VARIABLES {
+            match default {
+                Some("number of cores") | None => {}
+                Some(d) if !required.iter().any(|(n, _)| n == name) => explicit.push((*name, *d)),
+                Some(_) => {}
+            }
+        }
+        let explicit = format!("{:?}", source(&explicit).config().unwrap());
+        assert_eq!(implicit, explicit);
+    }
+
+    /// The README's configuration table lists every variable with the table's default.
+    #[test]
+    fn the_readme_lists_every_variable_with_its_default() {
+        let readme = include_str!("../README.md");
+        for (name, default, _) in VARIABLES {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{name}` |")))
+                .unwrap_or_else(|| panic!("{name} has no row in the README's table"));
+            if let Some(d) = default {
+                let shown = row.split('|').nth(2).unwrap_or("").trim();
+                assert!(
+                    shown == format!("`{d}`") || shown == *d,
+                    "{name}: README says {shown}, the table {d}"
+                );
+            }
         }
     }
 

@@ -1,18 +1,16 @@
 //! The `records-service` command: configuration, signals, runtime, and one of `serve`,
 //! `migrate` or `seed`. Nothing else lives here.
 
+use std::fmt;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use records_service::config::{self, ConfigError, DatabaseConfig, Hint};
+use records_service::config::{self, ConfigError};
 use records_service::logging::Untrusted;
-use records_service::pg::{self, ErrorKind};
-use records_service::records::metrics::Metrics;
-use records_service::records::routes::Surface;
-use records_service::records::{migrate, seed, RecordsService, Repository};
-use records_service::{http, logging, signals};
+use records_service::pg;
+use records_service::records::app::{self, describe_db_error, StartError};
+use records_service::records::{migrate, seed};
+use records_service::{logging, signals};
 
 const HELP: &str = "\
 records-service: the records HTTP JSON API over PostgreSQL
@@ -102,7 +100,7 @@ fn main() -> ExitCode {
     // Before any thread exists, so every thread inherits the mask and only the signal thread
     // receives SIGTERM and SIGINT.
     let signals = signals::block_termination_signals();
-    let log = match config::from_env().log() {
+    let log = match config::from_env().and_then(|c| c.log()) {
         Ok(log) => log,
         Err(e) => {
             eprintln!("error: configuration error: {e}");
@@ -124,8 +122,8 @@ fn main() -> ExitCode {
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!(event = "fatal", "error: {}", Untrusted(&message));
+        Err(error) => {
+            tracing::error!(event = "fatal", "error: {}", Untrusted(&error));
             ExitCode::FAILURE
         }
     };
@@ -133,63 +131,58 @@ fn main() -> ExitCode {
     code
 }
 
-fn config_error(e: ConfigError) -> String {
-    e.to_string()
+/// Why a command failed. Each variant's text says what went wrong and what to check.
+#[derive(Debug)]
+enum CommandError {
+    /// A setting is missing or malformed (`configuration error: VARIABLE: ...`).
+    Config(ConfigError),
+    /// `serve` could not start (database refused, port taken...).
+    Start(StartError),
+    /// Anything else, with its context (`migration failed: ...`, `healthcheck: ...`).
+    Failed(String),
 }
 
-fn admin_client() -> Result<pg::Client, String> {
-    let db = config::from_env().database().map_err(config_error)?;
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::Config(e) => e.fmt(f),
+            CommandError::Start(e) => e.fmt(f),
+            CommandError::Failed(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<ConfigError> for CommandError {
+    fn from(e: ConfigError) -> Self {
+        CommandError::Config(e)
+    }
+}
+
+impl From<StartError> for CommandError {
+    fn from(e: StartError) -> Self {
+        CommandError::Start(e)
+    }
+}
+
+impl From<String> for CommandError {
+    fn from(message: String) -> Self {
+        CommandError::Failed(message)
+    }
+}
+
+fn admin_client() -> Result<pg::Client, CommandError> {
+    let db = config::from_env().and_then(|c| c.database())?;
     let mut params = db.write_params();
     // Migrations and seeding may run for minutes: no statement timeout.
     params.statement_timeout = Duration::ZERO;
     may::config().set_workers(1);
-    pg::connect_once(&params).map_err(|e| describe_db_error(&db, &e))
-}
-
-/// A failed connection explained: where, what went wrong, and which settings to check (the
-/// `POSTGRES_DB_*` variables or `DATABASE_URL`, whichever configured it). Never the password.
-fn describe_db_error(db: &DatabaseConfig, e: &pg::Error) -> String {
-    let at = db.servers();
-    let tls = ["certificate", "TLS", "sslrootcert", "sslmode", "sslcert"]
-        .iter()
-        .any(|word| e.message().contains(word));
-    match e.kind() {
-        // A wrong password (28P01); pg_hba.conf rejections and the client's own refusals
-        // (require_auth, channel_binding) explain themselves, and "check the password" would
-        // mislead.
-        ErrorKind::AuthFailed if e.code() == Some("28P01") => format!(
-            "PostgreSQL at {at} refused the credentials of user {:?} (check {}): {}",
-            db.params.user,
-            db.hint(Hint::Credentials),
-            e.message()
-        ),
-        ErrorKind::AuthFailed => format!(
-            "authentication with PostgreSQL at {at} as user {:?} refused: {}",
-            db.params.user,
-            e.message()
-        ),
-        ErrorKind::ConnectFailed if tls => {
-            format!("TLS with PostgreSQL at {at} failed: {}", e.message())
-        }
-        ErrorKind::UnknownDatabase => format!(
-            "PostgreSQL at {at} has no database {:?} (check {}): {}",
-            db.params.dbname,
-            db.hint(Hint::Database),
-            e.message()
-        ),
-        ErrorKind::ConnectFailed | ErrorKind::ConnectionLost => format!(
-            "cannot reach PostgreSQL at {at} (check {}, and that the server runs): {}",
-            db.hint(Hint::Address),
-            e.message()
-        ),
-        _ => format!("PostgreSQL at {at}: {e}"),
-    }
+    pg::connect_once(&params).map_err(|e| CommandError::Failed(describe_db_error(&db, &e)))
 }
 
 /// `healthcheck`: one HTTP request to the local service's readiness probe, bounded by 2 s.
-fn healthcheck() -> Result<(), String> {
+fn healthcheck() -> Result<(), CommandError> {
     use std::io::{Read, Write};
-    let (host, port) = config::from_env().listen_address().map_err(config_error)?;
+    let (host, port) = config::from_env().and_then(|c| c.listen_address())?;
     // Listening on every address: ask over loopback.
     let host = match host.as_str() {
         "0.0.0.0" => "127.0.0.1",
@@ -217,14 +210,11 @@ fn healthcheck() -> Result<(), String> {
             println!("ready");
             Ok(())
         }
-        other => Err(format!(
-            "healthcheck: not ready: {}",
-            String::from_utf8_lossy(other)
-        )),
+        other => Err(format!("healthcheck: not ready: {}", String::from_utf8_lossy(other)).into()),
     }
 }
 
-fn run_migrate() -> Result<(), String> {
+fn run_migrate() -> Result<(), CommandError> {
     let client = admin_client()?;
     let applied = migrate::migrate(&client).map_err(|e| format!("migration failed: {e}"))?;
     if applied.is_empty() {
@@ -236,7 +226,7 @@ fn run_migrate() -> Result<(), String> {
     Ok(())
 }
 
-fn run_seed(rows: i64, if_empty: bool) -> Result<(), String> {
+fn run_seed(rows: i64, if_empty: bool) -> Result<(), CommandError> {
     let client = admin_client()?;
     migrate::migrate(&client).map_err(|e| format!("migration failed: {e}"))?;
     let empty =
@@ -256,8 +246,8 @@ fn run_seed(rows: i64, if_empty: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
-    let mut cfg = config::from_env().config().map_err(config_error)?;
+fn serve(signals: signals::TerminationSignals) -> Result<(), CommandError> {
+    let mut cfg = config::from_env().and_then(|c| c.config())?;
     // STACK_DEBUG=1 makes the size odd, which makes may print each coroutine's peak stack use
     // when it ends: how the default was sized (README, "Limits and timeouts").
     may::config().set_workers(cfg.workers).set_stack_size(
@@ -293,63 +283,16 @@ fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
         "serve: configuration read"
     );
 
-    let db = &cfg.database;
-    let metrics = Arc::new(Metrics::new(cfg.workers + 2, cfg.metrics));
-    let repo = Arc::new(Repository::start(db, cfg.workers, metrics));
-    // Each host gets the whole connect timeout.
-    let hosts = 1 + db.params.more_hosts.len() as u32;
-    if let Err(e) = repo.wait_connected(db.params.connect_timeout * hosts + Duration::from_secs(1))
-    {
-        let message = describe_db_error(db, &e);
-        if matches!(e.kind(), ErrorKind::AuthFailed | ErrorKind::UnknownDatabase) {
-            // Configuration, not an outage: retrying will not help.
-            return Err(message);
-        }
-        tracing::warn!(
-            event = "database_unreachable",
-            error = %Untrusted(&message),
-            "serve: {}; serving 503 until it answers, retrying in the background",
-            Untrusted(&message)
-        );
-    } else {
-        tracing::info!(event = "database_reachable", database = %db.servers());
-    }
-
-    let listener = http::bind((cfg.host.as_str(), cfg.port))
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))?;
-    let draining = Arc::new(AtomicBool::new(false));
-    let service = RecordsService::new(repo.clone(), &cfg.static_dir, draining.clone())
-        .access_log(cfg.log.access);
-    // With METRICS_ADDR, /metrics (with /livez and /readyz) has a listener of its own and the
-    // public one does not serve it.
-    let admin = match &cfg.metrics_addr {
-        Some((host, port)) => {
-            let listener = http::bind((host.as_str(), *port))
-                .map_err(|e| format!("cannot listen on METRICS_ADDR {host}:{port}: {e}"))?;
-            let admin = Arc::new(service.with_surface(Surface::Admin));
-            let server = http::serve(listener, admin, cfg.http.clone())
-                .map_err(|e| format!("cannot start the metrics server: {e}"))?;
-            Some(server)
-        }
-        None => None,
-    };
-    let surface = if admin.is_some() {
-        Surface::Public
-    } else {
-        Surface::All
-    };
-    let service = Arc::new(service.with_surface(surface));
-    let server = http::serve(listener, service.clone(), cfg.http.clone())
-        .map_err(|e| format!("cannot start the server: {e}"))?;
-    service.observe_server(server.clone());
-    let metrics_addr = admin.as_ref().map(|a| a.local_addr().to_string());
+    let running = app::build(&cfg)?;
     tracing::info!(
         event = "listening",
-        addr = %server.local_addr(),
+        addr = %running.local_addr(),
         workers = cfg.workers,
-        metrics_addr = metrics_addr.as_deref().unwrap_or("(main listener)"),
+        metrics_addr = running
+            .metrics_addr()
+            .map_or_else(|| "(main listener)".to_string(), |a| a.to_string()),
         "serve: listening on http://{} with {} workers",
-        server.local_addr(),
+        running.local_addr(),
         cfg.workers
     );
 
@@ -359,37 +302,7 @@ fn serve(signals: signals::TerminationSignals) -> Result<(), String> {
         signal = %signal,
         "serve: {signal} received, shutting down"
     );
-    draining.store(true, Ordering::SeqCst);
-    if !cfg.shutdown_delay.is_zero() {
-        // /readyz answers 503 from now on; everything else is served as usual until a load
-        // balancer's health check has taken this replica out (SHUTDOWN_DELAY_MS).
-        tracing::info!(
-            event = "shutdown_delay",
-            delay_ms = cfg.shutdown_delay.as_millis() as u64,
-            "serve: /readyz answers 503; serving on for {:?} before closing the listener",
-            cfg.shutdown_delay
-        );
-        std::thread::sleep(cfg.shutdown_delay);
-    }
-    server.shutdown();
-    if server.wait(cfg.http.timeouts.shutdown) {
-        tracing::info!(event = "shutdown_drained", "serve: all connections closed");
-    } else {
-        tracing::warn!(
-            event = "shutdown_timeout",
-            open = server.active_connections(),
-            "serve: {} connections still open after {:?}; exiting",
-            server.active_connections(),
-            cfg.http.timeouts.shutdown
-        );
-    }
-    // The metrics listener last: probes and scrapes see the whole drain.
-    if let Some(admin) = &admin {
-        admin.shutdown();
-    }
-    for client in repo.clients() {
-        client.close();
-    }
+    running.shutdown(cfg.shutdown_delay, cfg.http.timeouts.shutdown);
     tracing::info!(event = "shutdown_complete", "serve: stopped");
     Ok(())
 }

@@ -21,6 +21,8 @@
 //! No whitespace is accepted anywhere else (not after the size without an extension, not
 //! before CRLF), and no bare CR or LF.
 
+use crate::ascii::hex_digit;
+
 /// Longest chunk-size line (size and extensions) accepted: hyper and nginx use a few KiB.
 pub const MAX_SIZE_LINE: usize = 4096;
 
@@ -192,7 +194,7 @@ impl Decoder {
                 if self.size >> 60 != 0 {
                     return Err(Chunked::Bad);
                 }
-                self.size = (self.size << 4) | u64::from(hex_value(b));
+                self.size = (self.size << 4) | u64::from(hex_digit(b).unwrap_or(0));
                 Size { digits: digits + 1 }
             }
             (Size { digits: 0 }, _) => return Err(Chunked::Bad),
@@ -248,14 +250,6 @@ impl Decoder {
     }
 }
 
-fn hex_value(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => b - b'A' + 10,
-    }
-}
-
 /// `tchar` (RFC 9110 5.6.2): the characters of a token.
 pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -271,13 +265,10 @@ fn is_qdtext(b: u8) -> bool {
         || b >= 0x80
 }
 
-/// Decodes a whole chunked body from `input` in one go (for tests and benchmarks): the body
-/// and the bytes consumed, or the refusal.
-pub fn decode(
-    input: &[u8],
-    max_body: usize,
-    max_trailers: usize,
-) -> Result<(Vec<u8>, usize), Chunked> {
+/// Decodes a whole chunked body from `input` in one go (for the tests below): the body and the
+/// bytes consumed, or the refusal.
+#[cfg(test)]
+fn decode(input: &[u8], max_body: usize, max_trailers: usize) -> Result<(Vec<u8>, usize), Chunked> {
     let mut buf = input.to_vec();
     let mut decoder = Decoder::new(max_body, usize::MAX, max_trailers);
     match decoder.feed(&mut buf) {

@@ -74,7 +74,7 @@ impl ServerShared {
     }
 
     fn registry(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnEntry>>> {
-        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.registry)
     }
 
     /// Closes the keep-alive connection that has been idle longest, if there is one, to make

@@ -106,7 +106,7 @@ impl Client {
     }
 
     pub fn is_connected(&self) -> bool {
-        read(&self.inner.current).is_some()
+        crate::sync::read(&self.inner.current).is_some()
     }
 
     /// How many times a connection was established (reconnects included).
@@ -122,7 +122,7 @@ impl Client {
     /// Queries queued or sent on the current connection and not yet answered (0 while
     /// disconnected).
     pub fn in_flight(&self) -> usize {
-        read(&self.inner.current)
+        crate::sync::read(&self.inner.current)
             .as_ref()
             .map_or(0, |p| p.in_flight())
     }
@@ -133,11 +133,7 @@ impl Client {
     }
 
     pub fn last_error(&self) -> Option<Error> {
-        self.inner
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.inner.last_error).clone()
     }
 
     /// Runs a prepared statement by name with binary parameters, waiting at most `timeout`.
@@ -270,13 +266,13 @@ impl Client {
     /// Closes the connection for good: the supervisor stops reconnecting.
     pub fn close(&self) {
         self.inner.closing.store(true, Ordering::Release);
-        if let Some(p) = read(&self.inner.current).as_ref() {
+        if let Some(p) = crate::sync::read(&self.inner.current).as_ref() {
             p.shutdown();
         }
     }
 
     fn pipeline(&self) -> Result<Arc<Pipeline>, Error> {
-        match read(&self.inner.current).as_ref() {
+        match crate::sync::read(&self.inner.current).as_ref() {
             Some(p) => Ok(p.clone()),
             None => Err(Error::new(
                 ErrorKind::Unavailable,
@@ -325,10 +321,6 @@ impl std::fmt::Debug for Client {
             .field("connected", &self.is_connected())
             .finish()
     }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Switches the client to statements prepared per transaction for good, saying why once in the
@@ -401,7 +393,7 @@ fn supervise(inner: &Inner) {
                             continue;
                         }
                     };
-                *inner.current.write().unwrap_or_else(|p| p.into_inner()) = Some(pipeline.clone());
+                *crate::sync::write(&inner.current) = Some(pipeline.clone());
                 inner.connects.fetch_add(1, Ordering::AcqRel);
                 if logged_down {
                     tracing::info!(
@@ -420,7 +412,7 @@ fn supervise(inner: &Inner) {
                 }
                 let up_since = Instant::now();
                 let error = pipeline.run_reader(established.stream, established.read_buf);
-                *inner.current.write().unwrap_or_else(|p| p.into_inner()) = None;
+                *crate::sync::write(&inner.current) = None;
                 if !inner.closing.load(Ordering::Acquire) {
                     tracing::warn!(
                         event = "database_connection_lost",
@@ -463,5 +455,5 @@ fn supervise(inner: &Inner) {
 }
 
 fn set_error(inner: &Inner, error: Error) {
-    *inner.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    *crate::sync::lock(&inner.last_error) = Some(error);
 }

@@ -10,6 +10,7 @@
 //! No error message ever contains the password, or any part of the URL that could be one: a
 //! malformed URL is described, never echoed.
 
+use crate::ascii::hex_digit;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -732,7 +733,7 @@ fn decode(s: &str, what: &str) -> Result<String, String> {
         }
         let byte = match (b.get(i + 1), b.get(i + 2)) {
             (Some(&h), Some(&l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
-                (hex(h) << 4) | hex(l)
+                (hex_digit(h).unwrap_or(0) << 4) | hex_digit(l).unwrap_or(0)
             }
             _ => {
                 return Err(format!(
@@ -747,14 +748,6 @@ fn decode(s: &str, what: &str) -> Result<String, String> {
         i += 3;
     }
     String::from_utf8(out).map_err(|_| format!("{what} is not UTF-8 once percent-decoded"))
-}
-
-fn hex(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => c - b'A' + 10,
-    }
 }
 
 #[cfg(test)]

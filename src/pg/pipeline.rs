@@ -31,6 +31,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
 use crate::metrics::{Histogram, HistogramSnapshot, Striped};
+use crate::sync::lock;
 
 use super::error::{Error, ErrorKind};
 use super::row::Row;
@@ -261,11 +262,6 @@ pub(crate) struct Pipeline {
     /// Shuts the socket down; its own duplicate of the descriptor.
     socket: ShutdownHandle,
     stats: Arc<Stats>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain data behind; keep serving.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Which protocol a submission speaks.

@@ -75,7 +75,7 @@ struct Session {
 
 impl Session {
     fn lock(&self) -> std::sync::MutexGuard<'_, ClientConnection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.conn)
     }
 
     fn wake_writer(&self) {

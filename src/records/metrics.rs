@@ -28,13 +28,15 @@ pub enum Route {
     Readyz,
     Metrics,
     OpenApi,
+    Docs,
+    Redoc,
     Index,
     Static,
     Unmatched,
 }
 
 impl Route {
-    pub const ALL: [Route; 10] = [
+    pub const ALL: [Route; 12] = [
         Route::UserById,
         Route::User,
         Route::Users,
@@ -42,6 +44,8 @@ impl Route {
         Route::Readyz,
         Route::Metrics,
         Route::OpenApi,
+        Route::Docs,
+        Route::Redoc,
         Route::Index,
         Route::Static,
         Route::Unmatched,
@@ -59,6 +63,8 @@ impl Route {
             "/readyz" => Route::Readyz,
             "/metrics" => Route::Metrics,
             "/openapi.json" => Route::OpenApi,
+            "/docs" => Route::Docs,
+            "/redoc" => Route::Redoc,
             "/" => Route::Index,
             p if p.starts_with("/static/") => Route::Static,
             _ => Route::Unmatched,
@@ -74,6 +80,8 @@ impl Route {
             Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",
             Route::OpenApi => "/openapi.json",
+            Route::Docs => "/docs",
+            Route::Redoc => "/redoc",
             Route::Index => "/",
             Route::Static => "/static/{path}",
             Route::Unmatched => "unmatched",
@@ -299,12 +307,9 @@ impl Page {
         let slot = format as usize;
         let mut cache = match self.cache.try_lock() {
             Ok(cache) => cache,
-            Err(std::sync::TryLockError::WouldBlock) => {
-                // Another scrape is rendering: wait for it (a short, bounded wait), then share
-                // its result if it rendered this format.
-                self.cache.lock().unwrap_or_else(|p| p.into_inner())
-            }
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            // Another scrape is rendering: wait for it (a short, bounded wait), then share its
+            // result if it rendered this format. (Poisoned: recovered the same way.)
+            Err(_) => crate::sync::lock(&self.cache),
         };
         if let Some((at, text)) = &cache[slot] {
             if at.elapsed() < MIN_RENDER_INTERVAL {
@@ -348,25 +353,22 @@ impl Exporter {
         if !self.metrics.enabled {
             return;
         }
-        let mut series = Vec::new();
-        for route in Route::ALL {
-            for (m, method) in METHODS.iter().enumerate() {
-                for s in 0..STATUSES {
-                    let i = (route as usize * METHODS.len() + m) * STATUSES + s;
-                    let n = c.sum(REQUESTS + i);
-                    if n > 0 {
-                        series.push((
-                            [
-                                ("route", route.template()),
-                                ("method", *method),
-                                ("status", Status::ordinal_label(s)),
-                            ],
-                            n,
-                        ));
-                    }
-                }
-            }
-        }
+        // Only the (route, method, status) cells ever counted: a series per request kind seen.
+        let series: Vec<_> = (0..Route::ALL.len() * METHODS.len() * STATUSES)
+            .filter_map(|i| {
+                let n = c.sum(REQUESTS + i);
+                let (route, rest) = (
+                    Route::ALL[i / (METHODS.len() * STATUSES)],
+                    i % (METHODS.len() * STATUSES),
+                );
+                let labels = [
+                    ("route", route.template()),
+                    ("method", METHODS[rest / STATUSES]),
+                    ("status", Status::ordinal_label(rest % STATUSES)),
+                ];
+                (n > 0).then_some((labels, n))
+            })
+            .collect();
         out.counters(
             "records_service_http_requests",
             "Requests answered by a route, by route template, method and status.",
@@ -435,6 +437,13 @@ impl Exporter {
             None,
             [(none, s.evicted)],
         );
+        self.core_answers(out, &s);
+        self.unavailable(out, &s);
+    }
+
+    /// The core's own answers, its timeouts, and bytes.
+    fn core_answers(&self, out: &mut Exposition<'_>, s: &crate::http::ServerStats) {
+        let none: &[(&str, &str)] = &[];
         let core: Vec<[(&str, &str); 1]> = s
             .core_responses
             .iter()
@@ -474,6 +483,10 @@ impl Exporter {
             Some(Unit::Bytes),
             [(none, s.sent_bytes)],
         );
+    }
+
+    /// Every 503, by cause: the service's and the HTTP core's.
+    fn unavailable(&self, out: &mut Exposition<'_>, s: &crate::http::ServerStats) {
         let c = &self.metrics.cells;
         let refused = |why| {
             s.refused

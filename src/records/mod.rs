@@ -1,8 +1,20 @@
-//! The records service: routes, handlers, validation, SQL and the mapping of errors to statuses.
-//! The one place that knows both HTTP and PostgreSQL.
+//! The records service: the one place that knows both HTTP and PostgreSQL.
+//!
+//! - `routes`: the route table, which routes each listener serves, and `Service::call` (timing,
+//!   counting, failures, the access log);
+//! - `handlers`: one method per route;
+//! - `input`: reading what a client sent (path ids, integers, `email`, the JSON body);
+//! - `failure`: every way a request fails, with its status and answer;
+//! - `repo`: every SQL statement and the connections they run on;
+//! - `metrics`: what is counted, and the `/metrics` answer;
+//! - `email`, `query`, `assets`, `migrate`, `seed`: the rest.
 
+pub mod app;
 pub mod assets;
 pub mod email;
+pub mod failure;
+mod handlers;
+pub mod input;
 pub mod metrics;
 pub mod migrate;
 pub mod query;

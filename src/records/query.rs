@@ -3,6 +3,7 @@
 //! parameters are ignored. A decoded value that is not UTF-8, or that holds a NUL character
 //! (which no PostgreSQL text value can hold), is refused.
 
+use crate::ascii::hex_digit;
 use std::borrow::Cow;
 
 /// A query string whose decoded value is not UTF-8 or holds a NUL.
@@ -40,10 +41,13 @@ pub fn decode(s: &str) -> Result<Cow<'_, str>, MalformedQuery> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len()
-                && hex(bytes[i + 1]).is_some()
-                && hex(bytes[i + 2]).is_some() =>
+                && hex_digit(bytes[i + 1]).is_some()
+                && hex_digit(bytes[i + 2]).is_some() =>
             {
-                out.push(hex(bytes[i + 1]).unwrap_or(0) << 4 | hex(bytes[i + 2]).unwrap_or(0));
+                out.push(
+                    hex_digit(bytes[i + 1]).unwrap_or(0) << 4
+                        | hex_digit(bytes[i + 2]).unwrap_or(0),
+                );
                 i += 2;
             }
             b => out.push(b),
@@ -56,15 +60,6 @@ pub fn decode(s: &str) -> Result<Cow<'_, str>, MalformedQuery> {
     String::from_utf8(out)
         .map(Cow::Owned)
         .map_err(|_| MalformedQuery)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

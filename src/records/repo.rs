@@ -152,42 +152,46 @@ impl Repository {
         self.fast.iter().chain(&self.reads).chain(&self.listing)
     }
 
-    fn fast(&self, lane: u64) -> &Client {
-        &self.fast[(lane % self.fast.len() as u64) as usize]
+    /// The fast-lane connection for `affinity` (the HTTP connection's number: one client's
+    /// requests stay on one PostgreSQL connection, so they are answered in order).
+    fn fast(&self, affinity: u64) -> &Client {
+        &self.fast[(affinity % self.fast.len() as u64) as usize]
     }
 
     /// A read-only statement: shares a Sync with its neighbours (see `pg::Isolation`); on a
     /// standby when reads go there.
-    fn read(&self, lane: u64, st: &Statement, params: &[Param<'_>]) -> Result<Reply, Error> {
+    fn read(&self, affinity: u64, st: &Statement, params: &[Param<'_>]) -> Result<Reply, Error> {
         let client = if self.reads.is_empty() {
-            self.fast(lane)
+            self.fast(affinity)
         } else {
-            &self.reads[(lane % self.reads.len() as u64) as usize]
+            &self.reads[(affinity % self.reads.len() as u64) as usize]
         };
         self.counted(st, || client.query_read(st.name, params, self.timeout))
     }
 
     /// A statement with side effects: its own Sync, answered after its commit.
-    fn write(&self, lane: u64, st: &Statement, params: &[Param<'_>]) -> Result<Reply, Error> {
-        self.counted(st, || self.fast(lane).query(st.name, params, self.timeout))
+    fn write(&self, affinity: u64, st: &Statement, params: &[Param<'_>]) -> Result<Reply, Error> {
+        self.counted(st, || {
+            self.fast(affinity).query(st.name, params, self.timeout)
+        })
     }
 
     /// The record's (id, email, text) row.
-    pub fn by_id(&self, lane: u64, id: i32) -> Result<Option<Row>, Error> {
-        Ok(self.read(lane, &BY_ID, &[Param::Int4(id)])?.rows.pop())
+    pub fn by_id(&self, affinity: u64, id: i32) -> Result<Option<Row>, Error> {
+        Ok(self.read(affinity, &BY_ID, &[Param::Int4(id)])?.rows.pop())
     }
 
     /// The record's (text) row.
-    pub fn text_by_email(&self, lane: u64, email: &str) -> Result<Option<Row>, Error> {
+    pub fn text_by_email(&self, affinity: u64, email: &str) -> Result<Option<Row>, Error> {
         Ok(self
-            .read(lane, &TEXT_BY_EMAIL, &[Param::Text(email)])?
+            .read(affinity, &TEXT_BY_EMAIL, &[Param::Text(email)])?
             .rows
             .pop())
     }
 
-    pub fn upsert(&self, lane: u64, email: EmailAddress<'_>, text: &str) -> Result<(), Error> {
+    pub fn upsert(&self, affinity: u64, email: EmailAddress<'_>, text: &str) -> Result<(), Error> {
         self.write(
-            lane,
+            affinity,
             &UPSERT,
             &[Param::Text(email.as_str()), Param::Text(text)],
         )
@@ -195,13 +199,15 @@ impl Repository {
     }
 
     /// Deletes the record with that email, if any; returns how many rows went (0 or 1).
-    pub fn delete(&self, lane: u64, email: &str) -> Result<u64, Error> {
-        Ok(self.write(lane, &DELETE, &[Param::Text(email)])?.affected)
+    pub fn delete(&self, affinity: u64, email: &str) -> Result<u64, Error> {
+        Ok(self
+            .write(affinity, &DELETE, &[Param::Text(email)])?
+            .affected)
     }
 
     /// (email, text) rows ordered by email, from `offset`. On the listing lane.
-    pub fn page_offset(&self, lane: u64, limit: i64, offset: i64) -> Result<Vec<Row>, Error> {
-        let client = &self.listing[(lane % self.listing.len() as u64) as usize];
+    pub fn page_offset(&self, affinity: u64, limit: i64, offset: i64) -> Result<Vec<Row>, Error> {
+        let client = &self.listing[(affinity % self.listing.len() as u64) as usize];
         let params = [Param::Int8(limit), Param::Int8(offset)];
         let reply = self.counted(&PAGE_OFFSET, || {
             client.query_read(PAGE_OFFSET.name, &params, self.timeout)
@@ -211,16 +217,21 @@ impl Repository {
 
     /// (email, text) rows ordered by email, after `after` (keyset pagination): an index probe,
     /// so on the fast lane.
-    pub fn page_after(&self, lane: u64, after: &str, limit: i64) -> Result<Vec<Row>, Error> {
+    pub fn page_after(&self, affinity: u64, after: &str, limit: i64) -> Result<Vec<Row>, Error> {
         Ok(self
-            .read(lane, &PAGE_AFTER, &[Param::Text(after), Param::Int8(limit)])?
+            .read(
+                affinity,
+                &PAGE_AFTER,
+                &[Param::Text(after), Param::Int8(limit)],
+            )?
             .rows)
     }
 
-    /// Whether the database answers a trivial query on this lane within `timeout`.
-    pub fn ping(&self, lane: u64, timeout: Duration) -> Result<(), Error> {
+    /// Whether the database answers a trivial query (on the fast-lane connection `affinity`
+    /// picks) within `timeout`.
+    pub fn ping(&self, affinity: u64, timeout: Duration) -> Result<(), Error> {
         self.counted(&PING, || {
-            self.fast(lane).query_read(PING.name, &[], timeout)
+            self.fast(affinity).query_read(PING.name, &[], timeout)
         })
         .map(drop)
     }

@@ -510,6 +510,8 @@ fn openapi_document_matches_the_server() {
         "/livez",
         "/readyz",
         "/metrics",
+        "/docs",
+        "/redoc",
     ] {
         assert!(
             paths.contains_key(documented),
@@ -540,48 +542,37 @@ fn pipelined_requests_are_answered_in_order() {
     assert!(got[3].1.contains("\"id\":2"));
 }
 
-/// While shutting down, `/readyz` answers 503 so a load balancer stops sending (main sets the
-/// flag on SIGTERM before closing the listener; here the service runs in-process to hold the
-/// flag).
+/// While shutting down, `/readyz` answers 503 so a load balancer stops sending, and every
+/// other route is served as usual. The service is built in-process exactly as `serve` builds it
+/// (`records::app::build`), to hold it between the two phases.
 #[test]
 fn readyz_turns_503_while_draining() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+    use std::time::Duration;
     crate::support::init_runtime();
     let db = TestDb::new();
     let p = db.params();
+    let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
     let cfg = records_service::config::Source::new(|name: &str| match name {
         "POSTGRES_DB_HOST" => Some(p.host.clone()),
         "POSTGRES_DB_PORT" => Some(p.port.to_string()),
         "POSTGRES_DB_NAME" => Some(p.dbname.clone()),
         "POSTGRES_DB_USER" => Some(p.user.clone()),
         "POSTGRES_DB_PASSWORD" => Some(p.password.clone().unwrap_or_default()),
+        "SERVER_PORT" => Some("0".into()),
+        "WORKERS" => Some("2".into()),
+        "STATIC_DIR" => Some(static_dir.into()),
         _ => None,
     })
-    .database()
+    .config()
     .unwrap();
-    let metrics = Arc::new(records_service::records::metrics::Metrics::new(4, true));
-    let repo = Arc::new(records_service::records::Repository::start(
-        &cfg, 2, metrics,
-    ));
-    repo.wait_connected(std::time::Duration::from_secs(10))
-        .unwrap();
-    let draining = Arc::new(AtomicBool::new(false));
-    let service = Arc::new(records_service::records::RecordsService::new(
-        repo.clone(),
-        concat!(env!("CARGO_MANIFEST_DIR"), "/static"),
-        draining.clone(),
-    ));
-    let listener = records_service::http::bind("127.0.0.1:0").unwrap();
-    let server = records_service::http::serve(listener, service, Default::default()).unwrap();
-    assert_eq!(get(server.local_addr(), "/readyz").status, 200);
-    draining.store(true, Ordering::SeqCst);
-    let r = get(server.local_addr(), "/readyz");
+    let running = records_service::records::app::build(&cfg).unwrap();
+    let addr = running.local_addr();
+    assert_eq!(get(addr, "/readyz").status, 200);
+    running.begin_draining();
+    let r = get(addr, "/readyz");
     assert_eq!((r.status, r.detail()), (503, "Shutting down".to_string()));
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(get(server.local_addr(), "/livez").status, 200);
-    server.shutdown();
-    for c in repo.clients() {
-        c.close();
-    }
+    assert_eq!(get(addr, "/livez").status, 200);
+    assert_eq!(get(addr, "/").status, 200, "served as usual while draining");
+    assert!(running.shutdown(Duration::ZERO, Duration::from_secs(5)));
 }

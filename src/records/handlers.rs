@@ -1,0 +1,206 @@
+//! The handlers: one method per route, each reading its input (`input`), asking the repository,
+//! and writing JSON straight into the response body. Every failure is returned as a
+//! [`Failure`]; none is written here.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::http::{Request, Response};
+use crate::metrics::Format;
+use crate::pg;
+
+use super::email::EmailAddress;
+use super::failure::{Failure, Handled, INVALID_PAYLOAD};
+use super::input::{parse_i64, parse_id, required_email, text_payload, MAX_PAGE, MAX_TEXT_CHARS};
+use super::query::param;
+use super::routes::RecordsService;
+
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    id: i64,
+    email: &'a str,
+    text: Option<&'a str>,
+}
+
+impl RecordsService {
+    pub(super) fn get_by_id(&self, affinity: u64, raw: &str, res: &mut Response<'_>) -> Handled {
+        let Some(id) = parse_id(raw) else {
+            // A path segment that is not an integer: the original's validation error.
+            if raw.is_empty() || raw.contains('/') {
+                return Err(Failure::not_found());
+            }
+            return Err(Failure::bad_request(INVALID_PAYLOAD));
+        };
+        let not_found = || Failure::NotFound(format!("Record with ID {id} was not found!").into());
+        // Outside int4 no record can exist: 404 without asking the database.
+        let id32 = i32::try_from(id.value).map_err(|_| not_found())?;
+        let row = self.repo.by_id(affinity, id32)?.ok_or_else(not_found)?;
+        let record = RecordJson {
+            id: row.integer(0)?.unwrap_or(id.value),
+            email: row.text(1)?.unwrap_or(""),
+            text: row.text(2)?,
+        };
+        write_json(res, &record);
+        Ok(())
+    }
+
+    pub(super) fn get_by_email(
+        &self,
+        req: &Request<'_>,
+        affinity: u64,
+        res: &mut Response<'_>,
+    ) -> Handled {
+        let email = required_email(req)?;
+        let row = self.repo.text_by_email(affinity, &email)?.ok_or_else(|| {
+            Failure::NotFound(format!("Record for email {email} was not found!").into())
+        })?;
+        write_json(res, &[row.text(0)?]);
+        Ok(())
+    }
+
+    pub(super) fn upsert(
+        &self,
+        req: &Request<'_>,
+        affinity: u64,
+        res: &mut Response<'_>,
+    ) -> Handled {
+        // The original validated the body before the handler ran; keep that order.
+        let payload = text_payload(req.body())?;
+        let raw = required_email(req)?;
+        let email = EmailAddress::parse(&raw).map_err(|_| {
+            Failure::BadRequest(format!("Invalid email address provided! Email: {raw}").into())
+        })?;
+        if payload.text.contains('\0') {
+            // PostgreSQL's text cannot hold NUL: refused here, not answered 500 by the server.
+            return Err(Failure::BadRequest(
+                "Text must not contain NUL (\\u0000) characters".into(),
+            ));
+        }
+        if payload.text.chars().count() > MAX_TEXT_CHARS {
+            return Err(Failure::BadRequest(
+                format!("Text is too long: at most {MAX_TEXT_CHARS} characters are allowed").into(),
+            ));
+        }
+        self.repo.upsert(affinity, email, &payload.text)?;
+        res.body_mut().extend_from_slice(b"null");
+        Ok(())
+    }
+
+    pub(super) fn delete(
+        &self,
+        req: &Request<'_>,
+        affinity: u64,
+        res: &mut Response<'_>,
+    ) -> Handled {
+        let email = required_email(req)?;
+        self.repo.delete(affinity, &email)?;
+        res.body_mut().extend_from_slice(b"null");
+        Ok(())
+    }
+
+    pub(super) fn list(&self, req: &Request<'_>, affinity: u64, res: &mut Response<'_>) -> Handled {
+        let query = req.query();
+        let bad = || Failure::bad_request(INVALID_PAYLOAD);
+        let limit_raw = param(query, "limit").map_err(|_| bad())?;
+        let offset_raw = param(query, "offset").map_err(|_| bad())?;
+        let after = param(query, "after").map_err(|_| bad())?;
+        let limit = match &limit_raw {
+            Some(s) => parse_i64(s).ok_or_else(bad)?,
+            None => MAX_PAGE,
+        };
+        let offset = match &offset_raw {
+            Some(s) => parse_i64(s).ok_or_else(bad)?,
+            None => 0,
+        };
+        if limit < 0 || offset < 0 {
+            return Err(Failure::BadRequest(
+                format!("Invalid limit or offset provided! Limit: {limit} Offset: {offset}").into(),
+            ));
+        }
+        let limit = limit.min(MAX_PAGE);
+        let rows = match after {
+            Some(after) => {
+                if offset != 0 {
+                    return Err(Failure::BadRequest(
+                        "Use either after or offset, not both".into(),
+                    ));
+                }
+                self.repo.page_after(affinity, &after, limit)?
+            }
+            None => self.repo.page_offset(affinity, limit, offset)?,
+        };
+        let mut pairs: Vec<(&str, Option<&str>)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            pairs.push((row.text(0)?.unwrap_or(""), row.text(1)?));
+        }
+        write_json(res, &pairs);
+        Ok(())
+    }
+
+    /// Ready when every connection of both lanes is up and the database answers a query.
+    pub(super) fn readyz(&self, affinity: u64, res: &mut Response<'_>) -> Handled {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(Failure::ShuttingDown);
+        }
+        if !self.repo.is_connected() {
+            return Err(Failure::NotReady(pg::Error::unavailable(
+                "not every PostgreSQL connection is up",
+            )));
+        }
+        self.repo
+            .ping(affinity, Duration::from_secs(1))
+            .map_err(Failure::NotReady)?;
+        res.body_mut().extend_from_slice(br#"{"status":"ready"}"#);
+        Ok(())
+    }
+
+    /// `/metrics`, in the format the scraper asks for.
+    pub(super) fn metrics(&self, req: &Request<'_>, res: &mut Response<'_>) -> Handled {
+        let format = Format::negotiate(req.header("accept"));
+        let text = self.exporter.render(format);
+        res.content_type(format.content_type());
+        res.body_mut().extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+
+    pub(super) fn asset(&self, name: &str, res: &mut Response<'_>) -> Handled {
+        match self.assets.get(name) {
+            Some((content_type, bytes)) => {
+                res.content_type(content_type);
+                res.body_mut().extend_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(Failure::not_found()),
+        }
+    }
+}
+
+fn write_json<T: Serialize + ?Sized>(res: &mut Response<'_>, value: &T) {
+    // Serializing plain structs of numbers and strings into a Vec cannot fail.
+    let _ = sonic_rs::to_writer(res.body_mut(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_encoding_of_records() {
+        let mut out = Vec::new();
+        sonic_rs::to_writer(
+            &mut out,
+            &RecordJson {
+                id: 1,
+                email: "a\"b@c.com",
+                text: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(out, br#"{"id":1,"email":"a\"b@c.com","text":null}"#);
+        out.clear();
+        sonic_rs::to_writer(&mut out, &[("a@b.com", Some("hi")), ("c@d.com", None)]).unwrap();
+        assert_eq!(out, br#"[["a@b.com","hi"],["c@d.com",null]]"#);
+    }
+}
