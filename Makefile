@@ -21,10 +21,10 @@ db:
 migrate: build db
 	$(WITH_DB) $(BIN) migrate
 
-# Build, start PostgreSQL, migrate, seed 100,000 rows into an empty table, serve on
+# Build, start PostgreSQL, migrate, seed ROWS (100,000) rows into an empty table, serve on
 # 127.0.0.1:8000 in the foreground (Ctrl-C stops the service; `make stop` stops PostgreSQL).
 run: build db
-	$(WITH_DB) $(BIN) seed --rows 100000 --if-empty
+	$(WITH_DB) $(BIN) seed --rows $(ROWS) --if-empty
 	$(WITH_DB) exec $(BIN) serve
 
 stop:
@@ -92,3 +92,10 @@ test-monitoring: build db
 .PHONY: test-console
 test-console: build db
 	$(WITH_DB) BIN=$(BIN) python3 scripts/test-console.py
+
+# The API contract, checked by an outside tool: schemathesis generates requests from
+# /openapi.json and checks the real service's answers against it (scripts/contract.sh).
+.PHONY: contract
+contract: build db
+	$(WITH_DB) $(BIN) migrate
+	$(WITH_DB) BIN=$(BIN) scripts/contract.sh

@@ -16,7 +16,10 @@ ports:
   2. with the database unreachable (nothing listens on its port): the lookup form must show the
      503, and the header "not ready" and the PostgreSQL circuit open;
   3. with METRICS_ADDR set: the public port answers 404 for metrics and the live panel must say
-     so instead of breaking.
+     so instead of breaking;
+  4. /docs (Swagger UI) and /redoc (ReDoc): every operation of /openapi.json rendered, and
+     Swagger UI's "Try it out" on GET /user/{id} answering the record a direct GET returns.
+The browser resolves no host but 127.0.0.1: every page must work offline (no CDN).
 Every wait is a bounded poll, never a fixed sleep. Everything started is stopped at the end.
 Prints PASS or FAIL; the exit status is 0 only on PASS.
 """
@@ -200,8 +203,11 @@ def wait_listening(services, proc, port, path, want_status=None, timeout=30):
 def start_browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    # Every host but the service's own address resolves to nothing: the pages must work
+    # offline (no CDN, no web font, no validator badge), and a request elsewhere would fail.
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1000", "--disable-extensions", "--no-first-run"):
+                "--window-size=1280,1000", "--disable-extensions", "--no-first-run",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -528,6 +534,77 @@ def test_metrics_elsewhere(services, driver):
     log(f"with METRICS_ADDR: {note!r}")
 
 
+def documented_operations(port):
+    status, _, body = http_request(port, "GET", "/openapi.json")
+    check(status == 200, f"GET /openapi.json answered {status}")
+    spec = json.loads(body)
+    ops = []
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if method in ("get", "post", "put", "delete", "patch", "head", "options"):
+                ops.append((method.upper(), path, op.get("operationId"), (op.get("tags") or ["default"])[0]))
+    check(ops, "the document lists no operation")
+    return ops
+
+
+def test_api_docs(services, driver):
+    """/docs (Swagger UI) and /redoc (ReDoc), offline: every documented operation is rendered,
+    and Swagger UI's "Try it out" on GET /user/{id} returns the record."""
+    port = free_port()
+    proc = services.start("service-docs", port)
+    wait_listening(services, proc, port, "/readyz", want_status=200)
+    ops = documented_operations(port)
+
+    driver.get(f"http://127.0.0.1:{port}/docs")
+    wait_for(driver, "Swagger UI to render the operations",
+             lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= len(ops), timeout=30)
+    rendered = set()
+    for block in driver.find_elements(By.CSS_SELECTOR, ".opblock"):
+        method = block.find_element(By.CSS_SELECTOR, ".opblock-summary-method").text.strip()
+        path = block.find_element(By.CSS_SELECTOR, ".opblock-summary-path").get_attribute("data-path")
+        rendered.add((method.upper(), path))
+    missing = [(m, p) for m, p, _, _ in ops if (m, p) not in rendered]
+    check(not missing, f"Swagger UI does not show {missing} (it shows {sorted(rendered)})")
+    log(f"/docs: Swagger UI renders all {len(ops)} documented operations")
+
+    # Try it out: GET /user/{id} with id 1, answered by the service itself.
+    _, _, expected = http_request(port, "GET", "/user/1")
+    expected = json.loads(expected)
+    by_id = next((op, tag) for m, p, op, tag in ops if (m, p) == ("GET", "/user/{id}"))
+    block = driver.find_element(By.ID, f"operations-{by_id[1]}-{by_id[0]}")
+    block.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    wait_for(driver, "the operation to open",
+             lambda d: block.find_elements(By.CSS_SELECTOR, "button.try-out__btn"))
+    block.find_element(By.CSS_SELECTOR, "button.try-out__btn").click()
+    field = wait_for(driver, "the id field",
+                     lambda d: (block.find_elements(By.CSS_SELECTOR, "tr[data-param-name='id'] input")
+                                or [None])[0])
+    field.clear()
+    field.send_keys("1")
+    block.find_element(By.CSS_SELECTOR, "button.execute").click()
+    status_cell = wait_for(
+        driver, "the live response",
+        lambda d: (block.find_elements(
+            By.CSS_SELECTOR, ".live-responses-table tr.response .response-col_status")
+            or [None])[0])
+    check(status_cell.text.strip().startswith("200"), f"Try it out answered {status_cell.text!r}")
+    body = block.find_element(
+        By.CSS_SELECTOR, ".live-responses-table tr.response .response-col_description pre")
+    got = json.loads(body.text)
+    check(got == expected, f"Try it out showed {got}, GET /user/1 answers {expected}")
+    log(f"/docs: Try it out on GET /user/{{id}} with id 1: 200 {got}")
+
+    driver.get(f"http://127.0.0.1:{port}/redoc")
+    wait_for(driver, "ReDoc to render the operations",
+             lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-section-id^='operation/']"))
+             >= len(ops), timeout=30)
+    sections = {e.get_attribute("data-section-id")
+                for e in driver.find_elements(By.CSS_SELECTOR, "[data-section-id^='operation/']")}
+    missing = [op for _, _, op, _ in ops if f"operation/{op}" not in sections]
+    check(not missing, f"ReDoc does not show {missing}")
+    log(f"/redoc: ReDoc renders all {len(ops)} documented operations")
+
+
 def seed():
     missing = [v for v in ("POSTGRES_DB_HOST", "POSTGRES_DB_NAME", "POSTGRES_DB_USER")
                if not os.environ.get(v)]
@@ -551,6 +628,7 @@ def main():
         test_with_database(services, driver)
         test_without_database(services, driver)
         test_metrics_elsewhere(services, driver)
+        test_api_docs(services, driver)
         ok = True
     except Failure as e:
         log(f"failed: {e}")

@@ -191,25 +191,10 @@ before=$(check value --prom "$PROM" \
   abort "querying prometheus failed: $before"
 
 # --------------------------------------------------------------------------- 4. load
-cat >"$tmp/load.lua" <<'EOF'
--- GET /user/{id}, id uniform in 1..N per request (wrk ... -- N).
-local rows = 100000
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("thread_no", threads)
-end
-function init(args)
-  if args[1] then rows = tonumber(args[1]) end
-  math.randomseed(os.time() * 1000 + (thread_no or 0) * 7919)
-end
-function request()
-  return wrk.format("GET", "/user/" .. math.random(1, rows))
-end
-EOF
+# The benchmark's own script: GET /user/{id}, id uniform in 1..ROWS per request.
 step "wrk: GET $ROUTE, ids 1..$ROWS, ${LOAD_SECONDS}s"
 start=$(date +%s.%N)
-wrk -t2 -c16 -d"${LOAD_SECONDS}s" --timeout 5s --latency -s "$tmp/load.lua" "$APP" -- "$ROWS" \
+wrk -t2 -c16 -d"${LOAD_SECONDS}s" --timeout 5s --latency -s benches/random_user.lua "$APP" -- "$ROWS" \
   >"$tmp/wrk.txt" 2>&1 &
 wrk_pid=$!
 pids+=("$wrk_pid")

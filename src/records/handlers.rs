@@ -120,15 +120,13 @@ impl RecordsService {
             ));
         }
         let limit = limit.min(MAX_PAGE);
-        let rows = match after {
-            Some(after) => {
-                if offset != 0 {
-                    return Err(Failure::BadRequest(
-                        "Use either after or offset, not both".into(),
-                    ));
-                }
-                self.repo.page_after(affinity, &after, limit)?
-            }
+        // `after=` (empty) is no position: the list from its start. With an offset, the page
+        // starts that many rows after the key (the index is walked up to it: listing lane).
+        let rows = match after.filter(|a| !a.is_empty()) {
+            Some(after) if offset == 0 => self.repo.page_after(affinity, &after, limit)?,
+            Some(after) => self
+                .repo
+                .page_after_offset(affinity, &after, limit, offset)?,
             None => self.repo.page_offset(affinity, limit, offset)?,
         };
         let mut pairs: Vec<(&str, Option<&str>)> = Vec::with_capacity(rows.len());

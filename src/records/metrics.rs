@@ -98,13 +98,14 @@ fn method_index(method: &str) -> usize {
 }
 
 /// The statements queries are counted by (the repository's, in this order).
-pub const STATEMENTS: [&str; 7] = [
+pub const STATEMENTS: [&str; 8] = [
     "by_id",
     "text_by_email",
     "upsert",
     "delete",
     "page_offset",
     "page_after",
+    "page_after_offset",
     "ping",
 ];
 

@@ -45,6 +45,12 @@ pub const PAGE_AFTER: Statement = Statement {
           ORDER BY records.email \
           LIMIT $2::int8",
 };
+pub const PAGE_AFTER_OFFSET: Statement = Statement {
+    name: "page_after_offset",
+    sql: "SELECT email::text, text::text FROM records WHERE records.email > $1::citext \
+          ORDER BY records.email \
+          LIMIT $2::int8 OFFSET $3::int8",
+};
 pub const PING: Statement = Statement {
     name: "ping",
     sql: "SELECT 1",
@@ -52,7 +58,7 @@ pub const PING: Statement = Statement {
 
 const FAST_STATEMENTS: &[Statement] = &[BY_ID, TEXT_BY_EMAIL, UPSERT, DELETE, PAGE_AFTER, PING];
 const READ_STATEMENTS: &[Statement] = &[BY_ID, TEXT_BY_EMAIL, PAGE_AFTER, PING];
-const LISTING_STATEMENTS: &[Statement] = &[PAGE_OFFSET];
+const LISTING_STATEMENTS: &[Statement] = &[PAGE_OFFSET, PAGE_AFTER_OFFSET];
 
 pub struct Repository {
     /// One per worker: writes, and reads unless `reads` has clients of its own.
@@ -211,6 +217,23 @@ impl Repository {
         let params = [Param::Int8(limit), Param::Int8(offset)];
         let reply = self.counted(&PAGE_OFFSET, || {
             client.query_read(PAGE_OFFSET.name, &params, self.timeout)
+        })?;
+        Ok(reply.rows)
+    }
+
+    /// (email, text) rows ordered by email, after `after`, from `offset`: walks the index up to
+    /// the offset like [`Repository::page_offset`], so on the listing lane.
+    pub fn page_after_offset(
+        &self,
+        affinity: u64,
+        after: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Row>, Error> {
+        let client = &self.listing[(affinity % self.listing.len() as u64) as usize];
+        let params = [Param::Text(after), Param::Int8(limit), Param::Int8(offset)];
+        let reply = self.counted(&PAGE_AFTER_OFFSET, || {
+            client.query_read(PAGE_AFTER_OFFSET.name, &params, self.timeout)
         })?;
         Ok(reply.rows)
     }
