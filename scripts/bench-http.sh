@@ -36,25 +36,7 @@ for v in ROUNDS HTTP_SECONDS HTTP_CONNECTIONS HTTP_THREADS PIPELINE_DEPTH WARMUP
   [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || die "$v must be a positive integer (got '${!v}')"
 done
 
-SERVER_PID=""
-stop_server() {
-  local pid=$SERVER_PID
-  SERVER_PID=""
-  [ -n "$pid" ] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-LOAD_PID=""
-stop_load() {
-  [ -n "$LOAD_PID" ] && kill -TERM "$LOAD_PID" 2>/dev/null || true
-  LOAD_PID=""
-}
-trap 'stop_load; stop_server' EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+. scripts/lib/bench-servers.sh
 
 if ! command -v wrk >/dev/null 2>&1; then
   log "installing wrk (apt-get)"
