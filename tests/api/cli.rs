@@ -219,9 +219,10 @@ fn healthcheck_probes_readyz() {
     assert!(text.contains("not ready: HTTP/1.1 503"), "{text}");
 }
 
-/// A port already served is refused, not shared: may's own bind sets SO_REUSEPORT, with which
-/// a second instance started by mistake on the same port would silently take half of the
-/// connections (and two servers bound to port 0 could be handed the same one).
+/// A port already served is refused, not shared. The service listens through `http::bind`, not
+/// may's own bind, which sets SO_REUSEPORT: with it a second instance started by mistake on the
+/// same port silently took half of the connections (and two servers bound to port 0 could be
+/// handed the same one).
 #[test]
 fn a_port_in_use_is_refused_not_shared() {
     let db = TestDb::new();

@@ -206,8 +206,8 @@ fn connection_limit_answers_503_and_frees_its_slots() {
     assert_eq!(b.response().status, 200);
 }
 
-/// Issue 3: every response carries Date. The 503 for an over-limit connection is a fixed byte
-/// string without one (server.rs `refuse_busy`).
+/// Issue 3: every response carries Date, the 503 for an over-limit connection included (it
+/// used to be a fixed byte string without one; `refuse_busy` now writes it as any error).
 #[test]
 fn connection_limit_503_carries_a_date() {
     let server = TestServer::start(config(|c| c.limits.max_connections = 1));

@@ -166,9 +166,9 @@ refused! {
 /// `Transfer-Encoding: ,` is a Transfer-Encoding field whose list has no coding. RFC 9112
 /// 6.3: with Transfer-Encoding present and `chunked` not the final coding the length cannot
 /// be determined (400); with Content-Length beside it, it "ought to be handled as an error".
-/// The core treats a comma-only list as no Transfer-Encoding at all and frames by
-/// Content-Length, while it refuses an empty value: a front end that takes any
-/// Transfer-Encoding as chunked would frame the same bytes differently.
+/// The core used to treat a comma-only list as no Transfer-Encoding at all and frame by
+/// Content-Length (while refusing an empty value): a front end that takes any
+/// Transfer-Encoding as chunked would frame the same bytes differently. Now it is refused too.
 #[test]
 fn refused_transfer_encoding_with_only_commas() {
     assert_refused(

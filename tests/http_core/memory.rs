@@ -68,11 +68,11 @@ fn in_child(name: &str) -> bool {
     std::env::var(CHILD_ENV).as_deref() == Ok(name)
 }
 
-/// Fails on the same conn.rs defect as
-/// `pipelining::requests_left_when_a_batch_hits_the_output_limit_are_answered`:
-/// after a batch stops on `max_output_bytes` the loop reads again with complete requests still
-/// buffered, and the read offers the whole (doubling) capacity of the input buffer, so the
-/// server takes all 20 MiB into memory before its output blocks.
+/// Guards against the conn.rs defect that
+/// `pipelining::requests_left_when_a_batch_hits_the_output_limit_are_answered` also covers: the
+/// loop used to read again after a batch stopped on `max_output_bytes` with complete requests
+/// still buffered, offering the whole (doubling) input buffer, so the server took all 20 MiB
+/// into memory before its output blocked. Now nothing is read until they are answered.
 #[test]
 fn non_reading_pipeliner_cannot_grow_server_memory() {
     run_in_child("child_non_reading_pipeliner");

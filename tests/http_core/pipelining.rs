@@ -74,8 +74,9 @@ fn half_closed_client_still_gets_every_answer() {
 
 /// Three pipelined answers of 800 octets with `max_output_bytes` 1,024: the batch stops on its
 /// output limit after two. The third request is already buffered and must be answered without
-/// more input; conn.rs instead goes back to reading (only a batch that stopped on
-/// `max_pipelined` is continued), so the client waits until the header timeout.
+/// more input. conn.rs used to go back to reading when a batch stopped on its output limit
+/// (only one stopped by `max_pipelined` was continued), and the client waited until the header
+/// timeout; a batch stopped by either limit with input left is now continued first.
 #[test]
 fn requests_left_when_a_batch_hits_the_output_limit_are_answered() {
     let server = TestServer::start(config(|c| {

@@ -53,10 +53,10 @@ fn graceful_shutdown_closes_idle_finishes_in_flight_and_refuses_new() {
     assert_eq!(server.handle.active_connections(), 0);
 }
 
-/// Issue 3: "in-flight requests finish with `Connection: close`". conn.rs decides `close`
-/// from `shared.draining()` *before* calling the handler, so a request already in the handler
-/// when shutdown starts is answered without `Connection: close` (the connection is then
-/// closed anyway, unannounced).
+/// Issue 3: "in-flight requests finish with `Connection: close`". The decision used to be made
+/// from `shared.draining()` *before* the handler ran, so a request already in the handler when
+/// shutdown started went out without `Connection: close` (and the connection closed
+/// unannounced); dispatch.rs now reads `draining()` after the handler.
 #[test]
 fn graceful_shutdown_in_flight_answer_says_connection_close() {
     let (server, _idle, mut busy) = shutdown_scenario();

@@ -167,7 +167,6 @@ impl TestServer {
         self.handle.local_addr()
     }
 
-    /// A new connection, every read and write under [`READ_TIMEOUT`].
     /// Whether the open connections come to `n` within 5 s.
     pub fn connections_settle_at(&self, n: usize) -> bool {
         eventually(Duration::from_secs(5), || {
@@ -175,6 +174,7 @@ impl TestServer {
         })
     }
 
+    /// A new connection, every read and write under [`READ_TIMEOUT`].
     pub fn client(&self) -> Conn {
         Conn::connect_with_timeout(self.addr(), READ_TIMEOUT)
     }
