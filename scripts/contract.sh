@@ -52,8 +52,9 @@ if [ -n "$psql_bin" ]; then
     "${pg[@]}" -c "create database \"$CONTRACT_DB\"" ||
     { log "cannot create database $CONTRACT_DB"; exit 1; }
 else
-  log "no psql: using $POSTGRES_DB_NAME itself (keep it small: see above)"
-  CONTRACT_DB=$POSTGRES_DB_NAME
+  # Never against the real database: the generated requests write and delete records.
+  log "no psql to create $CONTRACT_DB with (install the PostgreSQL client); not running"
+  exit 1
 fi
 export POSTGRES_DB_NAME=$CONTRACT_DB
 

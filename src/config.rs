@@ -142,239 +142,324 @@ pub struct Config {
 }
 
 /// One row of the configuration table: the variable, its default (`None`: no default; the
-/// description says whether it is required) and what it sets. The README's table and
-/// `.env.example` list the same rows.
-pub const VARIABLES: &[(&str, Option<&str>, &str)] = &[
-    (
-        "DATABASE_URL",
-        None,
-        "postgres://USER:PASSWORD@HOST:PORT/DATABASE?PARAMETERS, libpq's URL, instead of the \
+/// description says whether it is required), for whole numbers the bounds, and what it sets.
+/// The parser reads defaults and bounds from here ([`Source`]); the README's table and
+/// `.env.example` are checked against it (tests below).
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: Option<&'static str>,
+    /// The accepted range of a whole-number setting, inclusive.
+    pub bounds: Option<(u64, u64)>,
+    pub description: &'static str,
+}
+
+/// A day in milliseconds: the longest timeout accepted.
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// The row of `name`. Every variable the parser reads has one (a test checks it).
+fn setting(name: &str) -> &'static Setting {
+    VARIABLES
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} is not in config::VARIABLES"))
+}
+
+pub const VARIABLES: &[Setting] = &[
+    Setting {
+        name: "DATABASE_URL",
+        default: None,
+        bounds: None,
+        description: "postgres://USER:PASSWORD@HOST:PORT/DATABASE?PARAMETERS, libpq's URL, instead of the \
          POSTGRES_DB_* variables (not both; empty counts as unset)",
-    ),
-    (
-        "POSTGRES_DB_HOST",
-        None,
-        "PostgreSQL host name or address (required unless DATABASE_URL is set)",
-    ),
-    (
-        "POSTGRES_DB_PORT",
-        Some("5432"),
-        "PostgreSQL port (not with DATABASE_URL)",
-    ),
-    (
-        "POSTGRES_DB_NAME",
-        None,
-        "database name (required unless DATABASE_URL is set)",
-    ),
-    (
-        "POSTGRES_DB_USER",
-        None,
-        "user name (required unless DATABASE_URL is set)",
-    ),
-    (
-        "POSTGRES_DB_PASSWORD",
-        None,
-        "password, may be empty for trust authentication (required unless DATABASE_URL is set)",
-    ),
-    (
-        "PGSSLMODE",
-        None,
-        "TLS: disable, prefer (the default), require, verify-ca or verify-full",
-    ),
-    (
-        "PGSSLROOTCERT",
-        None,
-        "CA certificates (PEM file) to verify the server against, or system for the system's \
+    },
+    Setting {
+        name: "POSTGRES_DB_HOST",
+        default: None,
+        bounds: None,
+        description: "PostgreSQL host name or address (required unless DATABASE_URL is set)",
+    },
+    Setting {
+        name: "POSTGRES_DB_PORT",
+        default: Some("5432"),
+        bounds: Some((1, 65535)),
+        description: "PostgreSQL port (not with DATABASE_URL)",
+    },
+    Setting {
+        name: "POSTGRES_DB_NAME",
+        default: None,
+        bounds: None,
+        description: "database name (required unless DATABASE_URL is set)",
+    },
+    Setting {
+        name: "POSTGRES_DB_USER",
+        default: None,
+        bounds: None,
+        description: "user name (required unless DATABASE_URL is set)",
+    },
+    Setting {
+        name: "POSTGRES_DB_PASSWORD",
+        default: None,
+        bounds: None,
+        description: "password, may be empty for trust authentication (required unless DATABASE_URL is set)",
+    },
+    Setting {
+        name: "PGSSLMODE",
+        default: None,
+        bounds: None,
+        description: "TLS: disable, prefer (the default), require, verify-ca or verify-full",
+    },
+    Setting {
+        name: "PGSSLROOTCERT",
+        default: None,
+        bounds: None,
+        description: "CA certificates (PEM file) to verify the server against, or system for the system's \
          store (then sslmode defaults to verify-full)",
-    ),
-    (
-        "PGSSLCERT",
-        None,
-        "client certificate (PEM file), with PGSSLKEY",
-    ),
-    ("PGSSLKEY", None, "the client certificate's key (PEM file)"),
-    (
-        "PGCHANNELBINDING",
-        None,
-        "SCRAM channel binding: disable, prefer (the default) or require",
-    ),
-    (
-        "PGREQUIREAUTH",
-        None,
-        "authentication methods the server may ask for: password, md5, scram-sha-256, none, \
+    },
+    Setting {
+        name: "PGSSLCERT",
+        default: None,
+        bounds: None,
+        description: "client certificate (PEM file), with PGSSLKEY",
+    },
+    Setting {
+        name: "PGSSLKEY",
+        default: None,
+        bounds: None,
+        description: "the client certificate's key (PEM file)",
+    },
+    Setting {
+        name: "PGCHANNELBINDING",
+        default: None,
+        bounds: None,
+        description: "SCRAM channel binding: disable, prefer (the default) or require",
+    },
+    Setting {
+        name: "PGREQUIREAUTH",
+        default: None,
+        bounds: None,
+        description: "authentication methods the server may ask for: password, md5, scram-sha-256, none, \
          comma-separated (or !method, to refuse one); by default any, but no cleartext or MD5 \
          password without TLS",
-    ),
-    (
-        "PGTARGETSESSIONATTRS",
-        None,
-        "where reads go with several hosts: any (the default, the first that answers), \
+    },
+    Setting {
+        name: "PGTARGETSESSIONATTRS",
+        default: None,
+        bounds: None,
+        description: "where reads go with several hosts: any (the default, the first that answers), \
          read-write (the primary) or prefer-standby (a standby, else the primary); writes always \
          go to the primary",
-    ),
-    (
-        "PGAPPNAME",
-        None,
-        "application_name the server shows for the connections (default records-service)",
-    ),
-    ("SERVER_HOST", Some("127.0.0.1"), "address to listen on"),
-    ("SERVER_PORT", Some("8000"), "port to listen on"),
-    (
-        "WORKERS",
-        Some("number of cores"),
-        "worker threads, and pipelined PostgreSQL connections",
-    ),
-    (
-        "PG_LISTING_CONNECTIONS",
-        Some("2"),
-        "extra connections for listings (slow queries)",
-    ),
-    (
-        "PG_CONNECT_TIMEOUT_MS",
-        Some("5000"),
-        "TCP connect plus startup and authentication",
-    ),
-    (
-        "PG_STATEMENT_TIMEOUT_MS",
-        Some("5000"),
-        "server-side statement_timeout",
-    ),
-    (
-        "PG_QUERY_TIMEOUT_MS",
-        Some("6000"),
-        "client-side deadline on every query",
-    ),
-    (
-        "PG_MAX_IN_FLIGHT",
-        Some("1024"),
-        "queries in flight per connection (503 at once beyond)",
-    ),
-    (
-        "PG_MAX_MESSAGE_BYTES",
-        Some("67108864"),
-        "largest message accepted from the server (the connection is dropped beyond)",
-    ),
-    (
-        "PG_MAX_STANDBY_LAG_MS",
-        Some("10000"),
-        "with target_session_attrs=prefer-standby: a standby further behind is passed over (0: no bound)",
-    ),
-    (
-        "PG_STATEMENT_MODE",
-        Some("auto"),
-        "auto, named or transaction: statements prepared once per connection, or in each transaction (for transaction poolers)",
-    ),
-    (
-        "HTTP_MAX_HEAD_BYTES",
-        Some("65536"),
-        "request line plus headers (431 beyond)",
-    ),
-    (
-        "HTTP_MAX_HEADERS",
-        Some("100"),
-        "header fields per request (431 beyond)",
-    ),
-    (
-        "HTTP_MAX_BODY_BYTES",
-        Some("1048576"),
-        "request body (413 beyond)",
-    ),
-    (
-        "HTTP_MAX_CONNECTIONS",
-        Some("10000"),
-        "open connections (503 beyond)",
-    ),
-    (
-        "HTTP_MAX_PIPELINED",
-        Some("64"),
-        "pipelined requests answered per batch",
-    ),
-    (
-        "HTTP_MAX_OUTPUT_BYTES",
-        Some("262144"),
-        "unsent output before reading stops",
-    ),
-    (
-        "HTTP_MAX_BUFFERED_BYTES",
-        Some("268435456"),
-        "request heads and bodies buffered across all connections (503 beyond)",
-    ),
-    (
-        "HTTP_MAX_LINGER_BYTES",
-        Some("16777216"),
-        "input discarded while closing with unread input",
-    ),
-    (
-        "HTTP_HEADER_TIMEOUT_MS",
-        Some("10000"),
-        "time to send a request head (408 after)",
-    ),
-    (
-        "HTTP_BODY_TIMEOUT_MS",
-        Some("30000"),
-        "time to send a request body (408 after)",
-    ),
-    (
-        "HTTP_IDLE_TIMEOUT_MS",
-        Some("60000"),
-        "idle keep-alive connection",
-    ),
-    (
-        "HTTP_WRITE_TIMEOUT_MS",
-        Some("30000"),
-        "sending one batch of answers to a client (cut after)",
-    ),
-    (
-        "HTTP_LINGER_TIME_MS",
-        Some("30000"),
-        "lingering close, in all",
-    ),
-    (
-        "HTTP_LINGER_TIMEOUT_MS",
-        Some("5000"),
-        "lingering close, longest wait for more input",
-    ),
-    (
-        "SHUTDOWN_DELAY_MS",
-        Some("0"),
-        "after SIGTERM, keep serving this long with /readyz at 503 before closing the listener (for a balancer to notice)",
-    ),
-    (
-        "SHUTDOWN_TIMEOUT_MS",
-        Some("10000"),
-        "graceful shutdown deadline",
-    ),
-    (
-        "STATIC_DIR",
-        Some("static"),
-        "directory served at / and /static/",
-    ),
-    ("STACK_SIZE_KIB", Some("64"), "coroutine stack size"),
-    (
-        "METRICS",
-        Some("on"),
-        "on: count requests and queries for /metrics; off: skip the counting (/metrics then shows only the process, the connections and PostgreSQL's state)",
-    ),
-    (
-        "METRICS_ADDR",
-        None,
-        "HOST:PORT of a separate listener for /metrics, /livez and /readyz (the public port then answers 404 for /metrics); unset: the main listener serves them",
-    ),
-    (
-        "LOG_FORMAT",
-        None,
-        "json (one object per line) or text; unset: json, or text when stderr is a terminal",
-    ),
-    (
-        "LOG_LEVEL",
-        Some("info"),
-        "error, warn, info, debug or trace",
-    ),
-    (
-        "ACCESS_LOG",
-        Some("errors"),
-        "off, errors (requests answered 5xx) or all: one log event per request",
-    ),
+    },
+    Setting {
+        name: "PGAPPNAME",
+        default: None,
+        bounds: None,
+        description: "application_name the server shows for the connections (default records-service)",
+    },
+    Setting {
+        name: "SERVER_HOST",
+        default: Some("127.0.0.1"),
+        bounds: None,
+        description: "address to listen on",
+    },
+    Setting {
+        name: "SERVER_PORT",
+        default: Some("8000"),
+        bounds: Some((0, 65535)),
+        description: "port to listen on",
+    },
+    Setting {
+        name: "WORKERS",
+        default: Some("number of cores"),
+        bounds: Some((1, 1024)),
+        description: "worker threads, and pipelined PostgreSQL connections",
+    },
+    Setting {
+        name: "PG_LISTING_CONNECTIONS",
+        default: Some("2"),
+        bounds: Some((1, 64)),
+        description: "extra connections for listings (slow queries)",
+    },
+    Setting {
+        name: "PG_CONNECT_TIMEOUT_MS",
+        default: Some("5000"),
+        bounds: Some((1, DAY_MS)),
+        description: "TCP connect plus startup and authentication",
+    },
+    Setting {
+        name: "PG_STATEMENT_TIMEOUT_MS",
+        default: Some("5000"),
+        bounds: Some((0, DAY_MS)),
+        description: "server-side statement_timeout",
+    },
+    Setting {
+        name: "PG_QUERY_TIMEOUT_MS",
+        default: Some("6000"),
+        bounds: Some((1, DAY_MS)),
+        description: "client-side deadline on every query",
+    },
+    Setting {
+        name: "PG_MAX_IN_FLIGHT",
+        default: Some("1024"),
+        bounds: Some((1, 1 << 20)),
+        description: "queries in flight per connection (503 at once beyond)",
+    },
+    Setting {
+        name: "PG_MAX_MESSAGE_BYTES",
+        default: Some("67108864"),
+        bounds: Some((1 << 16, 1 << 30)),
+        description: "largest message accepted from the server (the connection is dropped beyond)",
+    },
+    Setting {
+        name: "PG_MAX_STANDBY_LAG_MS",
+        default: Some("10000"),
+        bounds: Some((0, DAY_MS)),
+        description: "with target_session_attrs=prefer-standby: a standby further behind is passed over (0: no bound)",
+    },
+    Setting {
+        name: "PG_STATEMENT_MODE",
+        default: Some("auto"),
+        bounds: None,
+        description: "auto, named or transaction: statements prepared once per connection, or in each transaction (for transaction poolers)",
+    },
+    Setting {
+        name: "HTTP_MAX_HEAD_BYTES",
+        default: Some("65536"),
+        bounds: Some((1024, 16 << 20)),
+        description: "request line plus headers (431 beyond)",
+    },
+    Setting {
+        name: "HTTP_MAX_HEADERS",
+        default: Some("100"),
+        bounds: Some((1, 10_000)),
+        description: "header fields per request (431 beyond)",
+    },
+    Setting {
+        name: "HTTP_MAX_BODY_BYTES",
+        default: Some("1048576"),
+        bounds: Some((0, 1 << 30)),
+        description: "request body (413 beyond)",
+    },
+    Setting {
+        name: "HTTP_MAX_CONNECTIONS",
+        default: Some("10000"),
+        bounds: Some((1, 1 << 24)),
+        description: "open connections (503 beyond)",
+    },
+    Setting {
+        name: "HTTP_MAX_PIPELINED",
+        default: Some("64"),
+        bounds: Some((1, 1 << 16)),
+        description: "pipelined requests answered per batch",
+    },
+    Setting {
+        name: "HTTP_MAX_OUTPUT_BYTES",
+        default: Some("262144"),
+        bounds: Some((1024, 1 << 30)),
+        description: "unsent output before reading stops",
+    },
+    Setting {
+        name: "HTTP_MAX_BUFFERED_BYTES",
+        default: Some("268435456"),
+        bounds: Some((0, 1 << 40)),
+        description: "request heads and bodies, and answers waiting for slow readers, buffered across all connections (503 beyond)",
+    },
+    Setting {
+        name: "HTTP_MAX_LINGER_BYTES",
+        default: Some("16777216"),
+        bounds: Some((0, 1 << 40)),
+        description: "input discarded while closing with unread input",
+    },
+    Setting {
+        name: "HTTP_HEADER_TIMEOUT_MS",
+        default: Some("10000"),
+        bounds: Some((1, DAY_MS)),
+        description: "time to send a request head (408 after)",
+    },
+    Setting {
+        name: "HTTP_BODY_TIMEOUT_MS",
+        default: Some("30000"),
+        bounds: Some((1, DAY_MS)),
+        description: "time to send a request body (408 after)",
+    },
+    Setting {
+        name: "HTTP_IDLE_TIMEOUT_MS",
+        default: Some("60000"),
+        bounds: Some((1, DAY_MS)),
+        description: "idle keep-alive connection",
+    },
+    Setting {
+        name: "HTTP_WRITE_TIMEOUT_MS",
+        default: Some("30000"),
+        bounds: Some((1, DAY_MS)),
+        description: "sending one batch of answers to a client (cut after)",
+    },
+    Setting {
+        name: "HTTP_LINGER_TIME_MS",
+        default: Some("30000"),
+        bounds: Some((0, DAY_MS)),
+        description: "lingering close, in all",
+    },
+    Setting {
+        name: "HTTP_LINGER_TIMEOUT_MS",
+        default: Some("5000"),
+        bounds: Some((1, DAY_MS)),
+        description: "lingering close, longest wait for more input",
+    },
+    Setting {
+        name: "SHUTDOWN_DELAY_MS",
+        default: Some("0"),
+        bounds: Some((0, DAY_MS)),
+        description: "after SIGTERM, keep serving this long with /readyz at 503 before closing the listener (for a balancer to notice)",
+    },
+    Setting {
+        name: "SHUTDOWN_TIMEOUT_MS",
+        default: Some("10000"),
+        bounds: Some((0, DAY_MS)),
+        description: "graceful shutdown deadline",
+    },
+    Setting {
+        name: "STATIC_DIR",
+        default: Some("static"),
+        bounds: None,
+        description: "directory served at / and /static/",
+    },
+    Setting {
+        name: "STACK_SIZE_KIB",
+        default: Some("64"),
+        bounds: Some((16, 8192)),
+        description: "coroutine stack size",
+    },
+    Setting {
+        name: "METRICS",
+        default: Some("on"),
+        bounds: None,
+        description: "on: count requests and queries for /metrics; off: skip the counting (/metrics then shows only the process, the connections and PostgreSQL's state)",
+    },
+    Setting {
+        name: "METRICS_ADDR",
+        default: None,
+        bounds: None,
+        description: "HOST:PORT of a separate listener for /metrics, /livez and /readyz (the public port then answers 404 for /metrics); unset: the main listener serves them",
+    },
+    Setting {
+        name: "LOG_FORMAT",
+        default: None,
+        bounds: None,
+        description: "json (one object per line) or text; unset: json, or text when stderr is a terminal",
+    },
+    Setting {
+        name: "LOG_LEVEL",
+        default: Some("info"),
+        bounds: None,
+        description: "error, warn, info, debug or trace",
+    },
+    Setting {
+        name: "ACCESS_LOG",
+        default: Some("errors"),
+        bounds: None,
+        description: "off, errors (requests answered 5xx) or all: one log event per request",
+    },
 ];
 
 /// How the service logs; see [`crate::logging`].
@@ -414,41 +499,50 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         }
     }
 
-    fn number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
-        &self,
-        name: &'static str,
-        default: T,
-        min: T,
-        max: T,
-    ) -> Result<T, ConfigError> {
-        let Some(raw) = self.raw(name) else {
-            return Ok(default);
-        };
-        let raw = raw.trim();
-        if raw.is_empty() {
-            return Ok(default);
-        }
-        let value: T = raw.parse().map_err(|_| {
-            // A number that does not fit the type (a port of 70000, a negative count) is out
-            // of range, not "not a number".
-            if raw.parse::<i128>().is_ok() {
-                err(name, format!("{raw} is out of range ({min} to {max})"))
-            } else {
-                err(name, format!("{raw:?} is not a whole number"))
-            }
-        })?;
-        if value < min || value > max {
-            return Err(err(
-                name,
-                format!("{value} is out of range ({min} to {max})"),
-            ));
-        }
-        Ok(value)
+    /// A whole-number setting, with the default and bounds of its row in [`VARIABLES`].
+    fn number<T: TryFrom<u64>>(&self, name: &'static str) -> Result<T, ConfigError> {
+        let default = setting(name)
+            .default
+            .and_then(|d| d.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name}: a whole-number setting needs a numeric default"));
+        self.number_or(name, default)
     }
 
-    fn millis(&self, name: &'static str, default: u64, min: u64) -> Result<Duration, ConfigError> {
-        self.number(name, default, min, 24 * 3600 * 1000)
-            .map(Duration::from_millis)
+    /// As [`Source::number`], with a default the table cannot hold (the number of cores).
+    fn number_or<T: TryFrom<u64>>(
+        &self,
+        name: &'static str,
+        default: u64,
+    ) -> Result<T, ConfigError> {
+        let (min, max) = setting(name)
+            .bounds
+            .unwrap_or_else(|| panic!("{name}: a whole-number setting needs bounds"));
+        let out_of_range =
+            |v: &dyn fmt::Display| err(name, format!("{v} is out of range ({min} to {max})"));
+        let value = match self.raw(name) {
+            Some(raw) if !raw.trim().is_empty() => {
+                let raw = raw.trim();
+                raw.parse::<u64>().map_err(|_| {
+                    // A number that does not fit (a negative count) is out of range, not "not
+                    // a number".
+                    if raw.parse::<i128>().is_ok() {
+                        out_of_range(&raw)
+                    } else {
+                        err(name, format!("{raw:?} is not a whole number"))
+                    }
+                })?
+            }
+            _ => default,
+        };
+        if value < min || value > max {
+            return Err(out_of_range(&value));
+        }
+        T::try_from(value).map_err(|_| out_of_range(&value))
+    }
+
+    /// A duration setting in milliseconds (a whole-number row of [`VARIABLES`]).
+    fn millis(&self, name: &'static str) -> Result<Duration, ConfigError> {
+        self.number::<u64>(name).map(Duration::from_millis)
     }
 
     /// The variable if set and not blank, trimmed.
@@ -486,8 +580,8 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
                 ));
             }
         }
-        let statement_timeout = self.millis("PG_STATEMENT_TIMEOUT_MS", 5000, 0)?;
-        let query_timeout = self.millis("PG_QUERY_TIMEOUT_MS", 6000, 1)?;
+        let statement_timeout = self.millis("PG_STATEMENT_TIMEOUT_MS")?;
+        let query_timeout = self.millis("PG_QUERY_TIMEOUT_MS")?;
         let (mut params, from_url, source) = match &url {
             Some(url) => {
                 let info = pg::parse_url(url).map_err(|problem| err("DATABASE_URL", problem))?;
@@ -496,7 +590,7 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             }
             None => {
                 let host = self.required_without_url("POSTGRES_DB_HOST")?;
-                let port = self.number("POSTGRES_DB_PORT", 5432u16, 1, u16::MAX)?;
+                let port = self.number("POSTGRES_DB_PORT")?;
                 let name = self.required_without_url("POSTGRES_DB_NAME")?;
                 let user = self.required_without_url("POSTGRES_DB_USER")?;
                 let password = self.raw("POSTGRES_DB_PASSWORD").ok_or_else(|| {
@@ -509,12 +603,11 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
                 (params, pg::ConnInfo::default(), DatabaseSource::Variables)
             }
         };
-        params.connect_timeout = self.millis("PG_CONNECT_TIMEOUT_MS", 5000, 1)?;
+        params.connect_timeout = self.millis("PG_CONNECT_TIMEOUT_MS")?;
         params.statement_timeout = statement_timeout;
-        params.max_in_flight = self.number("PG_MAX_IN_FLIGHT", 1024usize, 1, 1 << 20)?;
-        params.max_message_bytes =
-            self.number("PG_MAX_MESSAGE_BYTES", 64usize << 20, 1 << 16, 1 << 30)?;
-        params.max_standby_lag = self.millis("PG_MAX_STANDBY_LAG_MS", 10_000, 0)?;
+        params.max_in_flight = self.number("PG_MAX_IN_FLIGHT")?;
+        params.max_message_bytes = self.number("PG_MAX_MESSAGE_BYTES")?;
+        params.max_standby_lag = self.millis("PG_MAX_STANDBY_LAG_MS")?;
         params.statement_mode = match self.string_or("PG_STATEMENT_MODE", "auto").as_str() {
             "auto" => pg::StatementMode::Auto,
             "named" => pg::StatementMode::Named,
@@ -543,7 +636,7 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             params,
             source,
             query_timeout,
-            listing_connections: self.number("PG_LISTING_CONNECTIONS", 2usize, 1, 64)?,
+            listing_connections: self.number("PG_LISTING_CONNECTIONS")?,
         })
     }
 
@@ -553,7 +646,7 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
             return Err(err("SERVER_HOST", format!("{host:?} is not an IP address")));
         }
-        Ok((host, self.number("SERVER_PORT", 8000u16, 0, u16::MAX)?))
+        Ok((host, self.number("SERVER_PORT")?))
     }
 
     pub fn config(&self) -> Result<Config, ConfigError> {
@@ -561,34 +654,34 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             .map(|n| n.get())
             .unwrap_or(1);
         let limits = Limits {
-            max_head_bytes: self.number("HTTP_MAX_HEAD_BYTES", 65536usize, 1024, 16 << 20)?,
-            max_headers: self.number("HTTP_MAX_HEADERS", 100usize, 1, 10_000)?,
-            max_body_bytes: self.number("HTTP_MAX_BODY_BYTES", 1 << 20, 0, 1 << 30)?,
-            max_connections: self.number("HTTP_MAX_CONNECTIONS", 10_000usize, 1, 1 << 24)?,
-            max_pipelined: self.number("HTTP_MAX_PIPELINED", 64usize, 1, 1 << 16)?,
-            max_output_bytes: self.number("HTTP_MAX_OUTPUT_BYTES", 256 << 10, 1024, 1 << 30)?,
-            max_buffered_bytes: self.number("HTTP_MAX_BUFFERED_BYTES", 256 << 20, 0, 1 << 40)?,
-            max_linger_bytes: self.number("HTTP_MAX_LINGER_BYTES", 16 << 20, 0, 1 << 40)?,
+            max_head_bytes: self.number("HTTP_MAX_HEAD_BYTES")?,
+            max_headers: self.number("HTTP_MAX_HEADERS")?,
+            max_body_bytes: self.number("HTTP_MAX_BODY_BYTES")?,
+            max_connections: self.number("HTTP_MAX_CONNECTIONS")?,
+            max_pipelined: self.number("HTTP_MAX_PIPELINED")?,
+            max_output_bytes: self.number("HTTP_MAX_OUTPUT_BYTES")?,
+            max_buffered_bytes: self.number("HTTP_MAX_BUFFERED_BYTES")?,
+            max_linger_bytes: self.number("HTTP_MAX_LINGER_BYTES")?,
         };
         let timeouts = Timeouts {
-            header: self.millis("HTTP_HEADER_TIMEOUT_MS", 10_000, 1)?,
-            body: self.millis("HTTP_BODY_TIMEOUT_MS", 30_000, 1)?,
-            idle: self.millis("HTTP_IDLE_TIMEOUT_MS", 60_000, 1)?,
-            write: self.millis("HTTP_WRITE_TIMEOUT_MS", 30_000, 1)?,
-            linger: self.millis("HTTP_LINGER_TIME_MS", 30_000, 0)?,
-            linger_read: self.millis("HTTP_LINGER_TIMEOUT_MS", 5_000, 1)?,
-            shutdown: self.millis("SHUTDOWN_TIMEOUT_MS", 10_000, 0)?,
+            header: self.millis("HTTP_HEADER_TIMEOUT_MS")?,
+            body: self.millis("HTTP_BODY_TIMEOUT_MS")?,
+            idle: self.millis("HTTP_IDLE_TIMEOUT_MS")?,
+            write: self.millis("HTTP_WRITE_TIMEOUT_MS")?,
+            linger: self.millis("HTTP_LINGER_TIME_MS")?,
+            linger_read: self.millis("HTTP_LINGER_TIMEOUT_MS")?,
+            shutdown: self.millis("SHUTDOWN_TIMEOUT_MS")?,
         };
         let (host, port) = self.listen_address()?;
         Ok(Config {
             database: self.database()?,
             host,
             port,
-            workers: self.number("WORKERS", cores, 1, 1024)?,
+            workers: self.number_or("WORKERS", cores as u64)?,
             http: HttpConfig { limits, timeouts },
             static_dir: self.string_or("STATIC_DIR", "static"),
-            stack_size: self.number("STACK_SIZE_KIB", 64usize, 16, 8192)? * 1024,
-            shutdown_delay: self.millis("SHUTDOWN_DELAY_MS", 0, 0)?,
+            stack_size: self.number::<usize>("STACK_SIZE_KIB")? * 1024,
+            shutdown_delay: self.millis("SHUTDOWN_DELAY_MS")?,
             metrics: self.switch("METRICS", true)?,
             metrics_addr: self.metrics_address()?,
             log: self.log()?,
@@ -679,22 +772,28 @@ fn load_dotenv(path: &std::path::Path) -> Result<(), ConfigError> {
     match dotenvy::from_path(path) {
         Ok(()) => Ok(()),
         Err(e) if e.not_found() => Ok(()),
-        Err(dotenvy::Error::LineParse(line, at)) => {
-            // dotenvy says which line by its text and where in it; find its number.
-            let number = std::fs::read_to_string(path)
-                .ok()
-                .and_then(|text| {
-                    text.lines()
-                        .position(|l| l == line || l.trim() == line.trim())
+        Err(dotenvy::Error::LineParse(fragment, _)) => {
+            // dotenvy hands back the text it choked on: for an error in a value, the value
+            // (a password, say) and, for an unterminated quote, the rest of the file. None of
+            // it is shown; the line is found by where that text starts, and named by its
+            // variable.
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let at = text.find(fragment.as_str()).unwrap_or(0);
+            let number = text[..at].matches('\n').count() + 1;
+            let line = text.lines().nth(number - 1).unwrap_or("");
+            let variable = line
+                .split_once('=')
+                .map(|(name, _)| name.trim().trim_start_matches("export ").trim())
+                .filter(|name| {
+                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 })
-                .map_or_else(String::new, |n| format!(" line {}", n + 1));
+                .map_or_else(String::new, |name| format!(" ({name})"));
             Err(err(
                 ".env",
                 format!(
-                    "{}{number}: cannot parse {line:?} at character {} (expected NAME=VALUE, \
-                     a comment, or an empty line)",
-                    path.display(),
-                    at + 1
+                    "{} line {number}{variable} cannot be parsed (expected NAME=VALUE, with \
+                     quotes around a value that holds spaces; a comment; or an empty line)",
+                    path.display()
                 ),
             ))
         }
@@ -772,13 +871,29 @@ mod tests {
             "# settings\nRECORDS_TEST_OK=1\nTHIS LINE IS BROKEN\n",
         )
         .unwrap();
-        let e = load_dotenv(&path).unwrap_err();
-        let shown = e.to_string();
+        let shown = load_dotenv(&path).unwrap_err().to_string();
         assert!(
             shown.contains(".env") && shown.contains("line 3"),
             "{shown}"
         );
-        assert!(shown.contains("THIS LINE IS BROKEN"), "{shown}");
+        // A value that cannot be parsed is never shown (it may be a password), the variable
+        // and line are; also when an unterminated quote swallows the lines after it.
+        for (text, line, variable) in [
+            (
+                "A=1\nPOSTGRES_DB_PASSWORD=hunter2 x\n",
+                "line 2",
+                "(POSTGRES_DB_PASSWORD)",
+            ),
+            ("B=\"x\nPOSTGRES_DB_PASSWORD=hunter2\n", "line 1", "(B)"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let shown = load_dotenv(&path).unwrap_err().to_string();
+            assert!(
+                !shown.contains("hunter2"),
+                "a value in the message: {shown}"
+            );
+            assert!(shown.contains(line) && shown.contains(variable), "{shown}");
+        }
         assert!(
             load_dotenv(&dir.join("missing")).is_ok(),
             "no file: nothing to load"
@@ -799,7 +914,7 @@ mod tests {
         ];
         let implicit = format!("{:?}", source(&required).config().unwrap());
         let mut explicit: Vec<(&str, &str)> = required.to_vec();
-        for (name, default, _) in VARIABLES {
+        for Setting { name, default, .. } in VARIABLES {
             match default {
                 Some("number of cores") | None => {}
                 Some(d) if !required.iter().any(|(n, _)| n == name) => explicit.push((*name, *d)),
@@ -814,7 +929,7 @@ mod tests {
     #[test]
     fn the_readme_lists_every_variable_with_its_default() {
         let readme = include_str!("../README.md");
-        for (name, default, _) in VARIABLES {
+        for Setting { name, default, .. } in VARIABLES {
             let row = readme
                 .lines()
                 .find(|l| l.starts_with(&format!("| `{name}` |")))
@@ -832,7 +947,7 @@ mod tests {
     #[test]
     fn env_example_lists_every_variable_with_its_default() {
         let example = include_str!("../.env.example");
-        for (name, default, _) in VARIABLES {
+        for Setting { name, default, .. } in VARIABLES {
             let listed = match default {
                 Some(d) if *d != "number of cores" => example.contains(&format!("\n{name}={d}\n")),
                 // No default: listed commented out (`# NAME=...`), or empty where required.

@@ -97,6 +97,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Help needs no configuration (a broken .env must not hide it).
+    if let Command::Help = command {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
     // Before any thread exists, so every thread inherits the mask and only the signal thread
     // receives SIGTERM and SIGINT.
     let signals = signals::block_termination_signals();
@@ -111,10 +116,7 @@ fn main() -> ExitCode {
     let log_guard = logging::init(log.json, log.level);
     logging::log_panics();
     let result = match command {
-        Command::Help => {
-            print!("{HELP}");
-            Ok(())
-        }
+        Command::Help => Ok(()),
         Command::Serve => serve(signals),
         Command::Migrate => run_migrate(),
         Command::Healthcheck => healthcheck(),

@@ -105,7 +105,13 @@ impl Span {
 
 /// What one step on the front request came to.
 enum Step {
-    Answered { close: bool },
+    /// `head`: the request was a HEAD (a refusal in its place carries no body); `safe`: a
+    /// GET or HEAD, whose answer may be replaced by a refusal (the handler changed nothing).
+    Answered {
+        close: bool,
+        head: bool,
+        safe: bool,
+    },
     NeedInput,
     Refused(Refusal),
 }
@@ -181,6 +187,7 @@ pub(crate) fn run<S: Service>(
         id: conn_id,
         input: InBuf::with_capacity(BASE_INPUT),
         held: 0,
+        held_out: 0,
         out: Vec::with_capacity(BASE_INPUT),
         scratch: Vec::with_capacity(BASE_BODY),
         headers: (0..shared.config.limits.max_headers)
@@ -203,6 +210,9 @@ struct Conn<'s> {
     input: InBuf,
     /// Bytes of the shared budget this connection holds: its input capacity beyond the base.
     held: usize,
+    /// Bytes of the shared budget its output buffers hold: their capacity beyond what a
+    /// connection keeps between requests (a large answer waiting for a slow reader).
+    held_out: usize,
     out: Vec<u8>,
     /// The response body while a handler writes it.
     scratch: Vec<u8>,
@@ -222,7 +232,7 @@ struct Conn<'s> {
 impl Drop for Conn<'_> {
     /// The budget is given back however the connection ends (a panic included).
     fn drop(&mut self) {
-        self.shared.budget.give_back(self.held);
+        self.shared.budget.give_back(self.held + self.held_out);
     }
 }
 
@@ -265,12 +275,35 @@ impl Conn<'_> {
                     Next::Answer
                 };
             }
+            let mark = self.out.len();
             let step = match self.reading {
                 Reading::Idle | Reading::Head { .. } => self.advance_head(service),
                 Reading::Body { .. } => self.advance_body(service),
             };
             match step {
-                Step::Answered { close } => {
+                // The answer does not fit the memory budget (a client that never reads could
+                // hold it until the write timeout): 503 in its place, and close. Only for GET
+                // and HEAD: any other request was acted on, and its client must learn the
+                // outcome (that answer is sent uncharged).
+                Step::Answered {
+                    head, safe: true, ..
+                } if !self.charge_output() => {
+                    self.out.truncate(mark);
+                    self.drop_large_output();
+                    self.shared.stats.refused(Refused::Memory);
+                    self.shared.stats.core_response(Status::SERVICE_UNAVAILABLE);
+                    write_error(
+                        &mut self.out,
+                        &mut self.scratch,
+                        Status::SERVICE_UNAVAILABLE,
+                        "Server busy, retry later",
+                        head,
+                        true,
+                    );
+                    self.reading = Reading::Idle;
+                    return Next::Close;
+                }
+                Step::Answered { close, .. } => {
                     answered += 1;
                     self.served_any = true;
                     self.reading = Reading::Idle;
@@ -364,7 +397,11 @@ impl Conn<'_> {
                             &mut self.scratch,
                         );
                         consumed = end;
-                        Step::Answered { close }
+                        Step::Answered {
+                            close,
+                            head: head.method == "HEAD",
+                            safe: matches!(head.method, "GET" | "HEAD"),
+                        }
                     }
                     None => {
                         // The body is still arriving: keep the head as offsets, so it is not
@@ -483,9 +520,15 @@ impl Conn<'_> {
             &mut self.out,
             &mut self.scratch,
         );
+        let head_only = req.method == "HEAD";
+        let safe = matches!(req.method, "GET" | "HEAD");
         drop(headers);
         self.input.consume(consumed);
-        Step::Answered { close }
+        Step::Answered {
+            close,
+            head: head_only,
+            safe,
+        }
     }
 
     /// Whether the request at the front is a HEAD (its refusals carry no body).
@@ -673,12 +716,7 @@ impl Conn<'_> {
     /// Hands memory a large request or answer took back as soon as it is consumed, so a
     /// long-lived keep-alive connection holds only its small base buffers.
     fn give_back_memory(&mut self) {
-        if self.out.capacity() > KEEP_OUTPUT.max(self.shared.config.limits.max_output_bytes) {
-            self.out = Vec::with_capacity(BASE_INPUT);
-        }
-        if self.scratch.capacity() > KEEP_OUTPUT {
-            self.scratch = Vec::with_capacity(BASE_BODY);
-        }
+        self.drop_large_output();
         if self.held > 0 {
             if self.input.is_empty() {
                 self.release_input();
@@ -691,6 +729,54 @@ impl Conn<'_> {
                 self.shared.budget.give_back(self.held);
                 self.held = 0;
             }
+        }
+    }
+
+    /// The output buffer beyond what any batch of ordinary answers may grow it to (a batch
+    /// stops at `max_output_bytes`; with one answer past it, and doubling, twice that): the
+    /// capacity the budget is charged for. Only an answer large on its own is charged.
+    fn output_beyond_base(&self) -> usize {
+        let batch = KEEP_OUTPUT.max(self.shared.config.limits.max_output_bytes);
+        self.out.capacity().saturating_sub(2 * batch)
+    }
+
+    /// After an answer: frees what it no longer needs (the body buffer, whose content is in
+    /// `out` now; the input buffer, if the request was all of it), then charges the budget for
+    /// an output buffer that grew. False when the budget cannot cover it (nothing is charged).
+    fn charge_output(&mut self) -> bool {
+        if self.scratch.capacity() > KEEP_OUTPUT {
+            self.scratch = Vec::with_capacity(BASE_BODY);
+        }
+        if self.held > 0 && self.input.is_empty() {
+            self.release_input();
+        }
+        let want = self.output_beyond_base();
+        if want <= self.held_out {
+            return true;
+        }
+        if !self.shared.budget.try_take(want - self.held_out) {
+            return false;
+        }
+        self.held_out = want;
+        true
+    }
+
+    /// Replaces buffers grown past the kept sizes (once their content is written or dropped)
+    /// and gives their budget back.
+    fn drop_large_output(&mut self) {
+        if self.out.capacity() > KEEP_OUTPUT.max(self.shared.config.limits.max_output_bytes) {
+            let kept = std::mem::take(&mut self.out);
+            // Room for a refusal written after what is kept, without growing again.
+            self.out = Vec::with_capacity(BASE_INPUT.max(kept.len() + 512));
+            self.out.extend_from_slice(&kept);
+        }
+        if self.scratch.capacity() > KEEP_OUTPUT {
+            self.scratch = Vec::with_capacity(BASE_BODY);
+        }
+        let still = self.output_beyond_base();
+        if still < self.held_out {
+            self.shared.budget.give_back(self.held_out - still);
+            self.held_out = still;
         }
     }
 

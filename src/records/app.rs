@@ -38,8 +38,11 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
-    /// The server could not start (its coroutines could not be spawned).
-    Server(std::io::Error),
+    /// A server could not start (its coroutines could not be spawned).
+    Server {
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -49,7 +52,7 @@ impl fmt::Display for StartError {
             StartError::Listen { what, addr, source } => {
                 write!(f, "cannot listen on {what}{addr}: {source}")
             }
-            StartError::Server(e) => write!(f, "cannot start the server: {e}"),
+            StartError::Server { what, source } => write!(f, "cannot start {what}: {source}"),
         }
     }
 }
@@ -100,7 +103,13 @@ pub fn build(cfg: &Config) -> Result<Running, StartError> {
         Some((host, port)) => {
             let admin_listener = listen("METRICS_ADDR ", host, *port)?;
             let admin = Arc::new(service.with_surface(Surface::Admin));
-            Some(http::serve(admin_listener, admin, cfg.http.clone()).map_err(StartError::Server)?)
+            let admin = http::serve(admin_listener, admin, cfg.http.clone()).map_err(|source| {
+                StartError::Server {
+                    what: "the metrics server",
+                    source,
+                }
+            })?;
+            Some(admin)
         }
         None => None,
     };
@@ -110,8 +119,12 @@ pub fn build(cfg: &Config) -> Result<Running, StartError> {
         Surface::All
     };
     let service = Arc::new(service.with_surface(surface));
-    let server =
-        http::serve(listener, service.clone(), cfg.http.clone()).map_err(StartError::Server)?;
+    let server = http::serve(listener, service.clone(), cfg.http.clone()).map_err(|source| {
+        StartError::Server {
+            what: "the server",
+            source,
+        }
+    })?;
     service.observe_server(server.clone());
     Ok(Running {
         server,

@@ -122,12 +122,13 @@ impl RecordsService {
         let limit = limit.min(MAX_PAGE);
         // `after=` (empty) is no position: the list from its start. With an offset, the page
         // starts that many rows after the key (the index is walked up to it: listing lane).
-        let rows = match after.filter(|a| !a.is_empty()) {
+        let rows = match after {
+            // An index probe, on the fast lane (an empty key is the start).
             Some(after) if offset == 0 => self.repo.page_after(affinity, &after, limit)?,
-            Some(after) => self
+            Some(after) if !after.is_empty() => self
                 .repo
                 .page_after_offset(affinity, &after, limit, offset)?,
-            None => self.repo.page_offset(affinity, limit, offset)?,
+            _ => self.repo.page_offset(affinity, limit, offset)?,
         };
         let mut pairs: Vec<(&str, Option<&str>)> = Vec::with_capacity(rows.len());
         for row in &rows {

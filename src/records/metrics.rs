@@ -308,9 +308,11 @@ impl Page {
         let slot = format as usize;
         let mut cache = match self.cache.try_lock() {
             Ok(cache) => cache,
+            // A render panicked while holding the lock: its data (a cache) is still good.
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             // Another scrape is rendering: wait for it (a short, bounded wait), then share its
-            // result if it rendered this format. (Poisoned: recovered the same way.)
-            Err(_) => crate::sync::lock(&self.cache),
+            // result if it rendered this format.
+            Err(std::sync::TryLockError::WouldBlock) => crate::sync::lock(&self.cache),
         };
         if let Some((at, text)) = &cache[slot] {
             if at.elapsed() < MIN_RENDER_INTERVAL {
@@ -710,6 +712,34 @@ mod tests {
         let e = pg::Error::new(ErrorKind::Overloaded, "x");
         assert_eq!(OUTCOMES[outcome_index::<()>(&Err(e))], "overloaded");
         assert_eq!(OUTCOMES[outcome_index(&Ok(()))], "ok");
+    }
+
+    /// A render that panics (a bug in a source) must not leave the page locked for good: the
+    /// next scrape, on another thread, gets an answer.
+    #[test]
+    fn a_panicking_render_does_not_wedge_the_page() {
+        struct Flaky(std::sync::atomic::AtomicBool);
+        impl Source for Flaky {
+            fn collect(&self, out: &mut Exposition<'_>) {
+                if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    panic!("the first render fails");
+                }
+                out.gauges("t_ok", "Rendered.", None, [(&[][..], 1.0)]);
+            }
+        }
+        let mut registry = Registry::default();
+        registry.add(Flaky(std::sync::atomic::AtomicBool::new(false)));
+        let page = Arc::new(Page::new(registry));
+        let first =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| page.render(Format::Text)));
+        assert!(first.is_err());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = page.clone();
+        std::thread::spawn(move || tx.send(p.render(Format::Text)).unwrap());
+        let text = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the second scrape hangs on the poisoned lock");
+        assert!(text.contains("t_ok 1.0"), "{text}");
     }
 
     #[test]
