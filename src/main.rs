@@ -108,7 +108,8 @@ fn main() -> ExitCode {
     let log = match config::from_env().and_then(|c| c.log()) {
         Ok(log) => log,
         Err(e) => {
-            eprintln!("error: configuration error: {e}");
+            // Before the logger exists (its own settings are wrong): plain text.
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };

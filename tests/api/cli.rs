@@ -55,6 +55,12 @@ fn bad_configuration_stops_the_process_naming_the_variable() {
             Some("ten"),
             "HTTP_HEADER_TIMEOUT_MS",
         ),
+        // Read before the logger exists: still one clear line.
+        (
+            "LOG_FORMAT",
+            Some("xml"),
+            "error: configuration error: LOG_FORMAT: \"xml\" is not json or text",
+        ),
     ];
     for (var, value, message) in cases {
         let mut env = base.clone();
@@ -66,6 +72,10 @@ fn bad_configuration_stops_the_process_naming_the_variable() {
         assert_eq!(code, 1, "{var}={value:?}: {text}");
         assert!(text.contains(message), "{var}={value:?}: {text}");
         assert!(!text.contains("panicked"), "{text}");
+        assert!(
+            !text.contains("configuration error: configuration error"),
+            "said once: {text}"
+        );
     }
 }
 
