@@ -130,13 +130,9 @@ impl Failure {
                 })
             }
             Failure::NotReady(e) => {
+                // No event of its own, as for every 503: the access log has it, with cause and
+                // error; the connection state behind it is logged once by the client.
                 metrics.unavailable(Unavailable::NotReady);
-                tracing::warn!(
-                    event = "not_ready",
-                    request_id = req.request_id(),
-                    error = %Untrusted(&e),
-                    "readiness check failed"
-                );
                 res.error(status, "Database unavailable")
                     .header("Retry-After", "1");
                 Some(Failed {

@@ -15,7 +15,7 @@ use crate::metrics::{
 };
 use crate::pg::{self, ErrorKind};
 
-use super::repo::Repository;
+use super::repo::{Repository, STATEMENTS};
 
 /// A request's route, by template: the label requests are counted under (never the raw path,
 /// whose values are unbounded).
@@ -96,18 +96,6 @@ const METHODS: [&str; 8] = [
 fn method_index(method: &str) -> usize {
     METHODS[..7].iter().position(|m| *m == method).unwrap_or(7)
 }
-
-/// The statements queries are counted by (the repository's, in this order).
-pub const STATEMENTS: [&str; 8] = [
-    "by_id",
-    "text_by_email",
-    "upsert",
-    "delete",
-    "page_offset",
-    "page_after",
-    "page_after_offset",
-    "ping",
-];
 
 const OUTCOMES: [&str; 8] = [
     "ok",
@@ -524,11 +512,11 @@ impl Exporter {
         }
         let c = &self.metrics.cells;
         let mut series = Vec::new();
-        for (s, statement) in STATEMENTS.iter().enumerate() {
+        for (s, statement) in STATEMENTS.iter().map(|st| st.name).enumerate() {
             for (o, outcome) in OUTCOMES.iter().enumerate() {
                 let n = c.sum(QUERIES + s * OUTCOMES.len() + o);
                 if n > 0 {
-                    series.push(([("statement", *statement), ("outcome", *outcome)], n));
+                    series.push(([("statement", statement), ("outcome", *outcome)], n));
                 }
             }
         }
@@ -541,9 +529,9 @@ impl Exporter {
         let durations: Vec<([(&str, &str); 1], HistogramSnapshot)> = STATEMENTS
             .iter()
             .enumerate()
-            .map(|(s, name)| {
+            .map(|(s, st)| {
                 (
-                    [("statement", *name)],
+                    [("statement", st.name)],
                     query_durations(s).snapshot(c, NANOS),
                 )
             })

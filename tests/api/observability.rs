@@ -358,6 +358,23 @@ fn a_503_is_logged_with_its_request_id_and_cause() {
         (&"request".into(), &503.into(), &"database".into()),
         "{event}"
     );
+    // /readyz failing its check: one event too, with its own cause.
+    let mut probe = Conn::connect(app.addr);
+    probe.send(b"GET /readyz HTTP/1.1\r\nHost: a\r\nX-Request-Id: probe-1\r\n\r\n");
+    assert_eq!(probe.response().status, 503);
+    assert!(eventually(Duration::from_secs(5), || json_lines(&app)
+        .iter()
+        .any(|v| v["request_id"] == "probe-1")));
+    let probe_events: Vec<_> = json_lines(&app)
+        .into_iter()
+        .filter(|v| v["request_id"] == "probe-1")
+        .collect();
+    assert_eq!(probe_events.len(), 1, "{probe_events:?}");
+    assert_eq!(
+        probe_events[0]["cause"], "not_ready",
+        "{:?}",
+        probe_events[0]
+    );
     let scrape = Scrape::of(app.addr);
     assert_eq!(
         scrape.value(r#"records_service_http_unavailable_total{cause="database"}"#),
