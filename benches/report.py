@@ -9,6 +9,8 @@ Subcommands (all output on stdout):
   check-ids URLS_FILE N      reads URLs dumped by `oha --dump-urls`, checks the ids are uniform
                              over 1..N (per-decile counts) and prints a JSON summary
   peak-rps RAW_FILE          requests/s of one raw load-generator result (oha or wrk JSON)
+  proc-cpu PID               CPU seconds and context switches of PID (with its descendants) and
+                             of every `postgres` process, as JSON (read before and after a run)
   report DIR [CHART]         reads DIR/runs.jsonl (+ raw files) and writes DIR/results.json,
                              DIR/table.md (also printed) and the chart (default docs/benchmark.png)
   http-report DIR            the HTTP-core comparison: DIR/http-runs.jsonl -> DIR/http-core.md
@@ -188,6 +190,105 @@ def load(path):
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# CPU accounting from /proc
+
+
+def _stat(pid):
+    """(comm, ppid, cpu ticks: utime + stime + cutime + cstime) of one process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state): utime is field 14, stime 15, cutime 16, cstime 17
+    return comm, int(fields[1]), sum(int(x) for x in fields[11:15])
+
+
+def _switches(pid):
+    """Voluntary + involuntary context switches over every thread of one process."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def proc_cpu(root):
+    tick = os.sysconf("SC_CLK_TCK")
+    procs = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st:
+                procs[int(name)] = st
+    tree = {root}
+    grew = True
+    while grew:  # the server and its descendants (a supervisor's workers)
+        grew = False
+        for pid, (_, ppid, _) in procs.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    server = [p for p in tree if p in procs]
+    return {
+        "server_cpu_s": sum(procs[p][2] for p in server) / tick,
+        "server_switches": sum(_switches(p) for p in server),
+        "postgres": {
+            str(pid): {"cpu_s": st[2] / tick, "switches": _switches(pid)}
+            for pid, st in procs.items()
+            if st[0] == "postgres"
+        },
+    }
+
+
+def cpu_delta(before, after):
+    """Server and PostgreSQL CPU seconds and context switches spent between two snapshots."""
+    pg_cpu = pg_sw = 0.0
+    for pid, a in after["postgres"].items():
+        b = before["postgres"].get(pid)
+        if b is None or b["cpu_s"] > a["cpu_s"]:  # started during the run (or a reused pid)
+            b = {"cpu_s": 0.0, "switches": 0}
+        pg_cpu += a["cpu_s"] - b["cpu_s"]
+        pg_sw += a["switches"] - b["switches"]
+    return {
+        "server_cpu_s": after["server_cpu_s"] - before["server_cpu_s"],
+        "server_switches": after["server_switches"] - before["server_switches"],
+        "pg_cpu_s": pg_cpu,
+        "pg_switches": pg_sw,
+    }
+
+
+def attach_cpu(out_dir, r):
+    """Per-request CPU (µs) and context switches of one run, from its two snapshots."""
+    files = r.get("cpu_files")
+    if not files:
+        return
+    snaps = []
+    for name in files:
+        with open(os.path.join(out_dir, name)) as f:
+            snaps.append(json.load(f))
+    d = cpu_delta(*snaps)
+    n = r["peak"]["requests"] or 0
+    r["cpu"] = d
+    if n:
+        r["server_us_per_req"] = d["server_cpu_s"] * 1e6 / n
+        r["pg_us_per_req"] = d["pg_cpu_s"] * 1e6 / n
+        r["server_switches_per_req"] = d["server_switches"] / n
+        r["pg_switches_per_req"] = d["pg_switches"] / n
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -200,9 +301,10 @@ SYSTEM_LABELS = {
     "ours-access": "records-service, ACCESS_LOG=all (WORKERS={workers})",
     "ours-base": "records-service, BASE_BIN (WORKERS={workers})",
     "axum": "axum 0.8 + tokio-postgres + deadpool",
+    "xitca": "xitca-web 0.8 + xitca-postgres 0.4 (WORKERS={workers})",
     "fastapi": "FastAPI 0.110 + psycopg 3.1 pool (1 uvicorn worker)",
 }
-ORDER = ["ours", "ours-nometrics", "ours-access", "ours-base", "ours-1", "axum", "fastapi"]
+ORDER = ["ours", "ours-nometrics", "ours-access", "ours-base", "ours-1", "xitca", "axum", "fastapi"]
 
 
 def fmt(v, digits=2):
@@ -227,6 +329,7 @@ def report(out_dir, chart):
     for r in runs:
         r["peak"] = load(os.path.join(out_dir, r["peak_file"]))
         r["fixed"] = load(os.path.join(out_dir, r["fixed_file"])) if r.get("fixed_file") else None
+        attach_cpu(out_dir, r)
 
     systems = [s for s in ORDER if any(r["system"] == s for r in runs)]
     systems += sorted({r["system"] for r in runs} - set(systems))
@@ -238,6 +341,7 @@ def report(out_dir, chart):
         medians[s] = {
             "label": SYSTEM_LABELS.get(s, s).format(workers=meta.get("nproc", "nproc")),
             "rounds": len(rs),
+            "connections": meta.get("connections"),
             "rps": median([r["peak"]["rps"] for r in rs]),
             "rps_runs": [round(r["peak"]["rps"], 1) for r in rs],
             "peak_p99_ms": median([r["peak"]["p99_ms"] for r in rs]),
@@ -252,14 +356,27 @@ def report(out_dir, chart):
             "non_2xx": sum(r["peak"]["non_2xx"] + (r["fixed"]["non_2xx"] if r["fixed"] else 0) for r in rs),
             "rss_mb": median([r.get("rss_kb") / 1024 if r.get("rss_kb") else None for r in rs]),
             "rss_mb_max": max((r.get("rss_kb") or 0) / 1024 for r in rs) or None,
+            # max/min of the rounds' req/s: how steady the system is on this machine
+            "rps_spread": (max(x["peak"]["rps"] for x in rs) / min(x["peak"]["rps"] for x in rs))
+            if rs and min(x["peak"]["rps"] for x in rs) > 0
+            else None,
+            "server_us_per_req": median([r.get("server_us_per_req") for r in rs]),
+            "pg_us_per_req": median([r.get("pg_us_per_req") for r in rs]),
+            "server_switches_per_req": median([r.get("server_switches_per_req") for r in rs]),
+            "pg_switches_per_req": median([r.get("pg_switches_per_req") for r in rs]),
         }
     base_axum = medians.get("axum", {}).get("rps")
     base_fastapi = medians.get("fastapi", {}).get("rps")
+    xitca = medians.get("xitca", {})
     for m in medians.values():
         m["vs_axum"] = m["rps"] / base_axum if base_axum and m["rps"] else None
         m["vs_fastapi"] = m["rps"] / base_fastapi if base_fastapi and m["rps"] else None
+        for key in ("rps", "server_us_per_req", "pg_us_per_req"):
+            a, b = m.get(key), xitca.get(key)
+            m[f"{key}_vs_xitca"] = a / b if a and b else None
 
-    results = {"meta": meta, "medians": medians, "runs": runs}
+    sweep = sweep_report(out_dir, systems, medians)
+    results = {"meta": meta, "medians": medians, "runs": runs, "sweep": sweep}
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
 
@@ -302,15 +419,102 @@ def report(out_dir, chart):
         )
     lines.append("")
     lines.append(
+        "CPU per request during the closed-loop peak runs (from /proc: the server with its children, and "
+        "every postgres process), context switches per request, and the spread of req/s over the rounds "
+        "(max/min):"
+    )
+    lines.append("")
+    x = "xitca" in medians
+    lines.append(
+        "| system | server µs/req | PostgreSQL µs/req | server switches/req | PostgreSQL switches/req "
+        "| req/s spread" + (" | req/s vs xitca | server CPU vs xitca | PostgreSQL CPU vs xitca |" if x else " |")
+    )
+    lines.append("|---|--:|--:|--:|--:|--:" + ("|--:|--:|--:|" if x else "|"))
+    for s in systems:
+        m = medians[s]
+        row = (
+            f"| {m['label']} | {fmt(m['server_us_per_req'], 1)} | {fmt(m['pg_us_per_req'], 1)} "
+            f"| {fmt(m['server_switches_per_req'])} | {fmt(m['pg_switches_per_req'])} | {fmt(m['rps_spread'])}"
+        )
+        if x:
+            row += (
+                f" | {fmt(m['rps_vs_xitca'])} | {fmt(m['server_us_per_req_vs_xitca'])} "
+                f"| {fmt(m['pg_us_per_req_vs_xitca'])}"
+            )
+        lines.append(row + " |")
+    lines.append("")
+    lines.append(
         "Runs (req/s): "
         + "; ".join(f"{s}: {', '.join(str(round(x)) for x in medians[s]['rps_runs'])}" for s in systems)
     )
+    if sweep:
+        lines.append("")
+        lines.extend(sweep_lines(sweep, meta))
     table = "\n".join(lines) + "\n"
     with open(os.path.join(out_dir, "table.md"), "w") as f:
         f.write(table)
     print(table)
     if chart:
         draw_chart(medians, systems, meta, chart)
+
+
+def sweep_report(out_dir, systems, medians):
+    """The connections sweep: per system and connection count, medians over the rounds."""
+    path = os.path.join(out_dir, "sweep.jsonl")
+    if not os.path.exists(path):
+        return None
+    runs = []
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                r["peak"] = load(os.path.join(out_dir, r["peak_file"]))
+                attach_cpu(out_dir, r)
+                runs.append(r)
+    out = {}
+    for s in systems:
+        base_conns = None
+        base_rss = medians[s].get("rss_mb")
+        points = {}
+        for c in sorted({r["connections"] for r in runs if r["system"] == s}):
+            rs = [r for r in runs if r["system"] == s and r["connections"] == c]
+            rss = median([r["rss_kb"] / 1024 for r in rs])
+            points[str(c)] = {
+                "rounds": len(rs),
+                "rps": median([r["peak"]["rps"] for r in rs]),
+                "p99_ms": median([r["peak"]["p99_ms"] for r in rs]),
+                "rss_mb": rss,
+                "server_us_per_req": median([r.get("server_us_per_req") for r in rs]),
+                "errors": sum(r["peak"]["errors"] + r["peak"]["non_2xx"] for r in rs),
+            }
+        if points:
+            out[s] = {"base_rss_mb": base_rss, "points": points}
+            for c, p in points.items():
+                # resident memory per connection: the slope from the main run's connections
+                base_conns = medians[s].get("connections")
+                p["kb_per_connection"] = None
+                if base_rss is not None and p["rss_mb"] is not None and base_conns and int(c) > base_conns:
+                    p["kb_per_connection"] = (p["rss_mb"] - base_rss) * 1024 / (int(c) - base_conns)
+    return out
+
+
+def sweep_lines(sweep, meta):
+    secs = meta.get("sweep_seconds", "?")
+    lines = [
+        f"Connections sweep: closed loop, {secs} s per point after the warm-up, medians over the rounds; "
+        f"RSS is the server's peak resident memory (VmHWM), KB/connection the slope from the "
+        f"{meta.get('connections', '?')}-connection run.",
+        "",
+        "| system | connections | req/s | p99 ms | peak RSS MB | KB/connection | server µs/req | errors |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for s, v in sweep.items():
+        for c, p in v["points"].items():
+            lines.append(
+                f"| {s} | {int(c):,} | {fmt(p['rps'], 0)} | {fmt(p['p99_ms'])} | {fmt(p['rss_mb'], 1)} "
+                f"| {fmt(p['kb_per_connection'], 1)} | {fmt(p['server_us_per_req'], 1)} | {p['errors']} |"
+            )
+    return lines
 
 
 def draw_chart(medians, systems, meta, chart):
@@ -324,8 +528,12 @@ def draw_chart(medians, systems, meta, chart):
         return
     labels = [medians[s]["label"].replace(" (", "\n(").replace(" + ", "\n+ ", 1) for s in systems]
     values = [medians[s]["rps"] or 0 for s in systems]
-    colors = {"ours": "#2b7bba", "ours-1": "#6fa8dc", "axum": "#999999", "fastapi": "#e69138"}
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
+    colors = {"ours": "#2b7bba", "ours-1": "#6fa8dc", "xitca": "#6aa84f", "axum": "#999999", "fastapi": "#e69138"}
+    with_cpu = any(medians[s].get("server_us_per_req") for s in systems)
+    if with_cpu:
+        fig, (ax, cax) = plt.subplots(1, 2, figsize=(14, 5), dpi=120, gridspec_kw={"width_ratios": [3, 2]})
+    else:
+        fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
     bars = ax.bar(range(len(systems)), values, color=[colors.get(s, "#777777") for s in systems])
     top = max(values) if values else 1
     load_pct = int(round(float(meta.get("latency_load", 0.7)) * 100))
@@ -352,6 +560,20 @@ def draw_chart(medians, systems, meta, chart):
     if meta.get("machine"):
         fig.text(0.01, 0.01, meta["machine"], fontsize=7, color="#555555")
     ax.spines[["top", "right"]].set_visible(False)
+    if with_cpu:
+        srv = [medians[s].get("server_us_per_req") or 0 for s in systems]
+        pg = [medians[s].get("pg_us_per_req") or 0 for s in systems]
+        xs = range(len(systems))
+        cax.bar(xs, srv, color=[colors.get(s, "#777777") for s in systems], label="server")
+        cax.bar(xs, pg, bottom=srv, color="#cccccc", label="PostgreSQL")
+        for i, (a, b) in enumerate(zip(srv, pg)):
+            cax.text(i, a + b, f"{a:.1f} + {b:.1f}", ha="center", va="bottom", fontsize=8)
+        cax.set_xticks(list(xs))
+        cax.set_xticklabels([s for s in systems], fontsize=8)
+        cax.set_ylabel("CPU µs per request (median), server + PostgreSQL")
+        cax.legend(fontsize=8)
+        cax.set_title("CPU per request (lower is better)", fontsize=10)
+        cax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     os.makedirs(os.path.dirname(chart) or ".", exist_ok=True)
     fig.savefig(chart)
@@ -431,6 +653,8 @@ def main(argv):
         res = check_ids(argv[2], int(argv[3]))
         print(json.dumps(res))
         return 0 if res["ok"] else 1
+    elif cmd == "proc-cpu":
+        print(json.dumps(proc_cpu(int(argv[2]))))
     elif cmd == "peak-rps":
         print(f"{load(argv[2])['rps']:.1f}")
     elif cmd == "report":

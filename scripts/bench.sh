@@ -7,6 +7,8 @@
 #   ours-1    records-service, WORKERS = 1                          127.0.0.1:8011
 #   axum      benches/compare/axum (axum 0.8 + tokio-postgres)      127.0.0.1:8002
 #   fastapi   benches/compare/fastapi (the original's stack)        127.0.0.1:8003
+#   xitca     benches/compare/xitca (xitca-web + xitca-postgres,    127.0.0.1:8004
+#             TechEmpower's fastest Rust design), WORKERS = nproc
 #
 # and, named in SYSTEMS only (what observability costs, issue 12; `make bench-observability`):
 #   ours-nometrics  records-service, WORKERS = nproc, METRICS=off       127.0.0.1:8021
@@ -16,6 +18,14 @@
 # Each run: start the server, wait until it answers, warm up (WARMUP_SECONDS), a closed-loop run
 # of BENCH_SECONDS for peak throughput, then a fixed-rate run (oha -q) at LATENCY_LOAD (0.7) of
 # that peak for latency, and the server's peak resident memory (VmHWM); stop the server.
+# Around each closed-loop run the CPU time of the server (utime + stime from /proc/PID/stat,
+# children included) and of every `postgres` process (the server's backends; new ones count
+# whole) is read, and their context switches: the report divides by the requests served
+# (CPU µs per request: steadier on a shared machine than req/s).
+# Then the connections sweep: per round, per system, a fresh server measured closed-loop at each
+# of SWEEP_CONNECTIONS (500,2000; empty: none) for SWEEP_SECONDS (10) after the warm-up, with its
+# VmHWM; the report gives req/s, p99, RSS and RSS per connection (the slope from
+# BENCH_CONNECTIONS) per point.
 # Output: bench-results/{results.json,table.md,runs.jsonl,raw/,logs/} and docs/benchmark.png;
 # the markdown table is printed at the end.
 #
@@ -25,7 +35,8 @@
 #
 # Knobs (environment):
 #   BENCH_SECONDS (30)  WARMUP_SECONDS (5)  ROUNDS (3)  BENCH_ROWS (10000000)
-#   BENCH_CONNECTIONS (50)  SYSTEMS (ours,ours-1,axum,fastapi)  LATENCY_LOAD (0.7)
+#   BENCH_CONNECTIONS (50)  SYSTEMS (ours,ours-1,xitca,axum,fastapi)  LATENCY_LOAD (0.7)
+#   SWEEP_CONNECTIONS (500,2000)  SWEEP_SECONDS (10)
 #   BENCH_TOOL (oha; wrk is the fallback when oha cannot be installed: no fixed-rate run then,
 #     latency comes from the closed-loop run)   BENCH_THREADS (wrk threads: 1 up to 4 CPUs, else nproc/4)
 #   BENCH_OUT (bench-results)  BENCH_CHART (docs/benchmark.png)
@@ -46,7 +57,9 @@ WARMUP_SECONDS=${WARMUP_SECONDS:-5}
 ROUNDS=${ROUNDS:-3}
 BENCH_ROWS=${BENCH_ROWS:-10000000}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-50}
-SYSTEMS=${SYSTEMS:-ours,ours-1,axum,fastapi}
+SYSTEMS=${SYSTEMS:-ours,ours-1,xitca,axum,fastapi}
+SWEEP_CONNECTIONS=${SWEEP_CONNECTIONS-500,2000}
+SWEEP_SECONDS=${SWEEP_SECONDS:-10}
 LATENCY_LOAD=${LATENCY_LOAD:-0.7}
 BENCH_TOOL=${BENCH_TOOL:-oha}
 BENCH_THREADS=${BENCH_THREADS:-$(( $(nproc) <= 4 ? 1 : $(nproc) / 4 ))}
@@ -57,29 +70,37 @@ BUILD_JOBS=${BENCH_BUILD_JOBS:-2}
 VENV=.venv/bench
 AXUM_DIR=benches/compare/axum
 AXUM_BIN=$AXUM_DIR/target/release/axum-records
+XITCA_DIR=benches/compare/xitca
+XITCA_BIN=$XITCA_DIR/target/release/xitca-records
 NPROC=$(nproc)
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: error: $*" >&2; exit 1; }
 
-for v in BENCH_SECONDS WARMUP_SECONDS ROUNDS BENCH_ROWS BENCH_CONNECTIONS BENCH_THREADS; do
+for v in BENCH_SECONDS WARMUP_SECONDS ROUNDS BENCH_ROWS BENCH_CONNECTIONS BENCH_THREADS SWEEP_SECONDS; do
   [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $LATENCY_LOAD =~ ^0?\.[0-9]+$|^1(\.0*)?$ ]] || die "LATENCY_LOAD must be in (0, 1] (got '$LATENCY_LOAD')"
 IFS=',' read -r -a SYS <<<"${SYSTEMS// /}"
 [ ${#SYS[@]} -gt 0 ] || die "SYSTEMS is empty"
+IFS=',' read -r -a SWEEP <<<"${SWEEP_CONNECTIONS// /}"
+for c in "${SWEEP[@]}"; do
+  [[ $c =~ ^[0-9]+$ ]] && [ "$c" -gt 0 ] || die "SWEEP_CONNECTIONS must be positive integers (got '$SWEEP_CONNECTIONS')"
+done
+# thousands of connections need as many descriptors in the load generator and the servers
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 wants() { local s; for s in "${SYS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 for s in "${SYS[@]}"; do
   case $s in
-    ours|ours-1|ours-nometrics|ours-access|axum|fastapi) ;;
+    ours|ours-1|ours-nometrics|ours-access|xitca|axum|fastapi) ;;
     ours-base) [ -x "${BASE_BIN:-}" ] || die "ours-base needs BASE_BIN, an executable (got '${BASE_BIN:-}')" ;;
-    *) die "unknown system '$s' (known: ours, ours-1, ours-nometrics, ours-access, ours-base, axum, fastapi)" ;;
+    *) die "unknown system '$s' (known: ours, ours-1, ours-nometrics, ours-access, ours-base, xitca, axum, fastapi)" ;;
   esac
 done
 
 port_of() {
   case $1 in
-    ours) echo 8001 ;; ours-1) echo 8011 ;; axum) echo 8002 ;; fastapi) echo 8003 ;;
+    ours) echo 8001 ;; ours-1) echo 8011 ;; axum) echo 8002 ;; fastapi) echo 8003 ;; xitca) echo 8004 ;;
     ours-nometrics) echo 8021 ;; ours-access) echo 8022 ;; ours-base) echo 8023 ;;
   esac
 }
@@ -148,6 +169,11 @@ if wants axum; then
   (cd "$AXUM_DIR" && nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" --target-dir target >&2)
   [ -x "$AXUM_BIN" ] || die "axum build produced no $AXUM_BIN"
 fi
+if wants xitca; then
+  log "building the xitca-web reference (release)"
+  (cd "$XITCA_DIR" && nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" --target-dir target >&2)
+  [ -x "$XITCA_BIN" ] || die "xitca build produced no $XITCA_BIN"
+fi
 if { wants ours || wants ours-1 || wants ours-nometrics || wants ours-access; } && [ ! -x "$OURS_BIN" ]; then
   log "building records-service (release)"
   nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" >&2
@@ -189,7 +215,7 @@ log "database: $DB_INFO"
 
 # --- how ids are drawn ---------------------------------------------------------------------------
 mkdir -p "$OUT_DIR"
-rm -rf "$OUT_DIR/raw" "$OUT_DIR/logs" "$OUT_DIR/runs.jsonl"
+rm -rf "$OUT_DIR/raw" "$OUT_DIR/logs" "$OUT_DIR/runs.jsonl" "$OUT_DIR/sweep.jsonl"
 mkdir -p "$OUT_DIR/raw" "$OUT_DIR/logs"
 ID_CHECK=null
 if [ "$BENCH_TOOL" = oha ]; then
@@ -212,6 +238,8 @@ meta = {
     "nproc": $NPROC,
     "rows": $BENCH_ROWS,
     "connections": $BENCH_CONNECTIONS,
+    "sweep_connections": [int(c) for c in "$SWEEP_CONNECTIONS".split(",") if c],
+    "sweep_seconds": $SWEEP_SECONDS,
     "seconds": $BENCH_SECONDS,
     "warmup_seconds": $WARMUP_SECONDS,
     "rounds": $ROUNDS,
@@ -242,6 +270,7 @@ start_server() { # system port log
       ACCESS_LOG=all SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
     ours-base) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$BASE_BIN" >"$logf" 2>&1 & ;;
     axum)   HOST=127.0.0.1 PORT=$port "$AXUM_BIN" >"$logf" 2>&1 & ;;
+    xitca)  HOST=127.0.0.1 PORT=$port WORKERS=$NPROC "$XITCA_BIN" >"$logf" 2>&1 & ;;
     fastapi)
       "$VENV/bin/uvicorn" app:app --app-dir benches/compare/fastapi --host 127.0.0.1 --port "$port" \
         --workers 1 --no-access-log --log-level warning >"$logf" 2>&1 & ;;
@@ -269,18 +298,18 @@ rss_kb() {
   echo "$hwm $rss"
 }
 
-load() { # port seconds rate(0 = closed loop) outfile
-  local port=$1 secs=$2 rate=$3 out=$4
+load() { # port seconds rate(0 = closed loop) outfile [connections]
+  local port=$1 secs=$2 rate=$3 out=$4 conns=${5:-$BENCH_CONNECTIONS}
   local limit=$((secs + 60))
   if [ "$BENCH_TOOL" = oha ]; then
     local extra=()
     [ "$rate" -gt 0 ] && extra=(-q "$rate" --latency-correction)
-    timeout --foreground "$limit" oha --no-tui --output-format json -w -z "${secs}s" -c "$BENCH_CONNECTIONS" \
+    timeout --foreground "$limit" oha --no-tui --output-format json -w -z "${secs}s" -c "$conns" \
       "${extra[@]}" --rand-regex-url "http://127.0.0.1:$port/user/$ID_REGEX" >"$out" 2>"$out.err" &
     LOAD_PID=$!
     wait "$LOAD_PID" || die "oha failed or ran past ${limit}s (see $out.err)"
   else
-    timeout --foreground "$limit" wrk -c "$BENCH_CONNECTIONS" -t "$BENCH_THREADS" -d "${secs}s" --latency \
+    timeout --foreground "$limit" wrk -c "$conns" -t "$BENCH_THREADS" -d "${secs}s" --latency \
       -s benches/random_user.lua "http://127.0.0.1:$port" -- "$BENCH_ROWS" >"$out" 2>"$out.err" &
     LOAD_PID=$!
     wait "$LOAD_PID" || die "wrk failed or ran past ${limit}s (see $out.err)"
@@ -295,7 +324,9 @@ bench_one() { # system round
   log "round $round/$ROUNDS: $sys on 127.0.0.1:$port"
   start_server "$sys" "$port" "$OUT_DIR/logs/$tag.log"
   load "$port" "$WARMUP_SECONDS" 0 "$OUT_DIR/raw/$tag-warmup.json"
+  "$PY" benches/report.py proc-cpu "$SERVER_PID" >"$OUT_DIR/raw/$tag-cpu0.json"
   load "$port" "$BENCH_SECONDS" 0 "$OUT_DIR/raw/$tag-peak.json"
+  "$PY" benches/report.py proc-cpu "$SERVER_PID" >"$OUT_DIR/raw/$tag-cpu1.json"
   local peak rate=0 fixed_file=null
   peak=$("$PY" benches/report.py peak-rps "$OUT_DIR/raw/$tag-peak.json")
   if [ "$BENCH_TOOL" = oha ]; then
@@ -310,9 +341,29 @@ bench_one() { # system round
   mem=$(rss_kb "$SERVER_PID")
   kill -0 "$SERVER_PID" 2>/dev/null || die "$sys died during the run (log: $OUT_DIR/logs/$tag.log)"
   stop_server
-  printf '{"system":"%s","round":%d,"port":%d,"peak_file":"raw/%s-peak.json","fixed_file":%s,"fixed_target_rps":%d,"rss_kb":%d,"rss_end_kb":%d}\n' \
-    "$sys" "$round" "$port" "$tag" "$fixed_file" "$rate" "${mem% *}" "${mem#* }" >>"$OUT_DIR/runs.jsonl"
+  printf '{"system":"%s","round":%d,"port":%d,"connections":%d,"peak_file":"raw/%s-peak.json","fixed_file":%s,"fixed_target_rps":%d,"rss_kb":%d,"rss_end_kb":%d,"cpu_files":["raw/%s-cpu0.json","raw/%s-cpu1.json"]}\n' \
+    "$sys" "$round" "$port" "$BENCH_CONNECTIONS" "$tag" "$fixed_file" "$rate" "${mem% *}" "${mem#* }" "$tag" "$tag" >>"$OUT_DIR/runs.jsonl"
   sleep 2 # let sockets and PostgreSQL backends of the stopped server go away
+}
+
+sweep_one() { # system round connections
+  local sys=$1 round=$2 conns=$3 port tag
+  port=$(port_of "$sys")
+  tag="$sys-r$round-c$conns"
+  log "round $round/$ROUNDS: $sys at $conns connections"
+  start_server "$sys" "$port" "$OUT_DIR/logs/$tag.log"
+  load "$port" "$WARMUP_SECONDS" 0 "$OUT_DIR/raw/$tag-warmup.json" "$conns"
+  "$PY" benches/report.py proc-cpu "$SERVER_PID" >"$OUT_DIR/raw/$tag-cpu0.json"
+  load "$port" "$SWEEP_SECONDS" 0 "$OUT_DIR/raw/$tag-peak.json" "$conns"
+  "$PY" benches/report.py proc-cpu "$SERVER_PID" >"$OUT_DIR/raw/$tag-cpu1.json"
+  log "  $("$PY" benches/report.py peak-rps "$OUT_DIR/raw/$tag-peak.json") req/s"
+  local mem
+  mem=$(rss_kb "$SERVER_PID")
+  kill -0 "$SERVER_PID" 2>/dev/null || die "$sys died during the run (log: $OUT_DIR/logs/$tag.log)"
+  stop_server
+  printf '{"system":"%s","round":%d,"port":%d,"connections":%d,"peak_file":"raw/%s-peak.json","rss_kb":%d,"rss_end_kb":%d,"cpu_files":["raw/%s-cpu0.json","raw/%s-cpu1.json"]}\n' \
+    "$sys" "$round" "$port" "$conns" "$tag" "${mem% *}" "${mem#* }" "$tag" "$tag" >>"$OUT_DIR/sweep.jsonl"
+  sleep 2
 }
 
 # --- rounds: every system once per round, the order rotated each round ---------------------------
@@ -321,6 +372,11 @@ n=${#SYS[@]}
 for ((r = 1; r <= ROUNDS; r++)); do
   for ((i = 0; i < n; i++)); do
     bench_one "${SYS[$(((i + r - 1) % n))]}" "$r"
+  done
+  for c in "${SWEEP[@]}"; do
+    for ((i = 0; i < n; i++)); do
+      sweep_one "${SYS[$(((i + r - 1) % n))]}" "$r" "$c"
+    done
   done
 done
 
