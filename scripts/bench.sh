@@ -37,6 +37,9 @@
 #   BENCH_SECONDS (30)  WARMUP_SECONDS (5)  ROUNDS (3)  BENCH_ROWS (10000000)
 #   BENCH_CONNECTIONS (50)  SYSTEMS (ours,ours-1,xitca,axum,fastapi)  LATENCY_LOAD (0.7)
 #   SWEEP_CONNECTIONS (500,2000)  SWEEP_SECONDS (10)
+#   BENCH_PGSSLMODE (disable: exported as PGSSLMODE, which records-service and libpq (FastAPI) read,
+#     so that every system talks to PostgreSQL in plaintext as the Rust references (NoTls) do; a
+#     local cluster with ssl=on would otherwise put TLS on our side only)
 #   BENCH_TOOL (oha; wrk is the fallback when oha cannot be installed: no fixed-rate run then,
 #     latency comes from the closed-loop run)   BENCH_THREADS (wrk threads: 1 up to 4 CPUs, else nproc/4)
 #   BENCH_OUT (bench-results)  BENCH_CHART (docs/benchmark.png)
@@ -60,6 +63,7 @@ BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-50}
 SYSTEMS=${SYSTEMS:-ours,ours-1,xitca,axum,fastapi}
 SWEEP_CONNECTIONS=${SWEEP_CONNECTIONS-500,2000}
 SWEEP_SECONDS=${SWEEP_SECONDS:-10}
+export PGSSLMODE=${BENCH_PGSSLMODE:-disable}
 LATENCY_LOAD=${LATENCY_LOAD:-0.7}
 BENCH_TOOL=${BENCH_TOOL:-oha}
 BENCH_THREADS=${BENCH_THREADS:-$(( $(nproc) <= 4 ? 1 : $(nproc) / 4 ))}
@@ -240,6 +244,7 @@ meta = {
     "connections": $BENCH_CONNECTIONS,
     "sweep_connections": [int(c) for c in "$SWEEP_CONNECTIONS".split(",") if c],
     "sweep_seconds": $SWEEP_SECONDS,
+    "records_service_sslmode": "$PGSSLMODE",
     "seconds": $BENCH_SECONDS,
     "warmup_seconds": $WARMUP_SECONDS,
     "rounds": $ROUNDS,

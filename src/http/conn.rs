@@ -36,9 +36,16 @@ use super::server::{ConnEntry, ServerShared};
 use super::stats::{Refused, Timeout};
 use super::{Request, Service, Status};
 
-/// Input buffer every connection has, outside the shared budget (the connection cap bounds
-/// these); also the least free space offered to a read.
+/// Input buffer a connection may grow to outside the shared budget (the connection cap bounds
+/// these); growth past it is taken from the budget.
 const BASE_INPUT: usize = 8 * 1024;
+/// Input buffer of a new connection: room for a typical request head (a browser's, cookies
+/// included), doubled on demand. Resident memory per connection is what the buffers touch,
+/// so a connection starts small (issue 14: an 8 KiB zeroed input and an 8 KiB output buffer
+/// made up most of the 25 KB a connection cost).
+const INITIAL_INPUT: usize = 2 * 1024;
+/// Output buffer of a new connection: an ordinary answer fits; a larger one grows it.
+const INITIAL_OUTPUT: usize = 1024;
 /// Output and response-body buffers are kept between requests up to this size.
 const KEEP_OUTPUT: usize = 64 * 1024;
 /// Response body buffer allocated for a new connection.
@@ -185,10 +192,10 @@ pub(crate) fn run<S: Service>(
         shared,
         entry,
         id: conn_id,
-        input: InBuf::with_capacity(BASE_INPUT),
+        input: InBuf::with_capacity(INITIAL_INPUT),
         held: 0,
         held_out: 0,
-        out: Vec::with_capacity(BASE_INPUT),
+        out: Vec::with_capacity(INITIAL_OUTPUT),
         scratch: Vec::with_capacity(BASE_BODY),
         headers: (0..shared.config.limits.max_headers)
             .map(|_| MaybeUninit::uninit())
@@ -196,6 +203,7 @@ pub(crate) fn run<S: Service>(
         fields: Vec::new(),
         reading: Reading::Idle,
         served_any: false,
+        drained: false,
         last_read: Instant::now(),
         requests: 0,
         peer: stream.peer_addr().ok(),
@@ -223,6 +231,8 @@ struct Conn<'s> {
     fields: Vec<(Span, Span)>,
     reading: Reading,
     served_any: bool,
+    /// The last read emptied the socket (see [`read_until`]'s `wait_first`).
+    drained: bool,
     last_read: Instant,
     /// Requests handed to the service so far on this connection.
     requests: u64,
@@ -565,7 +575,7 @@ impl Conn<'_> {
             .clock_ms()
             .saturating_add(millis(self.shared.config.timeouts.write));
         self.entry.write_deadline.store(deadline, Ordering::Release);
-        let result = stream.write_all(&self.out);
+        let result = write_all(stream, &self.out, &mut self.drained);
         // Cleared by compare-and-swap, as the watchdog clears it when it cuts: whoever clears
         // it counts the write timeout, so a cut is counted once.
         let ours = self
@@ -629,7 +639,20 @@ impl Conn<'_> {
             self.shared.stats.refused(Refused::Memory);
             return Input::Refused(refusal);
         }
-        let result = read_until(stream, &mut self.input, self.entry, self.shared, now + wait);
+        let room = self.input.spare();
+        let wait_first = self.drained;
+        let result = read_until(
+            stream,
+            &mut self.input,
+            self.entry,
+            self.shared,
+            now + wait,
+            wait_first,
+        );
+        // A read that left room unfilled emptied the socket (TCP hands over all it holds, up to
+        // the room): what arrives later raises a new readiness event, so the next read may wait
+        // for it first instead of trying (and failing) at once.
+        self.drained = matches!(result, Ok(n) if n > 0 && n < room);
         self.entry.idle.store(false, Ordering::SeqCst);
         // The accept loop claims a connection to evict by clearing `idle_since` before it shuts
         // the socket's read side: if this one was claimed, whatever this read brought is the
@@ -699,16 +722,18 @@ impl Conn<'_> {
         }
     }
 
-    /// Grows the input buffer to `capacity`, taking the growth from the shared budget.
+    /// Grows the input buffer to `capacity`, taking the growth past the base from the shared
+    /// budget.
     fn reserve(&mut self, capacity: usize) -> bool {
         let current = self.input.capacity();
         if capacity <= current {
             return true;
         }
-        if !self.shared.budget.try_take(capacity - current) {
+        let charge = capacity.saturating_sub(BASE_INPUT) - current.saturating_sub(BASE_INPUT);
+        if charge > 0 && !self.shared.budget.try_take(charge) {
             return false;
         }
-        self.held += capacity - current;
+        self.held += charge;
         self.input.grow_to(capacity);
         true
     }
@@ -767,7 +792,7 @@ impl Conn<'_> {
         if self.out.capacity() > KEEP_OUTPUT.max(self.shared.config.limits.max_output_bytes) {
             let kept = std::mem::take(&mut self.out);
             // Room for a refusal written after what is kept, without growing again.
-            self.out = Vec::with_capacity(BASE_INPUT.max(kept.len() + 512));
+            self.out = Vec::with_capacity(INITIAL_OUTPUT.max(kept.len() + 512));
             self.out.extend_from_slice(&kept);
         }
         if self.scratch.capacity() > KEEP_OUTPUT {
@@ -781,7 +806,7 @@ impl Conn<'_> {
     }
 
     fn release_input(&mut self) {
-        self.input.clear_and_shrink(BASE_INPUT);
+        self.input.clear_and_shrink(INITIAL_INPUT);
         self.shared.budget.give_back(self.held);
         self.held = 0;
     }
@@ -805,16 +830,27 @@ impl Conn<'_> {
 /// woken without data to read (an urgent byte, for one), so a client could hold a read open
 /// past any timeout; and registering and cancelling a timer on every read measurably
 /// lengthened the latency tail of every request.
+///
+/// `wait_first`: the previous read emptied the socket, so there is nothing to read until a
+/// readiness event says so; waiting before the first read saves the read that would fail
+/// with `WouldBlock` (one system call of the three or four a keep-alive request costs). may
+/// keeps each event in the socket's flag until `wait_io` consumes it, so an event that came
+/// before this call returns at once. Only a read that came back short may set it: a read that
+/// filled the room may have left bytes whose event was consumed already.
 fn read_until(
     stream: &mut TcpStream,
     input: &mut InBuf,
     entry: &ConnEntry,
     shared: &ServerShared,
     deadline: Instant,
+    wait_first: bool,
 ) -> std::io::Result<usize> {
     entry
         .read_deadline
         .store(shared.clock_ms_at(deadline), Ordering::Release);
+    if wait_first {
+        may::io::WaitIo::wait_io(&*stream);
+    }
     let result = loop {
         match input.read_from(stream.inner_mut()) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -829,6 +865,28 @@ fn read_until(
     };
     entry.read_deadline.store(0, Ordering::Release);
     result
+}
+
+/// Writes all of `data`: straight to the non-blocking socket while it takes the bytes, then,
+/// when it is full, through may's blocking write (which waits under the write timeout).
+///
+/// may's write clears the socket's readiness flag before it tries, which can swallow a read
+/// event that came in meanwhile (a pipelined request): once it is used, `drained` is cleared
+/// so the next read tries the socket before it waits (see [`read_until`]).
+fn write_all(stream: &mut TcpStream, mut data: &[u8], drained: &mut bool) -> std::io::Result<()> {
+    while !data.is_empty() {
+        match stream.inner_mut().write(data) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                *drained = false;
+                return stream.write_all(data);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Lingering close (RFC 9112 9.6; nginx's `lingering_close`): shut the write side so the
@@ -856,7 +914,7 @@ pub(crate) fn linger(
         let wait = left.min(timeouts.linger_read);
         scratch.clear_and_shrink(BASE_INPUT);
         let read = match entry {
-            Some(entry) => read_until(stream, scratch, entry, shared, Instant::now() + wait),
+            Some(entry) => read_until(stream, scratch, entry, shared, Instant::now() + wait, false),
             None => {
                 let _ = stream.set_read_timeout(Some(wait));
                 scratch.read_from(stream)

@@ -2,9 +2,10 @@
 //! in order; garbage after a valid request gets 400 (or the header timeout) and a close.
 
 use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::support::{config, EchoBody, TestServer};
+use crate::support::{config, Conn, EchoBody, TestServer};
 
 #[test]
 fn request_sent_one_byte_at_a_time() {
@@ -140,4 +141,38 @@ fn valid_request_then_unterminated_garbage_is_cut_by_the_header_timeout() {
     assert!([400, 408].contains(&r.status), "{r:?}");
     c.expect_closed();
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A request that arrives while an answer is blocked on a full socket is answered once the
+/// client reads, without waiting for a timeout. After a read that emptied the socket the
+/// connection waits for a readiness event before it reads again; may's blocking write clears
+/// that event (it resets the socket's flag before each try), so once the write had to block,
+/// the next read must try the socket first.
+#[test]
+fn a_request_sent_while_an_answer_is_blocked_is_answered_at_once() {
+    const BIG: usize = 16 << 20; // far more than the socket buffers hold
+    let server = TestServer::start(config(|c| {
+        c.timeouts.header = Duration::from_secs(60);
+        c.timeouts.idle = Duration::from_secs(60);
+        c.timeouts.write = Duration::from_secs(60);
+    }));
+    let stream = TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut c = Conn::from_stream(stream.try_clone().unwrap());
+    c.send(format!("GET /big?n={BIG} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+    // The answer has begun: the server is writing it, and cannot finish while we do not read.
+    stream.peek(&mut [0u8; 1]).expect("the first answer begins");
+    c.send(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n");
+    let start = Instant::now();
+    let first = c.response();
+    assert_eq!((first.status, first.body.len()), (200, BIG));
+    let second = c.response();
+    assert_eq!(second.status, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the second answer took {:?}",
+        start.elapsed()
+    );
 }
