@@ -640,7 +640,10 @@ impl Conn<'_> {
             return Input::Refused(refusal);
         }
         let room = self.input.spare();
-        let wait_first = self.drained;
+        // Only between requests: a partial request at the front may be one whose read stopped
+        // short of bytes already in the socket (at an urgent mark), so it is read at once.
+        let wait_first = self.drained && idle;
+        let mut hangup = false;
         let result = read_until(
             stream,
             &mut self.input,
@@ -648,11 +651,14 @@ impl Conn<'_> {
             self.shared,
             now + wait,
             wait_first,
+            &mut hangup,
         );
         // A read that left room unfilled emptied the socket (TCP hands over all it holds, up to
         // the room): what arrives later raises a new readiness event, so the next read may wait
-        // for it first instead of trying (and failing) at once.
-        self.drained = matches!(result, Ok(n) if n > 0 && n < room);
+        // for it first instead of trying (and failing) at once. Not when the event it consumed
+        // said the peer closed or failed: that read took the data and the end together, and no
+        // further event will come for the end.
+        self.drained = !hangup && matches!(result, Ok(n) if n > 0 && n < room);
         self.entry.idle.store(false, Ordering::SeqCst);
         // The accept loop claims a connection to evict by clearing `idle_since` before it shuts
         // the socket's read side: if this one was claimed, whatever this read brought is the
@@ -837,6 +843,9 @@ impl Conn<'_> {
 /// keeps each event in the socket's flag until `wait_io` consumes it, so an event that came
 /// before this call returns at once. Only a read that came back short may set it: a read that
 /// filled the room may have left bytes whose event was consumed already.
+///
+/// `hangup` is set when an event this call consumed reported the peer's close or an error
+/// (EPOLLRDHUP, EPOLLHUP, EPOLLERR).
 fn read_until(
     stream: &mut TcpStream,
     input: &mut InBuf,
@@ -844,12 +853,14 @@ fn read_until(
     shared: &ServerShared,
     deadline: Instant,
     wait_first: bool,
+    hangup: &mut bool,
 ) -> std::io::Result<usize> {
+    const HANGUP: usize = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as usize;
     entry
         .read_deadline
         .store(shared.clock_ms_at(deadline), Ordering::Release);
     if wait_first {
-        may::io::WaitIo::wait_io(&*stream);
+        *hangup |= may::io::WaitIo::wait_io(&*stream) & HANGUP != 0;
     }
     let result = loop {
         match input.read_from(stream.inner_mut()) {
@@ -857,7 +868,7 @@ fn read_until(
                 if Instant::now() >= deadline {
                     break Err(ErrorKind::TimedOut.into());
                 }
-                may::io::WaitIo::wait_io(&*stream);
+                *hangup |= may::io::WaitIo::wait_io(&*stream) & HANGUP != 0;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             other => break other,
@@ -912,9 +923,14 @@ pub(crate) fn linger(
             return;
         }
         let wait = left.min(timeouts.linger_read);
+        // Discarded in reads of up to the base size (a connection's input starts smaller).
         scratch.clear_and_shrink(BASE_INPUT);
+        scratch.grow_to(BASE_INPUT);
         let read = match entry {
-            Some(entry) => read_until(stream, scratch, entry, shared, Instant::now() + wait, false),
+            Some(entry) => {
+                let deadline = Instant::now() + wait;
+                read_until(stream, scratch, entry, shared, deadline, false, &mut false)
+            }
             None => {
                 let _ = stream.set_read_timeout(Some(wait));
                 scratch.read_from(stream)

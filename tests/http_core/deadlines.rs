@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use records_service::http::Timeout;
 
-use crate::support::{config, eventually, TestServer};
+use crate::support::{config, eventually, http, Conn, EchoBody, TestServer};
 
 #[test]
 fn input_does_not_extend_the_write_deadline() {
@@ -103,4 +103,88 @@ fn urgent_bytes_do_not_extend_the_header_timeout() {
         "answered after {took:?}"
     );
     drop(s);
+}
+
+/// Sends `bytes` with `flags` (MSG_MORE, MSG_OOB) on the client's socket.
+fn send_flags(c: &Conn, bytes: &[u8], flags: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a send on a socket this test owns, from a valid buffer.
+    let sent = unsafe {
+        libc::send(
+            c.stream.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            flags | libc::MSG_NOSIGNAL,
+        )
+    };
+    assert_eq!(sent, bytes.len() as isize);
+}
+
+/// A connection that has been answered once: its last read emptied the socket, so it waits
+/// for a readiness event before it reads again (`read_until`'s `wait_first`).
+fn answered_once(server: &TestServer) -> Conn {
+    let mut c = server.client();
+    c.request("GET", "/first", None);
+    assert_eq!(c.response().status, 200);
+    c
+}
+
+/// A request and the client's FIN in one segment: one readiness event for both, and the read
+/// takes both. The connection must not then wait for another event (none comes): it answers
+/// and closes at once, not at the idle timeout (60 s).
+#[test]
+fn a_request_with_the_fin_in_its_segment_is_answered_and_closed_at_once() {
+    let server = TestServer::default_config();
+    let mut c = answered_once(&server);
+    // MSG_MORE holds the segment back until the shutdown adds the FIN to it.
+    send_flags(
+        &c,
+        &http::request_bytes("GET", "/second", None),
+        libc::MSG_MORE,
+    );
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(c.response().echo().path, "/second");
+    assert!(
+        c.closed_within(Duration::from_secs(2)),
+        "still open 2 s after the client's FIN"
+    );
+}
+
+/// Half a head, then the client closes, in one segment: the slot is freed at once, not at
+/// the header timeout (10 s).
+#[test]
+fn half_a_head_then_a_close_frees_the_connection_at_once() {
+    let server = TestServer::default_config();
+    let c = answered_once(&server);
+    send_flags(&c, b"GET /x HTTP/1.1\r\nHo", libc::MSG_MORE);
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(2), || server
+            .handle
+            .active_connections()
+            == 0),
+        "the connection stayed open after the client closed"
+    );
+}
+
+/// A read stops short at an urgent mark (SO_OOBINLINE puts the byte in line) with the rest in
+/// the socket and no event to come: a partial request is read again at once, not after the
+/// header timeout.
+#[test]
+fn a_request_ending_in_an_urgent_byte_is_answered_at_once() {
+    let server = TestServer::start(config(|c| c.timeouts.header = Duration::from_secs(5)));
+    let mut c = answered_once(&server);
+    let start = Instant::now();
+    // The urgent byte is the last one (the final \n).
+    send_flags(
+        &c,
+        &http::request_bytes("GET", "/urgent", None),
+        libc::MSG_OOB,
+    );
+    assert_eq!(c.response().echo().path, "/urgent");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "answered after {:?} (header timeout 5 s)",
+        start.elapsed()
+    );
 }
