@@ -7,7 +7,7 @@ BIN := target/release/records-service
 LOCALPG := scripts/localpg.sh
 WITH_DB := eval "$$($(LOCALPG) env)" &&
 
-.PHONY: build run stop seed migrate test lint fmt bench bench-http bench-observability db \
+.PHONY: build run stop seed migrate test lint fmt bench bench-http bench-observability bench-syscalls db \
 	run-server-local run-server-docker test-docker run-postgres-background \
 	run-unit-tests run-integration-tests run-api-tests
 
@@ -56,6 +56,11 @@ bench: build db
 bench-observability: build db
 	$(WITH_DB) $(BIN) migrate
 	$(WITH_DB) SYSTEMS=ours,ours-nometrics,ours-access$${BASE_BIN:+,ours-base} scripts/bench.sh
+
+# System calls, context switches and CPU per request, ours against xitca-web (perf stat; root).
+# BASE_BIN=path adds another build as ours-base.
+bench-syscalls: build db
+	$(WITH_DB) scripts/bench-syscalls.sh
 
 # Our HTTP core against may_minihttp on a fixed response.
 bench-http:

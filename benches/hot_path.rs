@@ -1,11 +1,12 @@
 //! Micro-benchmarks of the request hot path: parsing a request head, decoding a row, encoding
-//! a record as JSON. `cargo bench --bench hot_path` (criterion); each group reports time per
-//! operation, to compare before and after a change on the same machine.
+//! a record as JSON, and the whole round trip from request bytes to response bytes without a
+//! socket or PostgreSQL. `cargo bench --bench hot_path` (criterion); each group reports time
+//! per operation, to compare before and after a change on the same machine.
 
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use postgres_protocol::message::backend::Message;
-use records_service::http::{parse_head, Limits};
+use records_service::http::{answer_in_memory, parse_head, Limits, Request, Response, Service};
 use records_service::pg::Row;
 
 const REQUEST: &[u8] = b"GET /user/4815162 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: oha/1.16.0\r\nAccept: */*\r\nAccept-Encoding: gzip, br\r\n\r\n";
@@ -78,5 +79,56 @@ fn encode_json(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parse_request, decode_row, encode_json);
+/// `GET /user/{id}` as the records service answers it once the row is back, the row being a
+/// decoded DataRow held in memory: the id parsed from the path, the record encoded as JSON
+/// straight into the body.
+struct UserFromRow(Row);
+
+impl Service for UserFromRow {
+    fn call(&self, req: &Request<'_>, res: &mut Response<'_>) {
+        let id: i32 = req
+            .path()
+            .strip_prefix("/user/")
+            .and_then(|id| id.parse().ok())
+            .unwrap_or(0);
+        let row = &self.0;
+        let record = RecordJson {
+            id: row.int4(0).unwrap().unwrap_or(id),
+            email: row.text(1).unwrap().unwrap(),
+            text: row.text(2).unwrap(),
+        };
+        res.content_type("application/json");
+        sonic_rs::to_writer(res.body_mut(), &record).unwrap();
+    }
+}
+
+/// The HTTP core's whole per-request path (parse, request id, the handler under its unwind
+/// guard, the response with Date and X-Request-Id) around the record's JSON: what a request
+/// costs the server in user space, the network and PostgreSQL aside.
+fn round_trip(c: &mut Criterion) {
+    let service = UserFromRow(data_row());
+    let limits = Limits::default();
+    let mut headers = vec![std::mem::MaybeUninit::uninit(); limits.max_headers];
+    let (mut out, mut scratch) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
+    c.bench_function(
+        "round trip: request bytes to response bytes (GET /user/{id})",
+        |b| {
+            b.iter(|| {
+                out.clear();
+                let used = answer_in_memory(
+                    &service,
+                    black_box(REQUEST),
+                    &mut headers,
+                    &limits,
+                    &mut out,
+                    &mut scratch,
+                )
+                .unwrap();
+                black_box((used, out.len()));
+            })
+        },
+    );
+}
+
+criterion_group!(benches, parse_request, decode_row, encode_json, round_trip);
 criterion_main!(benches);

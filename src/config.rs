@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::http::{HttpConfig, Limits, Timeouts};
+use crate::http::{HttpConfig, Limits, NextRead, Timeouts};
 use crate::pg::{self, ConnectParams};
 
 /// One configuration problem: which variable, and what is wrong with it.
@@ -678,7 +678,11 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             host,
             port,
             workers: self.number_or("WORKERS", cores as u64)?,
-            http: HttpConfig { limits, timeouts },
+            http: HttpConfig {
+                limits,
+                timeouts,
+                next_read: NextRead::Adaptive,
+            },
             static_dir: self.string_or("STATIC_DIR", "static"),
             stack_size: self.number::<usize>("STACK_SIZE_KIB")? * 1024,
             shutdown_delay: self.millis("SHUTDOWN_DELAY_MS")?,

@@ -34,7 +34,7 @@ use super::head::{parse_head, BodyFraming, HeadError, HeadInfo};
 use super::response::write_error;
 use super::server::{ConnEntry, ServerShared};
 use super::stats::{Refused, Timeout};
-use super::{Request, Service, Status};
+use super::{NextRead, Request, Service, Status};
 
 /// Input buffer a connection may grow to outside the shared budget (the connection cap bounds
 /// these); growth past it is taken from the budget.
@@ -204,6 +204,7 @@ pub(crate) fn run<S: Service>(
         reading: Reading::Idle,
         served_any: false,
         drained: false,
+        client_slower: false,
         last_read: Instant::now(),
         requests: 0,
         peer: stream.peer_addr().ok(),
@@ -233,6 +234,8 @@ struct Conn<'s> {
     served_any: bool,
     /// The last read emptied the socket (see [`read_until`]'s `wait_first`).
     drained: bool,
+    /// The last read that tried the socket first found it empty.
+    client_slower: bool,
     last_read: Instant,
     /// Requests handed to the service so far on this connection.
     requests: u64,
@@ -640,10 +643,20 @@ impl Conn<'_> {
             return Input::Refused(refusal);
         }
         let room = self.input.spare();
-        // Only between requests: a partial request at the front may be one whose read stopped
-        // short of bytes already in the socket (at an urgent mark), so it is read at once.
-        let wait_first = self.drained && idle;
-        let mut hangup = false;
+        // Waiting first pays only when the client is slower than we are: a request already in
+        // the socket but not yet seen by may's event loop (which a busy worker polls only when
+        // its run queue empties) would wait a whole round of the other connections, where a
+        // read takes it at once; that lengthened the tail under saturating load. So a
+        // connection waits first only after its last read that tried first found the socket
+        // empty, and tries first again after each wait (a probe). Only between requests: a
+        // partial request at the front may be one whose read stopped short of bytes already in
+        // the socket (at an urgent mark), so it is read at once.
+        let slower = match self.shared.config.next_read {
+            NextRead::Adaptive => self.client_slower,
+            NextRead::WaitFirst => true,
+        };
+        let wait_first = self.drained && slower && idle;
+        let mut notes = ReadNotes::default();
         let result = read_until(
             stream,
             &mut self.input,
@@ -651,14 +664,15 @@ impl Conn<'_> {
             self.shared,
             now + wait,
             wait_first,
-            &mut hangup,
+            &mut notes,
         );
+        self.client_slower = !wait_first && notes.was_empty;
         // A read that left room unfilled emptied the socket (TCP hands over all it holds, up to
         // the room): what arrives later raises a new readiness event, so the next read may wait
         // for it first instead of trying (and failing) at once. Not when the event it consumed
         // said the peer closed or failed: that read took the data and the end together, and no
         // further event will come for the end.
-        self.drained = !hangup && matches!(result, Ok(n) if n > 0 && n < room);
+        self.drained = !notes.hangup && matches!(result, Ok(n) if n > 0 && n < room);
         self.entry.idle.store(false, Ordering::SeqCst);
         // The accept loop claims a connection to evict by clearing `idle_since` before it shuts
         // the socket's read side: if this one was claimed, whatever this read brought is the
@@ -844,8 +858,7 @@ impl Conn<'_> {
 /// before this call returns at once. Only a read that came back short may set it: a read that
 /// filled the room may have left bytes whose event was consumed already.
 ///
-/// `hangup` is set when an event this call consumed reported the peer's close or an error
-/// (EPOLLRDHUP, EPOLLHUP, EPOLLERR).
+/// `notes` says what else the read learned.
 fn read_until(
     stream: &mut TcpStream,
     input: &mut InBuf,
@@ -853,29 +866,42 @@ fn read_until(
     shared: &ServerShared,
     deadline: Instant,
     wait_first: bool,
-    hangup: &mut bool,
+    notes: &mut ReadNotes,
 ) -> std::io::Result<usize> {
     const HANGUP: usize = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as usize;
     entry
         .read_deadline
         .store(shared.clock_ms_at(deadline), Ordering::Release);
     if wait_first {
-        *hangup |= may::io::WaitIo::wait_io(&*stream) & HANGUP != 0;
+        notes.hangup |= may::io::WaitIo::wait_io(&*stream) & HANGUP != 0;
     }
+    let mut first = true;
     let result = loop {
         match input.read_from(stream.inner_mut()) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                notes.was_empty |= first;
                 if Instant::now() >= deadline {
                     break Err(ErrorKind::TimedOut.into());
                 }
-                *hangup |= may::io::WaitIo::wait_io(&*stream) & HANGUP != 0;
+                notes.hangup |= may::io::WaitIo::wait_io(&*stream) & HANGUP != 0;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             other => break other,
         }
+        first = false;
     };
     entry.read_deadline.store(0, Ordering::Release);
     result
+}
+
+/// What a read learned besides its bytes.
+#[derive(Default)]
+struct ReadNotes {
+    /// An event it consumed reported the peer's close or an error (EPOLLRDHUP, EPOLLHUP,
+    /// EPOLLERR).
+    hangup: bool,
+    /// Its first try found the socket empty.
+    was_empty: bool,
 }
 
 /// Writes all of `data`: straight to the non-blocking socket while it takes the bytes, then,
@@ -929,7 +955,8 @@ pub(crate) fn linger(
         let read = match entry {
             Some(entry) => {
                 let deadline = Instant::now() + wait;
-                read_until(stream, scratch, entry, shared, deadline, false, &mut false)
+                let mut notes = ReadNotes::default();
+                read_until(stream, scratch, entry, shared, deadline, false, &mut notes)
             }
             None => {
                 let _ = stream.set_read_timeout(Some(wait));

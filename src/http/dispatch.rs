@@ -1,12 +1,35 @@
 //! Handing one complete request to the service: the call under an unwind guard, the
 //! keep-alive decision, and the serialized answer.
 
+use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::head::HeadInfo;
+use super::head::{parse_head, BodyFraming, HeadError, HeadInfo};
 use super::response::{write_response, Persistence, Response};
 use super::server::ServerShared;
-use super::{request_id, Request, Service, Status};
+use super::{request_id, Limits, Request, Service, Status};
+
+/// What answering a request needs of the server around it.
+pub(crate) trait Context {
+    /// The random prefix of the request ids it generates.
+    fn id_prefix(&self) -> u32;
+    /// Whether it is shutting down (the answer then closes the connection).
+    fn draining(&self) -> bool;
+    /// A handler panicked and was answered 500.
+    fn handler_panicked(&self);
+}
+
+impl Context for ServerShared {
+    fn id_prefix(&self) -> u32 {
+        self.id_prefix
+    }
+    fn draining(&self) -> bool {
+        ServerShared::draining(self)
+    }
+    fn handler_panicked(&self) {
+        self.stats.core_response(Status::INTERNAL_SERVER_ERROR);
+    }
+}
 
 /// Calls `service` for `req` and appends its answer to `out` (`scratch` holds the body while
 /// the handler writes it). Returns whether the connection must close after this answer.
@@ -20,14 +43,14 @@ pub(crate) fn dispatch<S: Service>(
     req: &Request<'_>,
     seq: u64,
     info: &HeadInfo,
-    shared: &ServerShared,
+    shared: &impl Context,
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> bool {
     let mut id_buf = [0u8; request_id::GENERATED_MAX];
     let id = match req.header("x-request-id") {
         Some(v) if request_id::is_valid(v) => std::str::from_utf8(v).unwrap_or(""),
-        _ => request_id::generate(shared.id_prefix, req.conn_id, seq, &mut id_buf),
+        _ => request_id::generate(shared.id_prefix(), req.conn_id, seq, &mut id_buf),
     };
     let req = &Request {
         request_id: id,
@@ -39,7 +62,7 @@ pub(crate) fn dispatch<S: Service>(
         res.reset();
         res.error(Status::INTERNAL_SERVER_ERROR, "Internal Server Error");
         res.close = true;
-        shared.stats.core_response(Status::INTERNAL_SERVER_ERROR);
+        shared.handler_panicked();
     }
     let close = !info.keep_alive || res.close || shared.draining();
     let persistence = if close {
@@ -52,4 +75,88 @@ pub(crate) fn dispatch<S: Service>(
     };
     write_response(out, &res, req.method() == "HEAD", persistence, Some(id));
     close
+}
+
+/// No server around: ids with prefix 0, never draining, panics not counted.
+struct Detached;
+
+impl Context for Detached {
+    fn id_prefix(&self) -> u32 {
+        0
+    }
+    fn draining(&self) -> bool {
+        false
+    }
+    fn handler_panicked(&self) {}
+}
+
+/// A connection's whole per-request path without its socket: parses the request at the front
+/// of `input`, calls `service` under the unwind guard, and appends the serialized answer to
+/// `out` (`scratch` holds the body meanwhile), as a connection does. Returns the bytes of
+/// `input` the request took. Only requests without a body; `Incomplete` when `input` holds no
+/// complete head. For the round-trip micro-benchmark (`benches/hot_path.rs`).
+#[doc(hidden)]
+pub fn answer_in_memory<'b, S: Service>(
+    service: &S,
+    input: &'b [u8],
+    headers: &mut [MaybeUninit<httparse::Header<'b>>],
+    limits: &Limits,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<usize, HeadError> {
+    let head = parse_head(input, headers, limits)?;
+    if head.info.framing != BodyFraming::None {
+        return Err(HeadError::Bad("a request body is not supported here"));
+    }
+    let req = Request {
+        method: head.method,
+        target: head.target,
+        headers: head.headers,
+        body: &[],
+        conn_id: 1,
+        request_id: "",
+        peer: None,
+    };
+    dispatch(service, &req, 1, &head.info, &Detached, out, scratch);
+    Ok(head.info.len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Response;
+
+    struct Hello;
+
+    impl Service for Hello {
+        fn call(&self, req: &Request<'_>, res: &mut Response<'_>) {
+            res.content_type("text/plain");
+            res.body_mut().extend_from_slice(req.path().as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_request_in_memory_is_answered_as_on_a_connection() {
+        let input = b"GET /hello HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc\r\n\r\nGET /next";
+        let limits = Limits::default();
+        let mut headers = vec![MaybeUninit::uninit(); limits.max_headers];
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        let used = answer_in_memory(&Hello, input, &mut headers, &limits, &mut out, &mut scratch);
+        assert_eq!(used, Ok(input.len() - b"GET /next".len()));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("\r\nX-Request-Id: abc\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n/hello"), "{text}");
+        let mut out = Vec::new();
+        let partial = answer_in_memory(
+            &Hello,
+            b"GET /",
+            &mut headers,
+            &limits,
+            &mut out,
+            &mut scratch,
+        );
+        assert_eq!(partial, Err(HeadError::Incomplete));
+        assert!(out.is_empty());
+    }
 }

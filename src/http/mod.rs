@@ -20,8 +20,10 @@ mod status;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-// The head parser, for the hot-path micro-benchmark (benches/hot_path.rs).
-pub use head::parse_head;
+// The head parser and the in-memory request path, for the hot-path micro-benchmarks
+// (benches/hot_path.rs).
+pub use dispatch::answer_in_memory;
+pub use head::{parse_head, HeadError};
 pub use response::Response;
 pub use server::{bind, serve, ServerHandle};
 pub use stats::{Refused, ServerStats, Timeout};
@@ -182,4 +184,17 @@ impl Default for Timeouts {
 pub struct HttpConfig {
     pub limits: Limits,
     pub timeouts: Timeouts,
+    pub next_read: NextRead,
+}
+
+/// How a connection reads the next request after a read that emptied the socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NextRead {
+    /// Waits for a readiness event before it reads while its client is slower than the
+    /// server (its last read that tried the socket first found it empty), saving the read that
+    /// would find nothing; otherwise reads at once.
+    #[default]
+    Adaptive,
+    /// Always waits for readiness first (what the tests of that path force).
+    WaitFirst,
 }

@@ -152,6 +152,8 @@ fn valid_request_then_unterminated_garbage_is_cut_by_the_header_timeout() {
 fn a_request_sent_while_an_answer_is_blocked_is_answered_at_once() {
     const BIG: usize = 16 << 20; // far more than the socket buffers hold
     let server = TestServer::start(config(|c| {
+        // Always the waiting path (by default only while the client is slower).
+        c.next_read = records_service::http::NextRead::WaitFirst;
         c.timeouts.header = Duration::from_secs(60);
         c.timeouts.idle = Duration::from_secs(60);
         c.timeouts.write = Duration::from_secs(60);
