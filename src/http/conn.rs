@@ -650,7 +650,10 @@ impl Conn<'_> {
         // connection waits first only after its last read that tried first found the socket
         // empty, and tries first again after each wait (a probe). Only between requests: a
         // partial request at the front may be one whose read stopped short of bytes already in
-        // the socket (at an urgent mark), so it is read at once.
+        // the socket (at an urgent mark), so it is read at once. One case stays: an urgent
+        // byte at the very start of a pipelined request ends the read at a request boundary,
+        // and that request waits for the idle deadline (the watchdog's wake-up reads it); only
+        // a client that sends urgent data meets it (tests/http_core/deadlines.rs).
         let slower = match self.shared.config.next_read {
             NextRead::Adaptive => self.client_slower,
             NextRead::WaitFirst => true,

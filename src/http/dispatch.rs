@@ -93,8 +93,10 @@ impl Context for Detached {
 /// A connection's whole per-request path without its socket: parses the request at the front
 /// of `input`, calls `service` under the unwind guard, and appends the serialized answer to
 /// `out` (`scratch` holds the body meanwhile), as a connection does. Returns the bytes of
-/// `input` the request took. Only requests without a body; `Incomplete` when `input` holds no
-/// complete head. For the round-trip micro-benchmark (`benches/hot_path.rs`).
+/// `input` the request took, and whether the connection would close after this answer (a
+/// caller answering pipelined requests must stop there, as a connection does). Only requests
+/// without a body; `Incomplete` when `input` holds no complete head. For the round-trip
+/// micro-benchmark (`benches/hot_path.rs`).
 #[doc(hidden)]
 pub fn answer_in_memory<'b, S: Service>(
     service: &S,
@@ -103,7 +105,7 @@ pub fn answer_in_memory<'b, S: Service>(
     limits: &Limits,
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
-) -> Result<usize, HeadError> {
+) -> Result<(usize, bool), HeadError> {
     let head = parse_head(input, headers, limits)?;
     if head.info.framing != BodyFraming::None {
         return Err(HeadError::Bad("a request body is not supported here"));
@@ -117,8 +119,8 @@ pub fn answer_in_memory<'b, S: Service>(
         request_id: "",
         peer: None,
     };
-    dispatch(service, &req, 1, &head.info, &Detached, out, scratch);
-    Ok(head.info.len)
+    let close = dispatch(service, &req, 1, &head.info, &Detached, out, scratch);
+    Ok((head.info.len, close))
 }
 
 #[cfg(test)]
@@ -142,7 +144,7 @@ mod tests {
         let mut headers = vec![MaybeUninit::uninit(); limits.max_headers];
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
         let used = answer_in_memory(&Hello, input, &mut headers, &limits, &mut out, &mut scratch);
-        assert_eq!(used, Ok(input.len() - b"GET /next".len()));
+        assert_eq!(used, Ok((input.len() - b"GET /next".len(), false)));
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert!(text.contains("\r\nX-Request-Id: abc\r\n"), "{text}");
@@ -158,5 +160,16 @@ mod tests {
         );
         assert_eq!(partial, Err(HeadError::Incomplete));
         assert!(out.is_empty());
+        let closing = b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let answered = answer_in_memory(
+            &Hello,
+            closing,
+            &mut headers,
+            &limits,
+            &mut out,
+            &mut scratch,
+        );
+        assert_eq!(answered, Ok((closing.len(), true)));
+        assert!(String::from_utf8_lossy(&out).contains("\r\nConnection: close\r\n"));
     }
 }

@@ -198,3 +198,24 @@ fn a_request_ending_in_an_urgent_byte_is_answered_at_once() {
         start.elapsed()
     );
 }
+
+/// The one case the waiting path leaves: an urgent byte at the very start of a pipelined
+/// request ends the read exactly at the request before it, with no event to come for the rest.
+/// That request is served at the idle deadline (the watchdog wakes the read), not lost.
+#[test]
+fn a_request_starting_with_an_urgent_byte_is_served_by_the_idle_deadline() {
+    let server = waiting_first(|c| c.timeouts.idle = Duration::from_secs(1));
+    let mut c = answered_once(&server);
+    let second = http::request_bytes("GET", "/urgent-start", None);
+    send_flags(&c, &http::request_bytes("GET", "/a", None), libc::MSG_MORE);
+    send_flags(&c, &second[..1], libc::MSG_OOB | libc::MSG_MORE);
+    let start = Instant::now();
+    send_flags(&c, &second[1..], 0);
+    assert_eq!(c.response().echo().path, "/a");
+    assert_eq!(c.response().echo().path, "/urgent-start");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "served after {:?} (idle timeout 1 s)",
+        start.elapsed()
+    );
+}
