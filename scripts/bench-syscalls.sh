@@ -13,7 +13,8 @@
 # Knobs: SYSTEMS (ours,xitca; ours-base is added when BASE_BIN is set)  ROUNDS (3)
 #   DURATION (10 s)  WARMUP (3 s)  CONNECTIONS (50)  BENCH_ROWS (10000000, seeded by `make bench`)
 #   POSTGRES_DB_* (default: the project's own PostgreSQL, scripts/localpg.sh)
-# Every system talks to PostgreSQL in plaintext (PGSSLMODE=disable), as in scripts/bench.sh.
+# Every system talks to PostgreSQL in plaintext (BENCH_PGSSLMODE, default disable), as in
+# scripts/bench.sh. Server logs: bench-results/syscalls-logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,7 @@ XITCA_BIN=benches/compare/xitca/target/release/xitca-records
 SYSTEMS=${SYSTEMS:-ours${BASE_BIN:+,ours-base},xitca}
 OUT=${BENCH_OUT:-bench-results}
 NPROC=$(nproc)
-export PGSSLMODE=disable
+export PGSSLMODE=${BENCH_PGSSLMODE:-disable}
 
 log() { echo "bench-syscalls: $*" >&2; }
 die() { echo "bench-syscalls: error: $*" >&2; exit 1; }
@@ -58,24 +59,25 @@ for call in recvfrom sendto read write epoll_wait futex; do
 done
 EVENTS+=",context-switches,cpu-migrations,task-clock"
 
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$OUT/syscalls-logs"
 RUNS="$OUT/syscalls.jsonl"
 : >"$RUNS"
 port=8031
 for ((r = 1; r <= ROUNDS; r++)); do
   for ((i = 0; i < ${#SYS[@]}; i++)); do
     sys=${SYS[$(((i + r - 1) % ${#SYS[@]}))]}
+    logf="$OUT/syscalls-logs/$sys-r$r.log"
     case $sys in
-      ours) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >/dev/null 2>&1 & ;;
-      ours-base) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$BASE_BIN" >/dev/null 2>&1 & ;;
-      xitca) HOST=127.0.0.1 PORT=$port WORKERS=$NPROC "$XITCA_BIN" >/dev/null 2>&1 & ;;
+      ours) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
+      ours-base) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$BASE_BIN" >"$logf" 2>&1 & ;;
+      xitca) HOST=127.0.0.1 PORT=$port WORKERS=$NPROC "$XITCA_BIN" >"$logf" 2>&1 & ;;
     esac
     SERVER_PID=$!
     for _ in $(seq 100); do
       curl -sf -o /dev/null "http://127.0.0.1:$port/user/1" && break
       sleep 0.1
     done
-    curl -sf -o /dev/null "http://127.0.0.1:$port/user/1" || die "$sys does not answer"
+    curl -sf -o /dev/null "http://127.0.0.1:$port/user/1" || die "$sys does not answer (log: $logf)"
     wrk -c "$CONNECTIONS" -t 1 -d "${WARMUP}s" -s benches/random_user.lua "http://127.0.0.1:$port" \
       -- "$BENCH_ROWS" >/dev/null
     perf stat -x, -e "$EVENTS" -p "$SERVER_PID" -o "$OUT/syscalls-$sys-r$r.perf" -- \
@@ -87,11 +89,15 @@ import json, re, sys
 system, rnd, perf, wrk = sys.argv[1:]
 text = open(wrk).read()
 requests = int(re.search(r"(\d+) requests in", text).group(1))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+if bad:
+    sys.exit(f"{system}: {bad.group(1)} answers were not 2xx (is the table seeded up to BENCH_ROWS?)")
 counts = {}
 for line in open(perf):
     parts = line.strip().split(",")
-    if len(parts) > 3 and parts[0] and parts[0][0].isdigit():
-        counts[parts[2]] = float(parts[0])
+    if len(parts) > 3 and parts[2]:
+        # "<not counted>" / "<not supported>": no figure rather than a zero
+        counts[parts[2]] = float(parts[0]) if parts[0][:1].isdigit() else None
 print(json.dumps({"system": system, "round": int(rnd), "requests": requests, "counts": counts}))
 EOF
     log "round $r: $sys $(tail -1 "$RUNS" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["requests"], "requests")')"
@@ -127,7 +133,11 @@ for s in systems:
     rps = statistics.median(r["requests"] / float(secs) for r in rs)
     cells = []
     for _, key, scale in cols:
-        vals = [r["counts"].get(key, 0) * scale / r["requests"] for r in rs if r["requests"]]
+        vals = [
+            r["counts"][key] * scale / r["requests"]
+            for r in rs
+            if r["requests"] and r["counts"].get(key) is not None
+        ]
         cells.append(f"{statistics.median(vals):.2f}" if vals else "–")
     lines.append(f"| {s} | {rps:,.0f} | " + " | ".join(cells) + " |")
 text = "\n".join(lines) + "\n"

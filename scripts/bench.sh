@@ -242,7 +242,7 @@ meta = {
     "nproc": $NPROC,
     "rows": $BENCH_ROWS,
     "connections": $BENCH_CONNECTIONS,
-    "sweep_connections": [int(c) for c in "$SWEEP_CONNECTIONS".split(",") if c],
+    "sweep_connections": [int(c) for c in "${SWEEP[*]:-}".split()],
     "sweep_seconds": $SWEEP_SECONDS,
     "records_service_sslmode": "$PGSSLMODE",
     "seconds": $BENCH_SECONDS,

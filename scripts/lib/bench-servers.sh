@@ -1,4 +1,4 @@
-# Sourced by scripts/bench.sh and scripts/bench-http.sh (after they define `log`): the server
+# Sourced by scripts/bench.sh, bench-http.sh and bench-syscalls.sh (after they define `log`): the server
 # and load generator being measured, stopped however the script ends, so no run leaves a
 # process behind. Set SERVER_PID / LOAD_PID right after starting each.
 
