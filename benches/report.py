@@ -294,6 +294,11 @@ def attach_cpu(out_dir, r):
         r["pg_switches_per_req"] = d["pg_switches"] / n
 
 
+def spread(xs):
+    """max/min of positive figures (None without any)."""
+    return max(xs) / min(xs) if xs and min(xs) > 0 else None
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -362,9 +367,7 @@ def report(out_dir, chart):
             "rss_mb": median([r.get("rss_kb") / 1024 if r.get("rss_kb") else None for r in rs]),
             "rss_mb_max": max((r.get("rss_kb") or 0) / 1024 for r in rs) or None,
             # max/min of the rounds' req/s: how steady the system is on this machine
-            "rps_spread": (max(x["peak"]["rps"] for x in rs) / min(x["peak"]["rps"] for x in rs))
-            if rs and min(x["peak"]["rps"] for x in rs) > 0
-            else None,
+            "rps_spread": spread([x["peak"]["rps"] for x in rs]),
             "server_us_per_req": median([r.get("server_us_per_req") for r in rs]),
             "pg_us_per_req": median([r.get("pg_us_per_req") for r in rs]),
             "server_switches_per_req": median([r.get("server_switches_per_req") for r in rs]),
@@ -478,7 +481,8 @@ def sweep_report(out_dir, systems, medians):
                 runs.append(r)
     out = {}
     for s in systems:
-        base_conns = None
+        # resident memory per connection: the slope from the main run's connections
+        base_conns = medians[s].get("connections")
         base_rss = medians[s].get("rss_mb")
         points = {}
         for c in sorted({r["connections"] for r in runs if r["system"] == s}):
@@ -495,8 +499,6 @@ def sweep_report(out_dir, systems, medians):
         if points:
             out[s] = {"base_rss_mb": base_rss, "points": points}
             for c, p in points.items():
-                # resident memory per connection: the slope from the main run's connections
-                base_conns = medians[s].get("connections")
                 p["kb_per_connection"] = None
                 if base_rss is not None and p["rss_mb"] is not None and base_conns and int(c) > base_conns:
                     p["kb_per_connection"] = (p["rss_mb"] - base_rss) * 1024 / (int(c) - base_conns)

@@ -67,17 +67,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for ((i = 0; i < ${#SYS[@]}; i++)); do
     sys=${SYS[$(((i + r - 1) % ${#SYS[@]}))]}
     logf="$OUT/syscalls-logs/$sys-r$r.log"
-    case $sys in
-      ours) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
-      ours-base) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$BASE_BIN" >"$logf" 2>&1 & ;;
-      xitca) HOST=127.0.0.1 PORT=$port WORKERS=$NPROC "$XITCA_BIN" >"$logf" 2>&1 & ;;
-    esac
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-      curl -sf -o /dev/null "http://127.0.0.1:$port/user/1" && break
-      sleep 0.1
-    done
-    curl -sf -o /dev/null "http://127.0.0.1:$port/user/1" || die "$sys does not answer (log: $logf)"
+    start_system "$sys" "$port" "$logf"
     wrk -c "$CONNECTIONS" -t 1 -d "${WARMUP}s" -s benches/random_user.lua "http://127.0.0.1:$port" \
       -- "$BENCH_ROWS" >/dev/null
     perf stat -x, -e "$EVENTS" -p "$SERVER_PID" -o "$OUT/syscalls-$sys-r$r.perf" -- \

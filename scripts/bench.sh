@@ -261,37 +261,6 @@ json.dump(meta, open("$OUT_DIR/meta.json", "w"), indent=2)
 EOF
 
 # --- one measured run ----------------------------------------------------------------------------
-start_server() { # system port log
-  local sys=$1 port=$2 logf=$3
-  if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null; then
-    die "port $port is already in use"
-  fi
-  case $sys in
-    ours)   SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
-    ours-1) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=1 "$OURS_BIN" >"$logf" 2>&1 & ;;
-    ours-nometrics)
-      METRICS=off SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
-    ours-access)
-      ACCESS_LOG=all SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
-    ours-base) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$BASE_BIN" >"$logf" 2>&1 & ;;
-    axum)   HOST=127.0.0.1 PORT=$port "$AXUM_BIN" >"$logf" 2>&1 & ;;
-    xitca)  HOST=127.0.0.1 PORT=$port WORKERS=$NPROC "$XITCA_BIN" >"$logf" 2>&1 & ;;
-    fastapi)
-      "$VENV/bin/uvicorn" app:app --app-dir benches/compare/fastapi --host 127.0.0.1 --port "$port" \
-        --workers 1 --no-access-log --log-level warning >"$logf" 2>&1 & ;;
-  esac
-  SERVER_PID=$!
-  local code
-  for _ in $(seq 600); do
-    kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$logf" >&2; die "$sys exited at start (log: $logf)"; }
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/user/1" 2>/dev/null || true)
-    [ "$code" = 200 ] && return 0
-    sleep 0.1
-  done
-  tail -20 "$logf" >&2
-  die "$sys did not answer GET /user/1 with 200 within 60 s (last status '$code', log: $logf)"
-}
-
 # Resident memory of the server and its children, in kB: "peak current" (VmHWM, VmRSS summed).
 rss_kb() {
   local pids=$1 p kids hwm=0 rss=0 v
@@ -322,16 +291,30 @@ load() { # port seconds rate(0 = closed loop) outfile [connections]
   LOAD_PID=""
 }
 
+# Starts the system, warms it up, then runs the closed loop with the CPU read before and after
+# (raw/TAG-{warmup,peak,cpu0,cpu1}.json); the server keeps running.
+closed_loop() { # system port tag connections seconds
+  local sys=$1 port=$2 tag=$3 conns=$4 secs=$5
+  start_system "$sys" "$port" "$OUT_DIR/logs/$tag.log"
+  load "$port" "$WARMUP_SECONDS" 0 "$OUT_DIR/raw/$tag-warmup.json" "$conns"
+  "$PY" benches/report.py proc-cpu "$SERVER_PID" >"$OUT_DIR/raw/$tag-cpu0.json"
+  load "$port" "$secs" 0 "$OUT_DIR/raw/$tag-peak.json" "$conns"
+  "$PY" benches/report.py proc-cpu "$SERVER_PID" >"$OUT_DIR/raw/$tag-cpu1.json"
+}
+
+# Reads the server's memory into MEM ("peak current" kB) and stops it; dies if it had died.
+stop_measured() { # system tag
+  MEM=$(rss_kb "$SERVER_PID")
+  kill -0 "$SERVER_PID" 2>/dev/null || die "$1 died during the run (log: $OUT_DIR/logs/$2.log)"
+  stop_server
+}
+
 bench_one() { # system round
   local sys=$1 round=$2 port tag
   port=$(port_of "$sys")
   tag="$sys-r$round"
   log "round $round/$ROUNDS: $sys on 127.0.0.1:$port"
-  start_server "$sys" "$port" "$OUT_DIR/logs/$tag.log"
-  load "$port" "$WARMUP_SECONDS" 0 "$OUT_DIR/raw/$tag-warmup.json"
-  "$PY" benches/report.py proc-cpu "$SERVER_PID" >"$OUT_DIR/raw/$tag-cpu0.json"
-  load "$port" "$BENCH_SECONDS" 0 "$OUT_DIR/raw/$tag-peak.json"
-  "$PY" benches/report.py proc-cpu "$SERVER_PID" >"$OUT_DIR/raw/$tag-cpu1.json"
+  closed_loop "$sys" "$port" "$tag" "$BENCH_CONNECTIONS" "$BENCH_SECONDS"
   local peak rate=0 fixed_file=null
   peak=$("$PY" benches/report.py peak-rps "$OUT_DIR/raw/$tag-peak.json")
   if [ "$BENCH_TOOL" = oha ]; then
@@ -342,12 +325,9 @@ bench_one() { # system round
   else
     log "  peak $peak req/s"
   fi
-  local mem
-  mem=$(rss_kb "$SERVER_PID")
-  kill -0 "$SERVER_PID" 2>/dev/null || die "$sys died during the run (log: $OUT_DIR/logs/$tag.log)"
-  stop_server
+  stop_measured "$sys" "$tag"
   printf '{"system":"%s","round":%d,"port":%d,"connections":%d,"peak_file":"raw/%s-peak.json","fixed_file":%s,"fixed_target_rps":%d,"rss_kb":%d,"rss_end_kb":%d,"cpu_files":["raw/%s-cpu0.json","raw/%s-cpu1.json"]}\n' \
-    "$sys" "$round" "$port" "$BENCH_CONNECTIONS" "$tag" "$fixed_file" "$rate" "${mem% *}" "${mem#* }" "$tag" "$tag" >>"$OUT_DIR/runs.jsonl"
+    "$sys" "$round" "$port" "$BENCH_CONNECTIONS" "$tag" "$fixed_file" "$rate" "${MEM% *}" "${MEM#* }" "$tag" "$tag" >>"$OUT_DIR/runs.jsonl"
   sleep 2 # let sockets and PostgreSQL backends of the stopped server go away
 }
 
@@ -356,18 +336,11 @@ sweep_one() { # system round connections
   port=$(port_of "$sys")
   tag="$sys-r$round-c$conns"
   log "round $round/$ROUNDS: $sys at $conns connections"
-  start_server "$sys" "$port" "$OUT_DIR/logs/$tag.log"
-  load "$port" "$WARMUP_SECONDS" 0 "$OUT_DIR/raw/$tag-warmup.json" "$conns"
-  "$PY" benches/report.py proc-cpu "$SERVER_PID" >"$OUT_DIR/raw/$tag-cpu0.json"
-  load "$port" "$SWEEP_SECONDS" 0 "$OUT_DIR/raw/$tag-peak.json" "$conns"
-  "$PY" benches/report.py proc-cpu "$SERVER_PID" >"$OUT_DIR/raw/$tag-cpu1.json"
+  closed_loop "$sys" "$port" "$tag" "$conns" "$SWEEP_SECONDS"
   log "  $("$PY" benches/report.py peak-rps "$OUT_DIR/raw/$tag-peak.json") req/s"
-  local mem
-  mem=$(rss_kb "$SERVER_PID")
-  kill -0 "$SERVER_PID" 2>/dev/null || die "$sys died during the run (log: $OUT_DIR/logs/$tag.log)"
-  stop_server
+  stop_measured "$sys" "$tag"
   printf '{"system":"%s","round":%d,"port":%d,"connections":%d,"peak_file":"raw/%s-peak.json","rss_kb":%d,"rss_end_kb":%d,"cpu_files":["raw/%s-cpu0.json","raw/%s-cpu1.json"]}\n' \
-    "$sys" "$round" "$port" "$conns" "$tag" "${mem% *}" "${mem#* }" "$tag" "$tag" >>"$OUT_DIR/sweep.jsonl"
+    "$sys" "$round" "$port" "$conns" "$tag" "${MEM% *}" "${MEM#* }" "$tag" "$tag" >>"$OUT_DIR/sweep.jsonl"
   sleep 2
 }
 

@@ -124,6 +124,17 @@ enum Step {
     Refused(Refusal),
 }
 
+impl Step {
+    /// A request with `method` was answered.
+    fn answered(close: bool, method: &str) -> Step {
+        Step::Answered {
+            close,
+            head: method == "HEAD",
+            safe: matches!(method, "GET" | "HEAD"),
+        }
+    }
+}
+
 /// An answer the connection gives on its own, after which it closes. (Whether the refused
 /// request was a HEAD, so the answer has no body, is read off the front of the input.)
 struct Refusal {
@@ -412,11 +423,7 @@ impl Conn<'_> {
                             &mut self.scratch,
                         );
                         consumed = end;
-                        Step::Answered {
-                            close,
-                            head: head.method == "HEAD",
-                            safe: matches!(head.method, "GET" | "HEAD"),
-                        }
+                        Step::answered(close, head.method)
                     }
                     None => {
                         // The body is still arriving: keep the head as offsets, so it is not
@@ -535,15 +542,10 @@ impl Conn<'_> {
             &mut self.out,
             &mut self.scratch,
         );
-        let head_only = req.method == "HEAD";
-        let safe = matches!(req.method, "GET" | "HEAD");
+        let step = Step::answered(close, req.method);
         drop(headers);
         self.input.consume(consumed);
-        Step::Answered {
-            close,
-            head: head_only,
-            safe,
-        }
+        step
     }
 
     /// Whether the request at the front is a HEAD (its refusals carry no body).
@@ -650,14 +652,14 @@ impl Conn<'_> {
         // its run queue empties) would wait a whole round of the other connections, where a
         // read takes it at once (waiting every time measured 0.94x may_minihttp keep-alive,
         // p99 3.15 against 1.47 ms, in one run of make bench-http; that tail varies 2x between
-        // runs, README). So a
-        // connection waits first only after its last read that tried first found the socket
-        // empty, and tries first again after each wait (a probe). Only between requests: a
-        // partial request at the front may be one whose read stopped short of bytes already in
-        // the socket (at an urgent mark), so it is read at once. One case stays: an urgent
-        // byte at the very start of a pipelined request ends the read at a request boundary,
-        // and that request waits for the idle deadline (the watchdog's wake-up reads it); only
-        // a client that sends urgent data meets it (tests/http_core/deadlines.rs).
+        // runs, README). So a connection waits first only after its last read that tried first
+        // found the socket empty, and tries first again after each wait (a probe). Only
+        // between requests: a partial request at the front may be one whose read stopped short
+        // of bytes already in the socket (at an urgent mark), so it is read at once. One case
+        // stays: an urgent byte at the very start of a pipelined request ends the read at a
+        // request boundary, and that request waits for the idle deadline (the watchdog's
+        // wake-up reads it); only a client that sends urgent data meets it
+        // (tests/http_core/deadlines.rs).
         let slower = match self.shared.config.next_read {
             NextRead::Adaptive => self.client_slower,
             NextRead::WaitFirst => true,
@@ -796,9 +798,7 @@ impl Conn<'_> {
     /// `out` now; the input buffer, if the request was all of it), then charges the budget for
     /// an output buffer that grew. False when the budget cannot cover it (nothing is charged).
     fn charge_output(&mut self) -> bool {
-        if self.scratch.capacity() > KEEP_OUTPUT {
-            self.scratch = Vec::with_capacity(BASE_BODY);
-        }
+        self.drop_large_body();
         if self.held > 0 && self.input.is_empty() {
             self.release_input();
         }
@@ -822,13 +822,18 @@ impl Conn<'_> {
             self.out = Vec::with_capacity(INITIAL_OUTPUT.max(kept.len() + 512));
             self.out.extend_from_slice(&kept);
         }
-        if self.scratch.capacity() > KEEP_OUTPUT {
-            self.scratch = Vec::with_capacity(BASE_BODY);
-        }
+        self.drop_large_body();
         let still = self.output_beyond_base();
         if still < self.held_out {
             self.shared.budget.give_back(self.held_out - still);
             self.held_out = still;
+        }
+    }
+
+    /// Replaces a response-body buffer grown past the kept size (its content is in `out`).
+    fn drop_large_body(&mut self) {
+        if self.scratch.capacity() > KEEP_OUTPUT {
+            self.scratch = Vec::with_capacity(BASE_BODY);
         }
     }
 
@@ -860,8 +865,9 @@ impl Conn<'_> {
 ///
 /// `wait_first` (the caller's choice: only between requests, and by default only while the
 /// client is slower than the server, see `Conn::read`): the previous read emptied the socket,
-/// so there is nothing to read until a readiness event says so; waiting before the first read saves the read that would fail
-/// with `WouldBlock` (one system call of the three or four a keep-alive request costs). may
+/// so there is nothing to read until a readiness event says so; waiting before the first read
+/// saves the read that would fail with `WouldBlock` (one system call of the three or four a
+/// keep-alive request costs). may
 /// keeps each event in the socket's flag until `wait_io` consumes it, so an event that came
 /// before this call returns at once. Only a read that came back short may set it: a read that
 /// filled the room may have left bytes whose event was consumed already.

@@ -6,9 +6,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use records_service::http::{NextRead, Timeout};
+use records_service::http::Timeout;
 
-use crate::support::{config, eventually, http, Conn, EchoBody, TestServer};
+use crate::support::{config, eventually, http, waiting_first, Conn, EchoBody, TestServer};
 
 #[test]
 fn input_does_not_extend_the_write_deadline() {
@@ -73,16 +73,7 @@ fn urgent_bytes_do_not_extend_the_header_timeout() {
         while start.elapsed() < Duration::from_secs(5)
             && !stopped.load(std::sync::atomic::Ordering::SeqCst)
         {
-            // SAFETY: a send on a socket this test owns, from a valid one-byte buffer.
-            let sent = unsafe {
-                libc::send(
-                    fd,
-                    b"x".as_ptr().cast(),
-                    1,
-                    libc::MSG_OOB | libc::MSG_NOSIGNAL,
-                )
-            };
-            if sent < 0 {
+            if send_raw(fd, b"x", libc::MSG_OOB) < 0 {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -105,29 +96,27 @@ fn urgent_bytes_do_not_extend_the_header_timeout() {
     drop(s);
 }
 
-/// Sends `bytes` with `flags` (MSG_MORE, MSG_OOB) on the client's socket.
-fn send_flags(c: &Conn, bytes: &[u8], flags: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a send on a socket this test owns, from a valid buffer.
-    let sent = unsafe {
+/// One `send(2)` of `bytes` with `flags` (MSG_MORE, MSG_OOB) on the socket `fd`, which the
+/// test owns; what it returns.
+fn send_raw(fd: std::os::fd::RawFd, bytes: &[u8], flags: libc::c_int) -> isize {
+    // SAFETY: a send on a socket the caller owns, from a valid buffer.
+    unsafe {
         libc::send(
-            c.stream.as_raw_fd(),
+            fd,
             bytes.as_ptr().cast(),
             bytes.len(),
             flags | libc::MSG_NOSIGNAL,
         )
-    };
-    assert_eq!(sent, bytes.len() as isize);
+    }
 }
 
-/// A server whose connections always wait for readiness after a read that emptied the socket
-/// (`NextRead::WaitFirst`; by default they do so only while the client is slower than the
-/// server, which a test cannot arrange for certain).
-fn waiting_first(f: impl FnOnce(&mut records_service::http::HttpConfig)) -> TestServer {
-    TestServer::start(config(|c| {
-        c.next_read = NextRead::WaitFirst;
-        f(c);
-    }))
+/// Sends all of `bytes` with `flags` on the client's socket, in one call.
+fn send_flags(c: &Conn, bytes: &[u8], flags: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    assert_eq!(
+        send_raw(c.stream.as_raw_fd(), bytes, flags),
+        bytes.len() as isize
+    );
 }
 
 /// A connection that has been answered once: its last read emptied the socket, so it waits

@@ -2,10 +2,9 @@
 //! in order; garbage after a valid request gets 400 (or the header timeout) and a close.
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::support::{config, Conn, EchoBody, TestServer};
+use crate::support::{config, waiting_first, EchoBody, TestServer};
 
 #[test]
 fn request_sent_one_byte_at_a_time() {
@@ -151,21 +150,18 @@ fn valid_request_then_unterminated_garbage_is_cut_by_the_header_timeout() {
 #[test]
 fn a_request_sent_while_an_answer_is_blocked_is_answered_at_once() {
     const BIG: usize = 16 << 20; // far more than the socket buffers hold
-    let server = TestServer::start(config(|c| {
-        // Always the waiting path (by default only while the client is slower).
-        c.next_read = records_service::http::NextRead::WaitFirst;
+    let server = waiting_first(|c| {
         c.timeouts.header = Duration::from_secs(60);
         c.timeouts.idle = Duration::from_secs(60);
         c.timeouts.write = Duration::from_secs(60);
-    }));
-    let stream = TcpStream::connect(server.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut c = Conn::from_stream(stream.try_clone().unwrap());
+    });
+    // Reads under a 5 s timeout.
+    let mut c = server.client();
     c.send(format!("GET /big?n={BIG} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
     // The answer has begun: the server is writing it, and cannot finish while we do not read.
-    stream.peek(&mut [0u8; 1]).expect("the first answer begins");
+    c.stream
+        .peek(&mut [0u8; 1])
+        .expect("the first answer begins");
     c.send(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n");
     let start = Instant::now();
     let first = c.response();

@@ -37,6 +37,16 @@ pub fn init_runtime() {
 
 pub use records_service::signals::raise_fd_limit;
 
+/// A server whose connections always wait for readiness after a read that emptied the socket
+/// (`NextRead::WaitFirst`; by default they do so only while the client is slower than the
+/// server, which a test cannot arrange for certain), its config otherwise changed by `f`.
+pub fn waiting_first(f: impl FnOnce(&mut HttpConfig)) -> TestServer {
+    TestServer::start(config(|c| {
+        c.next_read = records_service::http::NextRead::WaitFirst;
+        f(c);
+    }))
+}
+
 /// A default config changed by `f`.
 pub fn config(f: impl FnOnce(&mut HttpConfig)) -> HttpConfig {
     let mut c = HttpConfig::default();
