@@ -130,5 +130,51 @@ fn round_trip(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, parse_request, decode_row, encode_json, round_trip);
+/// `examples/hello_core.rs`'s service: a fixed body, so only the core's work is left.
+struct Hello;
+
+impl Service for Hello {
+    fn call(&self, req: &Request<'_>, res: &mut Response<'_>) {
+        if req.path() == "/json" {
+            res.content_type("application/json");
+            res.body_mut()
+                .extend_from_slice(br#"{"message":"Hello, World!"}"#);
+        }
+    }
+}
+
+/// The request `make bench-http` sends (wrk's default headers).
+const HELLO_REQUEST: &[u8] = b"GET /json HTTP/1.1\r\nHost: 127.0.0.1:8101\r\n\r\n";
+
+/// The core alone, as `make bench-http` measures it against may_minihttp: a request to
+/// `hello_core`'s fixed answer, from request bytes to response bytes.
+fn round_trip_core(c: &mut Criterion) {
+    let limits = Limits::default();
+    let mut headers = vec![std::mem::MaybeUninit::uninit(); limits.max_headers];
+    let (mut out, mut scratch) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
+    c.bench_function("round trip, core only: GET /json (hello_core)", |b| {
+        b.iter(|| {
+            out.clear();
+            let used = answer_in_memory(
+                &Hello,
+                black_box(HELLO_REQUEST),
+                &mut headers,
+                &limits,
+                &mut out,
+                &mut scratch,
+            )
+            .unwrap();
+            black_box((used, out.len()));
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    parse_request,
+    decode_row,
+    encode_json,
+    round_trip,
+    round_trip_core
+);
 criterion_main!(benches);

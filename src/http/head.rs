@@ -175,6 +175,23 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// covers IPv4 addresses), then an optional port of digits. An empty value is allowed (a
 /// target without an authority).
 pub fn is_valid_host(value: &[u8]) -> bool {
+    // The usual Host (`name`, `name:port`, an IPv4 address) in one pass: reg-name characters
+    // without percent-encoding, then at most a colon and digits. Anything else, valid or not,
+    // takes the general path below.
+    let name_end = value
+        .iter()
+        .position(|&b| !is_reg_name_char(b))
+        .unwrap_or(value.len());
+    match &value[name_end..] {
+        [] => return true,
+        [b':', port @ ..] if port.iter().all(u8::is_ascii_digit) => return true,
+        _ => {}
+    }
+    is_valid_host_general(value)
+}
+
+/// [`is_valid_host`] for any value: IP literals and percent-encoded names included.
+fn is_valid_host_general(value: &[u8]) -> bool {
     let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
         let Some(close) = rest.iter().position(|&b| b == b']') else {
             return false;
@@ -438,6 +455,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The one-pass path of `is_valid_host` is a shortcut: it agrees with the general one
+        /// on anything built from the characters that matter.
+        #[test]
+        fn host_fast_path_agrees_with_the_general_one(
+            value in "[a-z0-9.:%\\[\\]@/ -]{0,12}"
+        ) {
+            proptest::prop_assert_eq!(
+                is_valid_host(value.as_bytes()),
+                is_valid_host_general(value.as_bytes()),
+                "{:?}", value
+            );
+        }
+    }
+
     #[test]
     fn host_must_be_a_uri_host_and_port() {
         for good in [
@@ -448,12 +480,16 @@ mod tests {
             "[::1]:80",
             "",
             "x%41y",
+            "x%41y:80",
             "a-b_c~",
+            "a:",
+            ":80",
         ] {
             assert!(is_valid_host(good.as_bytes()), "{good:?}");
         }
         for bad in [
-            "a b/c", "a/b", "a:b", "[::1", "[]", "[::1]x", "a%4", "a@b", "a\"b",
+            "a b/c", "a/b", "a:b", "[::1", "[]", "[::1]x", "a%4", "a@b", "a\"b", "a:80:90",
+            "a:8%30", "a:80 ", "a:-1",
         ] {
             assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
         }

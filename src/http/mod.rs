@@ -50,7 +50,8 @@ impl<'a> Request<'a> {
 
     /// The request target's path, without the query.
     pub fn path(&self) -> &'a str {
-        match self.target.find('?') {
+        // A byte search: `str::find` with a char pattern costs more on short paths.
+        match self.target.bytes().position(|b| b == b'?') {
             Some(i) => &self.target[..i],
             None => self.target,
         }

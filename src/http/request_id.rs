@@ -33,8 +33,12 @@ pub(crate) fn generate(prefix: u32, conn: u64, seq: u64, buf: &mut [u8; GENERATE
     buf[len] = b'-';
     len += 1;
     push_hex(buf, &mut len, seq, 1);
-    // Only ASCII hex digits and dashes were written.
-    std::str::from_utf8(&buf[..len]).unwrap_or("")
+    debug_assert!(buf[..len]
+        .iter()
+        .all(|b| b.is_ascii_hexdigit() || *b == b'-'));
+    // SAFETY: only ASCII hex digits and dashes were written, and ASCII is UTF-8 (checking it
+    // again cost 6% of a request's time in the core, `benches/hot_path.rs`).
+    unsafe { std::str::from_utf8_unchecked(&buf[..len]) }
 }
 
 /// Appends `v` in lowercase hex, at least `min` digits.

@@ -6,8 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Status;
 
-/// The `Server` header value.
-pub const SERVER_NAME: &str = "records-service";
+/// The `Server` header value, as a macro so that the constant heads below can spell it.
+macro_rules! server_name {
+    () => {
+        "records-service"
+    };
+}
 
 /// At most this many extra headers per response (`Allow`, `Retry-After`, `Cache-Control`...).
 const MAX_EXTRA_HEADERS: usize = 4;
@@ -120,6 +124,18 @@ pub(crate) enum Persistence {
     Close,
 }
 
+/// What follows the status line of every response, up to the Date's value.
+const SERVER_UNTIL_DATE: &[u8] = concat!("\r\nServer: ", server_name!(), "\r\nDate: ").as_bytes();
+
+/// The start of a 200 response, status line included, up to the Date's value.
+const OK_UNTIL_DATE: &[u8] =
+    concat!("HTTP/1.1 200 OK\r\nServer: ", server_name!(), "\r\nDate: ").as_bytes();
+
+/// Room for a response's head without its request id: the status line, the fixed headers, a
+/// content type and at most [`MAX_EXTRA_HEADERS`] short extra headers (a guess: a longer head
+/// only grows the buffer once more).
+const HEAD_RESERVE: usize = 256;
+
 /// Serializes a complete response into `out`. `head_only` omits the body (for HEAD) but keeps
 /// its Content-Length. A status that forbids content (1xx, 204, 304) is sent without a body
 /// whatever the handler wrote, and without Content-Type or Content-Length.
@@ -136,20 +152,25 @@ pub(crate) fn write_response(
     } else {
         &[]
     };
-    out.extend_from_slice(b"HTTP/1.1 ");
-    let mut num = itoa::Buffer::new();
-    out.extend_from_slice(num.format(status.as_u16()).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.reason().as_bytes());
-    out.extend_from_slice(b"\r\nServer: ");
-    out.extend_from_slice(SERVER_NAME.as_bytes());
-    out.extend_from_slice(b"\r\nDate: ");
+    // One reservation for the whole answer, so the appends below never reallocate (a HEAD's
+    // body is not sent, so not reserved: the output buffer is charged to the memory budget).
+    let sent_body = if head_only { 0 } else { body.len() };
+    out.reserve(HEAD_RESERVE + request_id.map_or(0, str::len) + sent_body);
+    if status == Status::OK {
+        out.extend_from_slice(OK_UNTIL_DATE);
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(&status.digits());
+        out.push(b' ');
+        out.extend_from_slice(status.reason().as_bytes());
+        out.extend_from_slice(SERVER_UNTIL_DATE);
+    }
     with_date(|d| out.extend_from_slice(d));
     if status.allows_content() {
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(res.content_type.as_bytes());
         out.extend_from_slice(b"\r\nContent-Length: ");
-        out.extend_from_slice(num.format(body.len()).as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
     }
     for (name, value) in res.extra_headers() {
         out.extend_from_slice(b"\r\n");
@@ -234,6 +255,21 @@ fn coarse_unix_seconds() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_constant_ok_head_is_what_the_general_path_writes() {
+        let general = [
+            &b"HTTP/1.1 "[..],
+            &Status::OK.digits(),
+            b" ",
+            Status::OK.reason().as_bytes(),
+            SERVER_UNTIL_DATE,
+        ]
+        .concat();
+        assert_eq!(OK_UNTIL_DATE, &general[..]);
+        assert_eq!(&Status::HTTP_VERSION_NOT_SUPPORTED.digits(), b"505");
+        assert_eq!(&Status::CONTINUE.digits(), b"100");
+    }
 
     #[test]
     fn error_bodies_escape_the_detail() {

@@ -76,6 +76,16 @@ impl Status {
         }
     }
 
+    /// The code's three ASCII digits, as the status line carries them.
+    pub const fn digits(self) -> [u8; 3] {
+        let c = self.0;
+        [
+            b'0' + (c / 100) as u8,
+            b'0' + (c / 10 % 10) as u8,
+            b'0' + (c % 10) as u8,
+        ]
+    }
+
     pub const fn as_u16(self) -> u16 {
         self.0
     }
