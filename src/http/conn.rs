@@ -33,7 +33,6 @@ use super::dispatch::dispatch;
 use super::head::{parse_head, BodyFraming, HeadError, HeadInfo};
 use super::response::write_error;
 use super::server::{ConnEntry, ServerShared};
-use super::stack::BottomPage;
 use super::stats::{Refused, Timeout};
 use super::{NextRead, Request, Service, Status};
 
@@ -221,7 +220,6 @@ pub(crate) fn run<S: Service>(
         last_read: Instant::now(),
         requests: 0,
         peer: stream.peer_addr().ok(),
-        stack_bottom: None,
     };
     conn.serve(stream, service);
 }
@@ -255,9 +253,6 @@ struct Conn<'s> {
     /// Requests handed to the service so far on this connection.
     requests: u64,
     peer: Option<std::net::SocketAddr>,
-    /// The lowest page of this coroutine's stack, given back once the connection waits for a
-    /// second request (see [`stack`](super::stack)); `Some(None)`: tried, not possible.
-    stack_bottom: Option<Option<BottomPage>>,
 }
 
 impl Drop for Conn<'_> {
@@ -627,11 +622,6 @@ impl Conn<'_> {
                         .idle_since
                         .store(self.shared.clock_ns(now), Ordering::SeqCst);
                     marked = true;
-                    // A connection kept open: its stack's bottom page is not needed while it
-                    // lives (done once, here, so one-request connections pay nothing).
-                    if self.stack_bottom.is_none() {
-                        self.stack_bottom = Some(BottomPage::release());
-                    }
                 }
                 if self.shared.draining() {
                     return Input::Gone;

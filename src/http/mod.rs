@@ -14,7 +14,6 @@ mod head;
 pub mod request_id;
 mod response;
 mod server;
-mod stack;
 mod stats;
 mod status;
 

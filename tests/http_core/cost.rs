@@ -80,12 +80,6 @@ impl ChildServer {
         Duration::from_micros(ticks * 1_000_000 / hz)
     }
 
-    fn child_is_running(&self) -> bool {
-        let status = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
-        // A child that exited is a zombie (state Z) until it is waited for.
-        status.is_ok_and(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
-    }
-
     fn connect(&self) -> TcpStream {
         let s = TcpStream::connect(self.addr).unwrap();
         s.set_nodelay(true).unwrap();
@@ -273,13 +267,11 @@ fn a_byte_trickled_after_a_large_body_costs_what_it_costs_after_a_small_one() {
 /// Resident memory per open keep-alive connection that has been served a request: what its
 /// coroutine stack and buffers touch (issue 14). A connection used to start with an 8 KiB
 /// zeroed input buffer and an 8 KiB output buffer: 17 KiB each, measured with this test; it
-/// started at 2 KiB and 1 KiB then: 7 KiB. A connection waiting for its next request gives
-/// back the lowest page of its coroutine's stack now (`src/http/stack.rs`): 3 KiB. Bound:
-/// 5 KiB.
+/// starts at 2 KiB and 1 KiB now: 7 KiB. Bound: 12 KiB.
 #[test]
 fn an_open_connection_costs_little_resident_memory() {
     const CONNECTIONS: usize = 1000;
-    const BOUND_KIB: u64 = 5;
+    const BOUND_KIB: u64 = 12;
     let server = ChildServer::start();
     // One connection served first, so that the runtime's own first-use memory is not counted.
     let mut warm = server.connect();
@@ -302,49 +294,5 @@ fn an_open_connection_costs_little_resident_memory() {
     assert!(
         per_connection <= BOUND_KIB,
         "{per_connection} KiB per connection, bound {BOUND_KIB} KiB"
-    );
-}
-
-/// A kept connection gives back the lowest page of its coroutine's stack and writes back, as
-/// it ends, the sentinel may checks there (`src/http/stack.rs`). Without the rewrite may takes
-/// the stack for an overflowed one and exits the process as the first such connection ends:
-/// connections served twice and closed, in rounds, must leave the server running and serving.
-#[test]
-fn connections_that_gave_back_their_stack_page_end_cleanly() {
-    let server = ChildServer::start();
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
-    let idle_fds = fds();
-    for round in 0..3 {
-        let mut open = Vec::new();
-        for i in 0..100 {
-            let mut s = server.connect();
-            for n in 0..2 {
-                s.write_all(
-                    format!("GET /r{round}/c{i}/{n} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes(),
-                )
-                .unwrap();
-                assert_eq!(read_status(&mut s).0, 200, "round {round}, connection {i}");
-            }
-            open.push(s);
-        }
-        drop(open);
-        // The server closes its side as each connection's coroutine ends.
-        assert!(
-            crate::support::eventually(Duration::from_secs(10), || fds() <= idle_fds),
-            "round {round}: the server still holds {} descriptors (idle: {idle_fds})",
-            fds()
-        );
-    }
-    let mut s = server.connect();
-    s.write_all(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
-        .unwrap();
-    assert_eq!(read_status(&mut s).0, 200);
-    assert!(
-        server.child_is_running(),
-        "the server exited as its connections ended"
     );
 }
