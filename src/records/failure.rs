@@ -103,10 +103,6 @@ impl Failure {
 
     /// Writes the answer and counts it; returns why it failed, for the access log, when it is
     /// the server's failure rather than the client's.
-    ///
-    /// Out of line for the same reason as `routes::access_log`: a smaller frame on the path
-    /// of every request.
-    #[inline(never)]
     pub fn write(
         self,
         res: &mut Response<'_>,

@@ -216,9 +216,6 @@ impl RecordsService {
 
 /// One access log event: no raw path or query (they may hold email addresses), the route
 /// template instead; and why it failed, if it was the server's failure.
-// Out of line: inlined, its event's fields sat in the frame every request passes through on
-// its way to a database wait (`http::dispatch` took 1,192 bytes of stack, 904 without them).
-#[inline(never)]
 fn access_log(done: &Finished<'_, '_>) {
     let req = done.req;
     let peer = req.peer().map(tracing::field::display);
