@@ -102,31 +102,37 @@ impl Service for UserFromRow {
     }
 }
 
+/// Times one request through `answer_in_memory`: request bytes in, response bytes out.
+fn bench_round_trip(c: &mut Criterion, name: &str, service: &impl Service, request: &[u8]) {
+    let limits = Limits::default();
+    let mut headers = vec![std::mem::MaybeUninit::uninit(); limits.max_headers];
+    let (mut out, mut scratch) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            out.clear();
+            let used = answer_in_memory(
+                service,
+                black_box(request),
+                &mut headers,
+                &limits,
+                &mut out,
+                &mut scratch,
+            )
+            .unwrap();
+            black_box((used, out.len()));
+        })
+    });
+}
+
 /// The HTTP core's whole per-request path (parse, request id, the handler under its unwind
 /// guard, the response with Date and X-Request-Id) around the record's JSON: what a request
 /// costs the server in user space, the network and PostgreSQL aside.
 fn round_trip(c: &mut Criterion) {
-    let service = UserFromRow(data_row());
-    let limits = Limits::default();
-    let mut headers = vec![std::mem::MaybeUninit::uninit(); limits.max_headers];
-    let (mut out, mut scratch) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
-    c.bench_function(
+    bench_round_trip(
+        c,
         "round trip: request bytes to response bytes (GET /user/{id})",
-        |b| {
-            b.iter(|| {
-                out.clear();
-                let used = answer_in_memory(
-                    &service,
-                    black_box(REQUEST),
-                    &mut headers,
-                    &limits,
-                    &mut out,
-                    &mut scratch,
-                )
-                .unwrap();
-                black_box((used, out.len()));
-            })
-        },
+        &UserFromRow(data_row()),
+        REQUEST,
     );
 }
 
@@ -149,24 +155,12 @@ const HELLO_REQUEST: &[u8] = b"GET /json HTTP/1.1\r\nHost: 127.0.0.1:8101\r\n\r\
 /// The core alone, as `make bench-http` measures it against may_minihttp: a request to
 /// `hello_core`'s fixed answer, from request bytes to response bytes.
 fn round_trip_core(c: &mut Criterion) {
-    let limits = Limits::default();
-    let mut headers = vec![std::mem::MaybeUninit::uninit(); limits.max_headers];
-    let (mut out, mut scratch) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
-    c.bench_function("round trip, core only: GET /json (hello_core)", |b| {
-        b.iter(|| {
-            out.clear();
-            let used = answer_in_memory(
-                &Hello,
-                black_box(HELLO_REQUEST),
-                &mut headers,
-                &limits,
-                &mut out,
-                &mut scratch,
-            )
-            .unwrap();
-            black_box((used, out.len()));
-        })
-    });
+    bench_round_trip(
+        c,
+        "round trip, core only: GET /json (hello_core)",
+        &Hello,
+        HELLO_REQUEST,
+    );
 }
 
 criterion_group!(
