@@ -49,8 +49,10 @@ const INITIAL_INPUT: usize = 2 * 1024;
 const INITIAL_OUTPUT: usize = 1024;
 /// Output and response-body buffers are kept between requests up to this size.
 const KEEP_OUTPUT: usize = 64 * 1024;
-/// Response body buffer allocated for a new connection.
-const BASE_BODY: usize = 1024;
+/// Header slots of a new connection: a browser's request fits. A head with more fields
+/// doubles them, up to `HTTP_MAX_HEADERS`, and is parsed again; the connection keeps them.
+/// 100 slots are 3.2 KB, more than the buffers of a connection under load (issue 14).
+const INITIAL_HEADER_SLOTS: usize = 32;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Where the request at the front of the input stands.
@@ -208,8 +210,8 @@ pub(crate) fn run<S: Service>(
         held: 0,
         held_out: 0,
         out: Vec::with_capacity(INITIAL_OUTPUT),
-        scratch: Vec::with_capacity(BASE_BODY),
-        headers: (0..shared.config.limits.max_headers)
+        scratch: Vec::new(),
+        headers: (0..INITIAL_HEADER_SLOTS.min(shared.config.limits.max_headers))
             .map(|_| MaybeUninit::uninit())
             .collect(),
         fields: Vec::new(),
@@ -376,10 +378,19 @@ impl Conn<'_> {
             return Step::NeedInput;
         }
         let data = self.input.data();
-        let headers = header_slots(&mut self.headers);
+        let parsed = loop {
+            let can_grow = self.headers.len() < limits.max_headers;
+            match parse_head(data, header_slots(&mut self.headers), limits) {
+                Err(HeadError::TooManyFields) if can_grow => {
+                    let more = (self.headers.len() * 2).clamp(1, limits.max_headers);
+                    self.headers.resize_with(more, MaybeUninit::uninit);
+                }
+                parsed => break parsed,
+            }
+        };
         // Input the answered request took, dropped once the header array no longer borrows it.
         let mut consumed = 0;
-        let step = match parse_head(data, headers, limits) {
+        let step = match parsed {
             Err(HeadError::Incomplete) => {
                 self.reading = Reading::Head {
                     since,
@@ -833,7 +844,7 @@ impl Conn<'_> {
     /// Replaces a response-body buffer grown past the kept size (its content is in `out`).
     fn drop_large_body(&mut self) {
         if self.scratch.capacity() > KEEP_OUTPUT {
-            self.scratch = Vec::with_capacity(BASE_BODY);
+            self.scratch = Vec::new();
         }
     }
 

@@ -36,8 +36,12 @@ pub struct HeadInfo {
 pub enum HeadError {
     /// More bytes are needed (not an error: read on).
     Incomplete,
-    /// The head is longer than the limit, or has too many fields.
+    /// The head is longer than the limit.
     TooLarge,
+    /// The head has more fields than the header slots it was parsed into. Answered like
+    /// [`HeadError::TooLarge`] once the slots are as many as the limit allows; the connection
+    /// grows smaller sets of slots and parses again.
+    TooManyFields,
     /// Malformed or ambiguous, with a short reason for the response body.
     Bad(&'static str),
     /// A transfer coding this server does not implement.
@@ -53,7 +57,7 @@ impl HeadError {
     pub fn status(self) -> Status {
         match self {
             HeadError::Incomplete | HeadError::Bad(_) => Status::BAD_REQUEST,
-            HeadError::TooLarge => Status::HEADER_FIELDS_TOO_LARGE,
+            HeadError::TooLarge | HeadError::TooManyFields => Status::HEADER_FIELDS_TOO_LARGE,
             HeadError::NotImplemented => Status::NOT_IMPLEMENTED,
             HeadError::VersionNotSupported => Status::HTTP_VERSION_NOT_SUPPORTED,
             HeadError::ExpectationFailed => Status::EXPECTATION_FAILED,
@@ -64,7 +68,7 @@ impl HeadError {
     pub fn detail(self) -> &'static str {
         match self {
             HeadError::Incomplete => "Incomplete request",
-            HeadError::TooLarge => "Request header too large",
+            HeadError::TooLarge | HeadError::TooManyFields => "Request header too large",
             HeadError::Bad(detail) => detail,
             HeadError::NotImplemented => "Transfer coding not implemented",
             HeadError::VersionNotSupported => "HTTP version not supported",
@@ -101,7 +105,7 @@ pub fn parse_head<'h, 'b>(
                 HeadError::Incomplete
             })
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
         Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(_) => return Err(HeadError::Bad("Malformed request")),
     };

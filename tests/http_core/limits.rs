@@ -43,6 +43,57 @@ fn one_hundred_header_fields_are_served_and_the_101st_gets_431() {
     assert_eq!(server.seen(), ["/fields"]);
 }
 
+/// A connection starts with fewer header slots than the limit (issue 14: 100 slots are 3.2
+/// KB per connection) and grows them when a head has more fields, parsing it again: every
+/// field count up to the limit is served whole, on one connection and in one pipelined
+/// batch, and the limit still holds after the growth.
+#[test]
+fn header_slots_grow_on_demand_up_to_the_limit() {
+    let server = TestServer::default_config();
+    let mut c = server.client();
+    for n in [1, 32, 33, 64, 65, 99, 100, 3] {
+        c.send(&request_with_fields(n));
+        let r = c.response();
+        assert_eq!(r.status, 200, "{n} fields");
+        let echo = r.echo();
+        assert_eq!(echo.fields, n, "{n} fields");
+        let last = if n == 1 {
+            "Host".to_string()
+        } else {
+            format!("X-Field-{}", n - 1)
+        };
+        assert_eq!(echo.last_field, last, "{n} fields");
+    }
+    // A small head and then a large one in one write: the second grows the slots mid-batch.
+    let mut c = server.client();
+    let mut batch = request_with_fields(2);
+    batch.extend_from_slice(&request_with_fields(90));
+    batch.extend_from_slice(&request_with_fields(5));
+    c.send(&batch);
+    for n in [2, 90, 5] {
+        let r = c.response();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.echo().fields, n);
+    }
+    c.send(&request_with_fields(101));
+    let r = c.response();
+    assert_eq!(r.status, 431);
+    assert!(r.closes());
+    c.expect_closed();
+}
+
+/// A limit below the initial number of slots is the limit.
+#[test]
+fn a_field_limit_below_the_initial_slots_holds() {
+    let server = TestServer::start(config(|c| c.limits.max_headers = 4));
+    let mut c = server.client();
+    c.send(&request_with_fields(4));
+    assert_eq!(c.response().status, 200);
+    c.send(&request_with_fields(5));
+    assert_eq!(c.response().status, 431);
+    c.expect_closed();
+}
+
 #[test]
 fn head_over_the_limit_gets_431() {
     let server = TestServer::default_config();

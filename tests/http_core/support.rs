@@ -79,6 +79,9 @@ struct EchoOut<'a> {
     query: Option<&'a str>,
     body_len: usize,
     body: &'a str,
+    /// How many header fields the handler saw, and the last one's name.
+    fields: usize,
+    last_field: &'a str,
 }
 
 /// What the echo service answers.
@@ -89,6 +92,8 @@ pub struct Echo {
     pub query: Option<String>,
     pub body_len: usize,
     pub body: String,
+    pub fields: usize,
+    pub last_field: String,
 }
 
 /// `response.echo()`: the body of an answer from the echo service.
@@ -149,6 +154,8 @@ impl Service for TestService {
             query: req.query(),
             body_len: req.body().len(),
             body: &body,
+            fields: req.headers().len(),
+            last_field: req.headers().last().map_or("", |h| h.name),
         };
         sonic_rs::to_writer(res.body_mut(), &out).expect("serialize the echo");
     }
