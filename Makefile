@@ -7,7 +7,7 @@ BIN := target/release/records-service
 LOCALPG := scripts/localpg.sh
 WITH_DB := eval "$$($(LOCALPG) env)" &&
 
-.PHONY: build run stop seed migrate test lint fmt bench bench-http bench-observability bench-syscalls db \
+.PHONY: build run stop seed migrate test test-stack lint fmt bench bench-http bench-observability bench-syscalls db \
 	run-server-local run-server-docker test-docker run-postgres-background \
 	run-unit-tests run-integration-tests run-api-tests
 
@@ -90,6 +90,13 @@ test-monitoring: build db
 	$(WITH_DB) $(BIN) migrate
 	$(WITH_DB) $(BIN) seed --rows 100000 --if-empty
 	$(WITH_DB) BIN=$(BIN) scripts/test-monitoring.sh
+
+# The release binary's connection stacks: a request waiting for PostgreSQL stays within one
+# 4 KiB page (STACK_DEBUG=1 peaks under wrk; issue 14).
+test-stack: build db
+	$(WITH_DB) $(BIN) migrate
+	$(WITH_DB) $(BIN) seed --rows 100000 --if-empty
+	$(WITH_DB) BIN=$(BIN) scripts/test-stack.sh
 
 # The browser console (static/) in headless Chromium: the forms, the live metrics panel, a 503
 # without a database, metrics on METRICS_ADDR; saves docs/console.png. Needs the Debian packages

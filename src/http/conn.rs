@@ -34,7 +34,7 @@ use super::head::{parse_head, BodyFraming, HeadError, HeadInfo};
 use super::response::write_error;
 use super::server::{ConnEntry, ServerShared};
 use super::stats::{Refused, Timeout};
-use super::{NextRead, Request, Service, Status};
+use super::{request_id, NextRead, Request, Service, Status};
 
 /// Input buffer a connection may grow to outside the shared budget (the connection cap bounds
 /// these); growth past it is taken from the budget.
@@ -202,28 +202,44 @@ pub(crate) fn run<S: Service>(
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shared.config.timeouts.write));
     urgent_data_inline(stream);
-    let mut conn = Conn {
-        shared,
-        entry,
-        id: conn_id,
-        input: InBuf::with_capacity(INITIAL_INPUT),
-        held: 0,
-        held_out: 0,
-        out: Vec::with_capacity(INITIAL_OUTPUT),
-        scratch: Vec::new(),
-        headers: (0..INITIAL_HEADER_SLOTS.min(shared.config.limits.max_headers))
-            .map(|_| MaybeUninit::uninit())
-            .collect(),
-        fields: Vec::new(),
-        reading: Reading::Idle,
-        served_any: false,
-        drained: false,
-        client_slower: false,
-        last_read: Instant::now(),
-        requests: 0,
-        peer: stream.peer_addr().ok(),
-    };
-    conn.serve(stream, service);
+    Conn::boxed(stream, shared, entry, conn_id).serve(stream, service);
+}
+
+impl<'s> Conn<'s> {
+    /// The connection's state lives on the heap, not in the coroutine's stack frame: a request
+    /// waiting for the database then holds less than one page of stack (issue 14: the stack's
+    /// resident pages are most of what a connection costs). Not inlined, so the value is not
+    /// built in the caller's frame first.
+    #[inline(never)]
+    fn boxed(
+        stream: &TcpStream,
+        shared: &'s ServerShared,
+        entry: &'s ConnEntry,
+        conn_id: u64,
+    ) -> Box<Conn<'s>> {
+        Box::new(Conn {
+            shared,
+            entry,
+            id: conn_id,
+            input: InBuf::with_capacity(INITIAL_INPUT),
+            held: 0,
+            held_out: 0,
+            out: Vec::with_capacity(INITIAL_OUTPUT),
+            scratch: Vec::new(),
+            headers: (0..INITIAL_HEADER_SLOTS.min(shared.config.limits.max_headers))
+                .map(|_| MaybeUninit::uninit())
+                .collect(),
+            fields: Vec::new(),
+            reading: Reading::Idle,
+            served_any: false,
+            drained: false,
+            client_slower: false,
+            last_read: Instant::now(),
+            requests: 0,
+            id_buf: [0; request_id::GENERATED_MAX],
+            peer: stream.peer_addr().ok(),
+        })
+    }
 }
 
 struct Conn<'s> {
@@ -254,6 +270,8 @@ struct Conn<'s> {
     last_read: Instant,
     /// Requests handed to the service so far on this connection.
     requests: u64,
+    /// The id the server made for the request being answered (when the client sent none).
+    id_buf: [u8; request_id::GENERATED_MAX],
     peer: Option<std::net::SocketAddr>,
 }
 
@@ -414,7 +432,7 @@ impl Conn<'_> {
                 };
                 match complete {
                     Some(end) => {
-                        let req = Request {
+                        let mut req = Request {
                             method: head.method,
                             target: head.target,
                             headers: head.headers,
@@ -424,10 +442,10 @@ impl Conn<'_> {
                             peer: self.peer,
                         };
                         self.requests += 1;
+                        req.identify(self.shared.id_prefix, self.requests, &mut self.id_buf);
                         let close = dispatch(
                             service,
                             &req,
-                            self.requests,
                             &info,
                             self.shared,
                             &mut self.out,
@@ -481,6 +499,7 @@ impl Conn<'_> {
     /// A head was just parsed and its body is not all here: decode what arrived of a chunked
     /// body, and send `100 Continue` if it was asked for. Memory for the body is taken as it
     /// arrives (doubling, never past the request's end), not on the head's say-so.
+    #[inline(never)]
     fn enter_body<S: Service>(&mut self, service: &S) -> Step {
         let expect_continue = match &self.reading {
             Reading::Body { head, .. } => head.info.expect_continue,
@@ -534,7 +553,7 @@ impl Conn<'_> {
                 value: value.get(data),
             })
             .collect();
-        let req = Request {
+        let mut req = Request {
             method: head.method.str(data),
             target: head.target.map_or("/", |t| t.str(data)),
             headers: &headers,
@@ -544,10 +563,10 @@ impl Conn<'_> {
             peer: self.peer,
         };
         self.requests += 1;
+        req.identify(self.shared.id_prefix, self.requests, &mut self.id_buf);
         let close = dispatch(
             service,
             &req,
-            self.requests,
             &head.info,
             self.shared,
             &mut self.out,
@@ -568,6 +587,8 @@ impl Conn<'_> {
     }
 
     /// Answers the request at the front with `refusal` (no body if it is a HEAD).
+    #[cold]
+    #[inline(never)]
     fn refuse(&mut self, refusal: Refusal) {
         self.shared.stats.core_response(refusal.status);
         let head_only = self.front_is_head();
@@ -728,6 +749,8 @@ impl Conn<'_> {
     }
 
     /// The front request's head or body did not arrive in time: 408, counted by which.
+    #[cold]
+    #[inline(never)]
     fn timed_out(&self) -> Input {
         let which = match self.reading {
             Reading::Body { .. } => Timeout::Body,
@@ -738,6 +761,7 @@ impl Conn<'_> {
     }
 
     /// Makes the input buffer's spare room non-empty, growing it within the budget.
+    #[inline(never)]
     fn make_room(&mut self) -> Result<(), Refusal> {
         if self.input.spare() > 0 {
             return Ok(());
@@ -826,6 +850,7 @@ impl Conn<'_> {
 
     /// Replaces buffers grown past the kept sizes (once their content is written or dropped)
     /// and gives their budget back.
+    #[inline(never)]
     fn drop_large_output(&mut self) {
         if self.out.capacity() > KEEP_OUTPUT.max(self.shared.config.limits.max_output_bytes) {
             let kept = std::mem::take(&mut self.out);
@@ -856,6 +881,7 @@ impl Conn<'_> {
 
     /// Closes after the last answer. If input may still be on its way (a request was being
     /// received, or more was pipelined behind the last answer), closes lingering.
+    #[inline(never)]
     fn close(&mut self, stream: &mut TcpStream) {
         let unread = !self.input.is_empty() || !matches!(self.reading, Reading::Idle);
         if unread {

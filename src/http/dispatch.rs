@@ -11,8 +11,6 @@ use super::{request_id, Limits, Request, Service, Status};
 
 /// What answering a request needs of the server around it.
 pub(crate) trait Context {
-    /// The random prefix of the request ids it generates.
-    fn id_prefix(&self) -> u32;
     /// Whether it is shutting down (the answer then closes the connection).
     fn draining(&self) -> bool;
     /// A handler panicked and was answered 500.
@@ -20,9 +18,6 @@ pub(crate) trait Context {
 }
 
 impl Context for ServerShared {
-    fn id_prefix(&self) -> u32 {
-        self.id_prefix
-    }
     fn draining(&self) -> bool {
         ServerShared::draining(self)
     }
@@ -37,25 +32,19 @@ impl Context for ServerShared {
 /// A panicking handler is answered 500 with `Connection: close` and the server goes on.
 /// Whether the server is draining is read after the handler, so a request that was in the
 /// handler when shutdown began is answered with `Connection: close`.
-/// `seq` numbers the request on its connection (for a generated request id).
+/// `req`'s id is set ([`Request::identify`]).
 pub(crate) fn dispatch<S: Service>(
     service: &S,
     req: &Request<'_>,
-    seq: u64,
     info: &HeadInfo,
     shared: &impl Context,
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
 ) -> bool {
-    let mut id_buf = [0u8; request_id::GENERATED_MAX];
-    let id = match req.header("x-request-id") {
-        Some(v) if request_id::is_valid(v) => std::str::from_utf8(v).unwrap_or(""),
-        _ => request_id::generate(shared.id_prefix(), req.conn_id, seq, &mut id_buf),
-    };
-    let req = &Request {
-        request_id: id,
-        ..*req
-    };
+    debug_assert!(
+        !req.request_id.is_empty(),
+        "dispatch needs the request's id"
+    );
     let mut res = Response::new(scratch);
     let outcome = catch_unwind(AssertUnwindSafe(|| service.call(req, &mut res)));
     if outcome.is_err() {
@@ -73,7 +62,13 @@ pub(crate) fn dispatch<S: Service>(
     } else {
         Persistence::Default
     };
-    write_response(out, &res, req.method() == "HEAD", persistence, Some(id));
+    write_response(
+        out,
+        &res,
+        req.method() == "HEAD",
+        persistence,
+        Some(req.request_id),
+    );
     close
 }
 
@@ -81,9 +76,6 @@ pub(crate) fn dispatch<S: Service>(
 struct Detached;
 
 impl Context for Detached {
-    fn id_prefix(&self) -> u32 {
-        0
-    }
     fn draining(&self) -> bool {
         false
     }
@@ -110,7 +102,8 @@ pub fn answer_in_memory<'b, S: Service>(
     if head.info.framing != BodyFraming::None {
         return Err(HeadError::Bad("a request body is not supported here"));
     }
-    let req = Request {
+    let mut id_buf = [0u8; request_id::GENERATED_MAX];
+    let mut req = Request {
         method: head.method,
         target: head.target,
         headers: head.headers,
@@ -119,7 +112,8 @@ pub fn answer_in_memory<'b, S: Service>(
         request_id: "",
         peer: None,
     };
-    let close = dispatch(service, &req, 1, &head.info, &Detached, out, scratch);
+    req.identify(0, 1, &mut id_buf);
+    let close = dispatch(service, &req, &head.info, &Detached, out, scratch);
     Ok((head.info.len, close))
 }
 

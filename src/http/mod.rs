@@ -90,6 +90,22 @@ impl<'a> Request<'a> {
         self.request_id
     }
 
+    /// Sets the request's id: the client's `X-Request-Id` when valid, else one made in `buf`
+    /// from the process's `prefix`, the connection and `seq`, the request's number on it. Done
+    /// where the request is built, with a buffer the connection owns, so that answering it
+    /// needs no second copy of the request on the stack (issue 14).
+    pub(crate) fn identify(
+        &mut self,
+        prefix: u32,
+        seq: u64,
+        buf: &'a mut [u8; request_id::GENERATED_MAX],
+    ) {
+        self.request_id = match self.header("x-request-id") {
+            Some(v) if request_id::is_valid(v) => std::str::from_utf8(v).unwrap_or(""),
+            _ => request_id::generate(prefix, self.conn_id, seq, buf),
+        };
+    }
+
     /// The client's address, when the socket could tell.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer

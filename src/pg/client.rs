@@ -176,12 +176,7 @@ impl Client {
             .statements
             .iter()
             .position(|s| s.name == name)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Protocol,
-                    format!("no statement named {name:?} was declared to this client"),
-                )
-            })?;
+            .ok_or_else(|| undeclared(name))?;
         let statement = (
             self.inner.wire_names[at].as_str(),
             self.inner.statements[at].sql,
@@ -303,6 +298,17 @@ impl Session {
     pub fn simple_query(&self, sql: &str, timeout: Duration) -> Result<Reply, Error> {
         simple(&self.pipeline, sql, timeout)
     }
+}
+
+/// A statement name the client was not given: a bug in the caller. Out of line, so its
+/// formatting takes no room in [`Client::run`]'s frame on every query's path.
+#[cold]
+#[inline(never)]
+fn undeclared(name: &str) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("no statement named {name:?} was declared to this client"),
+    )
 }
 
 fn simple(pipeline: &Pipeline, sql: &str, timeout: Duration) -> Result<Reply, Error> {

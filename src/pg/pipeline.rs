@@ -105,6 +105,18 @@ struct Slot {
 }
 
 impl Slot {
+    /// Built here, not in the caller's frame: the value is not assembled on the stack of
+    /// [`Pipeline::enqueue`], which is on the deepest path a request takes (issue 14).
+    #[inline(never)]
+    fn arc(deadline: Instant) -> Arc<Slot> {
+        Arc::new(Slot {
+            delivery: Mutex::new(None),
+            blocker: Blocker::new(false),
+            deadline,
+            patient: AtomicBool::new(false),
+        })
+    }
+
     fn deliver(&self, delivery: Delivery) {
         *lock(&self.delivery) = Some(delivery);
         self.blocker.unpark();
@@ -404,12 +416,23 @@ impl Pipeline {
         protocol: Protocol,
         encode: &dyn Fn(&mut BytesMut, &mut u64) -> Result<(), Error>,
     ) -> Result<Delivery, Error> {
-        let slot = Arc::new(Slot {
-            delivery: Mutex::new(None),
-            blocker: Blocker::new(false),
-            deadline,
-            patient: AtomicBool::new(false),
-        });
+        // Allocated here rather than in `enqueue`: malloc's own frames then start one frame
+        // higher on the stack.
+        let slot = Slot::arc(deadline);
+        self.enqueue(&slot, protocol, encode)?;
+        self.wait(&slot, protocol != Protocol::Extended(Isolation::SharedSync))
+    }
+
+    /// Queues one query for the writer and wakes it if it sleeps. Not inlined into
+    /// [`Pipeline::submit_once`]: its frame (the outbox lock, the encoding) is gone before the
+    /// caller parks, so the stack a waiting caller holds stays within one page (issue 14).
+    #[inline(never)]
+    fn enqueue(
+        &self,
+        slot: &Arc<Slot>,
+        protocol: Protocol,
+        encode: &dyn Fn(&mut BytesMut, &mut u64) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let shared = protocol == Protocol::Extended(Isolation::SharedSync);
         let wake_writer = {
             let mut outbox = lock(&self.outbox);
@@ -467,7 +490,7 @@ impl Pipeline {
         if wake_writer {
             self.wake_writer();
         }
-        self.wait(&slot, !shared)
+        Ok(())
     }
 
     /// Queries queued or sent and not yet answered.

@@ -103,6 +103,7 @@ impl Failure {
 
     /// Writes the answer and counts it; returns why it failed, for the access log, when it is
     /// the server's failure rather than the client's.
+    #[inline(never)]
     pub fn write(
         self,
         res: &mut Response<'_>,

@@ -13,7 +13,9 @@ use crate::pg;
 
 use super::email::EmailAddress;
 use super::failure::{Failure, Handled, INVALID_PAYLOAD};
-use super::input::{parse_i64, parse_id, required_email, text_payload, MAX_PAGE, MAX_TEXT_CHARS};
+use super::input::{
+    parse_i64, parse_id, required_email, text_payload, PathId, MAX_PAGE, MAX_TEXT_CHARS,
+};
 use super::query::param;
 use super::routes::RecordsService;
 
@@ -33,17 +35,12 @@ impl RecordsService {
             }
             return Err(Failure::bad_request(INVALID_PAYLOAD));
         };
-        let not_found = || Failure::NotFound(format!("Record with ID {id} was not found!").into());
         // Outside int4 no record can exist: 404 without asking the database.
-        let id32 = i32::try_from(id.value).map_err(|_| not_found())?;
-        let row = self.repo.by_id(affinity, id32)?.ok_or_else(not_found)?;
-        let record = RecordJson {
-            id: row.integer(0)?.unwrap_or(id.value),
-            email: row.text(1)?.unwrap_or(""),
-            text: row.text(2)?,
+        let Ok(id32) = i32::try_from(id.value) else {
+            return Err(record_not_found(&id));
         };
-        write_json(res, &record);
-        Ok(())
+        let row = self.repo.by_id(affinity, id32);
+        write_record(&id, row, res)
     }
 
     pub(super) fn get_by_email(
@@ -176,6 +173,32 @@ impl RecordsService {
     }
 }
 
+/// The answer to `GET /user/{id}` from its row. Out of line, like [`record_not_found`]: what
+/// they hold is not in the handler's frame while it waits for the database (issue 14: that
+/// wait is the deepest point of a connection's stack).
+#[inline(never)]
+fn write_record(
+    id: &PathId<'_>,
+    row: Result<Option<pg::Row>, pg::Error>,
+    res: &mut Response<'_>,
+) -> Handled {
+    let row = row?.ok_or_else(|| record_not_found(id))?;
+    let record = RecordJson {
+        id: row.integer(0)?.unwrap_or(id.value),
+        email: row.text(1)?.unwrap_or(""),
+        text: row.text(2)?,
+    };
+    write_json(res, &record);
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn record_not_found(id: &PathId<'_>) -> Failure {
+    Failure::NotFound(format!("Record with ID {id} was not found!").into())
+}
+
+#[inline(never)]
 fn write_json<T: Serialize + ?Sized>(res: &mut Response<'_>, value: &T) {
     // Serializing plain structs of numbers and strings into a Vec cannot fail.
     let _ = sonic_rs::to_writer(res.body_mut(), value);

@@ -79,6 +79,7 @@ impl RecordsService {
     }
 
     /// The route table. `HEAD` is answered as `GET` (the HTTP core drops the body).
+    #[inline(never)]
     fn route(&self, route: Route, req: &Request<'_>, res: &mut Response<'_>) -> Handled {
         let method = match req.method() {
             "HEAD" => "GET",
@@ -198,6 +199,7 @@ struct Finished<'r, 'a> {
 
 impl RecordsService {
     /// Counts a finished request and writes its access log event.
+    #[inline(never)]
     fn finish(&self, done: &Finished<'_, '_>) {
         if self.metrics.enabled() {
             self.metrics
