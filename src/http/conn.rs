@@ -49,9 +49,9 @@ const INITIAL_INPUT: usize = 2 * 1024;
 const INITIAL_OUTPUT: usize = 1024;
 /// Output and response-body buffers are kept between requests up to this size.
 const KEEP_OUTPUT: usize = 64 * 1024;
-/// Header slots of a new connection: a browser's request fits. A head with more fields
-/// doubles them, up to `HTTP_MAX_HEADERS`, and is parsed again; the connection keeps them.
-/// 100 slots are 3.2 KB, more than the buffers of a connection under load (issue 14).
+/// Header slots of a new connection: a browser's request fits. A head with more fields grows
+/// them to `HTTP_MAX_HEADERS` and is parsed again; the connection keeps them. 100 slots are
+/// 3.2 KB, more than the buffers of a connection under load (issue 14).
 const INITIAL_HEADER_SLOTS: usize = 32;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -400,8 +400,7 @@ impl Conn<'_> {
             let can_grow = self.headers.len() < limits.max_headers;
             match parse_head(data, header_slots(&mut self.headers), limits) {
                 Err(HeadError::TooManyFields) if can_grow => {
-                    let more = (self.headers.len() * 2).clamp(1, limits.max_headers);
-                    self.headers.resize_with(more, MaybeUninit::uninit);
+                    grow_header_slots(&mut self.headers, limits.max_headers);
                 }
                 parsed => break parsed,
             }
@@ -1081,6 +1080,17 @@ fn head_may_be_complete(input: &[u8], scanned: &mut usize) -> bool {
     found
 }
 
+/// Grows a connection's header slots to the limit, in one step and to exactly the limit: a head
+/// with more fields than the slots is parsed once more, never once per doubling (a hostile head
+/// with its bytes in its first fields would make each of those parses read nearly all of it),
+/// and the slots hold no more than the limit needs. Their old contents are dead (references
+/// into input already answered), so new storage replaces them without copying.
+fn grow_header_slots(slots: &mut Vec<MaybeUninit<Header<'static>>>, max: usize) {
+    if slots.len() < max {
+        *slots = (0..max).map(|_| MaybeUninit::uninit()).collect();
+    }
+}
+
 /// The connection's header slots, for headers borrowing a buffer that lives for `'b`.
 fn header_slots<'v, 'b>(
     slots: &'v mut [MaybeUninit<Header<'static>>],
@@ -1097,6 +1107,20 @@ fn header_slots<'v, 'b>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_slots_grow_once_to_exactly_the_limit() {
+        for max in [33, 64, 100, 10_000] {
+            let mut slots: Vec<MaybeUninit<Header<'static>>> = (0..INITIAL_HEADER_SLOTS)
+                .map(|_| MaybeUninit::uninit())
+                .collect();
+            grow_header_slots(&mut slots, max);
+            assert_eq!(slots.len(), max, "one step reaches the limit");
+            assert_eq!(slots.capacity(), max, "no room beyond the limit");
+            grow_header_slots(&mut slots, max);
+            assert_eq!(slots.len(), max);
+        }
+    }
 
     #[test]
     fn the_end_of_a_head_is_found_across_reads_without_rescanning() {

@@ -93,6 +93,9 @@ enum Delivery {
 }
 
 /// Where the reader leaves one caller's answer and wakes it.
+/// Room for a batch of queries, kept between batches.
+const OUTBOX_CAPACITY: usize = 16 * 1024;
+
 struct Slot {
     delivery: Mutex<Option<Delivery>>,
     blocker: Blocker,
@@ -295,7 +298,7 @@ impl Pipeline {
         let (write_half, socket) = stream.writer()?;
         let pipeline = Arc::new(Pipeline {
             outbox: Mutex::new(Outbox {
-                buf: BytesMut::with_capacity(16 * 1024),
+                buf: BytesMut::with_capacity(OUTBOX_CAPACITY),
                 queue: VecDeque::with_capacity(limits.max_in_flight.min(4096)),
                 unsynced: false,
                 writer_idle: false,
@@ -507,7 +510,9 @@ impl Pipeline {
     /// The writer coroutine: closes the open group with a Sync and sends whatever the outbox
     /// holds in one write, until the pipeline closes; sleeps while there is nothing to send.
     fn run_writer(&self, mut stream: WriteHalf) {
-        let mut bytes = BytesMut::new();
+        // As large as the outbox's: the two are swapped, and a caller that found an empty
+        // buffer would grow it while encoding, at the deepest point of its stack.
+        let mut bytes = BytesMut::with_capacity(OUTBOX_CAPACITY);
         loop {
             {
                 let mut outbox = lock(&self.outbox);

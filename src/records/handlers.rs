@@ -66,9 +66,7 @@ impl RecordsService {
         // The original validated the body before the handler ran; keep that order.
         let payload = text_payload(req.body())?;
         let raw = required_email(req)?;
-        let email = EmailAddress::parse(&raw).map_err(|_| {
-            Failure::BadRequest(format!("Invalid email address provided! Email: {raw}").into())
-        })?;
+        let email = EmailAddress::parse(&raw).map_err(|_| invalid_email(&raw))?;
         if payload.text.contains('\0') {
             // PostgreSQL's text cannot hold NUL: refused here, not answered 500 by the server.
             return Err(Failure::BadRequest(
@@ -76,9 +74,7 @@ impl RecordsService {
             ));
         }
         if payload.text.chars().count() > MAX_TEXT_CHARS {
-            return Err(Failure::BadRequest(
-                format!("Text is too long: at most {MAX_TEXT_CHARS} characters are allowed").into(),
-            ));
+            return Err(text_too_long());
         }
         self.repo.upsert(affinity, email, &payload.text)?;
         res.body_mut().extend_from_slice(b"null");
@@ -190,6 +186,23 @@ fn write_record(
     };
     write_json(res, &record);
     Ok(())
+}
+
+// The refusals that format a message are out of line, so that their formatting takes no room
+// in the frame of a handler that then waits for the database.
+
+#[cold]
+#[inline(never)]
+fn invalid_email(raw: &str) -> Failure {
+    Failure::BadRequest(format!("Invalid email address provided! Email: {raw}").into())
+}
+
+#[cold]
+#[inline(never)]
+fn text_too_long() -> Failure {
+    Failure::BadRequest(
+        format!("Text is too long: at most {MAX_TEXT_CHARS} characters are allowed").into(),
+    )
 }
 
 #[cold]

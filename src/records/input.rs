@@ -24,7 +24,9 @@ pub(super) struct TextPayload<'a> {
 }
 
 /// The body of `POST /user`: a JSON object (serde would also take `["text"]` as the struct),
-/// nested at most [`MAX_JSON_DEPTH`] deep, with a string `text`.
+/// nested at most [`MAX_JSON_DEPTH`] deep, with a string `text`. Not inlined: the parser's
+/// state is gone from the stack before the handler waits for the database (issue 14).
+#[inline(never)]
 pub(super) fn text_payload(body: &[u8]) -> Result<TextPayload<'_>, Failure> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
         || !nesting_within(body, MAX_JSON_DEPTH)
