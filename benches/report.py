@@ -42,6 +42,13 @@ from collections import Counter
 BRANCHES = 2000
 
 
+def latency_label(meta):
+    """Where the fixed-rate run was: "at 70%" (of each system's own peak) or "at 17,000 req/s"."""
+    if meta.get("latency_rate"):
+        return f"at {meta['latency_rate']:,} req/s"
+    return f"at {int(round(float(meta.get('latency_load', 0.7)) * 100))}%"
+
+
 def id_blocks(n):
     """Decimal blocks (prefix, free_digits) that partition 1..n exactly."""
     s = str(n)
@@ -388,12 +395,13 @@ def report(out_dir, chart):
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
 
-    load_pct = int(round(float(meta.get("latency_load", 0.7)) * 100))
     lines = []
     if meta.get("fixed_rate_run", True):
+        rate = meta.get("latency_rate")
+        fixed = f"{rate:,} req/s for every system" if rate else f"{latency_label(meta)[3:]} of that peak"
         latency_note = (
             f"Latency: p99 of the closed-loop peak run, and p50/p99/p99.9 of a run at a fixed rate of "
-            f"{load_pct}% of that peak (oha -q, --latency-correction: measured from when each request "
+            f"{fixed} (oha -q, --latency-correction: measured from when each request "
             f"was due, so the load generator's own scheduling delays count too)."
         )
     else:
@@ -411,7 +419,7 @@ def report(out_dir, chart):
     if meta.get("machine"):
         lines.append(f"Machine: {meta['machine']}")
         lines.append("")
-    at = f"at {load_pct}%" if all(m["latency_at"] == "fixed rate" for m in medians.values()) else "closed loop"
+    at = latency_label(meta) if all(m["latency_at"] == "fixed rate" for m in medians.values()) else "closed loop"
     lines.append(
         f"| system | req/s (median) | vs axum | vs FastAPI | p99 ms at peak "
         f"| p50 ms {at} | p99 ms {at} | p99.9 ms {at} "
@@ -543,10 +551,9 @@ def draw_chart(medians, systems, meta, chart):
         fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
     bars = ax.bar(range(len(systems)), values, color=[colors.get(s, "#777777") for s in systems])
     top = max(values) if values else 1
-    load_pct = int(round(float(meta.get("latency_load", 0.7)) * 100))
     for bar, s in zip(bars, systems):
         m = medians[s]
-        note = f"{m['rps']:,.0f} req/s\np99 {fmt(m['peak_p99_ms'])} ms at peak\np99 {fmt(m['p99_ms'])} ms at {load_pct}%"
+        note = f"{m['rps']:,.0f} req/s\np99 {fmt(m['peak_p99_ms'])} ms at peak\np99 {fmt(m['p99_ms'])} ms {latency_label(meta)}"
         ax.text(
             bar.get_x() + bar.get_width() / 2,
             bar.get_height() + top * 0.01,

@@ -36,6 +36,8 @@
 # Knobs (environment):
 #   BENCH_SECONDS (30)  WARMUP_SECONDS (5)  ROUNDS (3)  BENCH_ROWS (10000000)
 #   BENCH_CONNECTIONS (50)  SYSTEMS (ours,ours-1,xitca,axum,fastapi)  LATENCY_LOAD (0.7)
+#   LATENCY_RATE (empty: LATENCY_LOAD of each system's own peak; a number: that many req/s for
+#     every system's fixed-rate run, so their latencies are compared at the same offered load)
 #   SWEEP_CONNECTIONS (500,2000)  SWEEP_SECONDS (10)
 #   BENCH_PGSSLMODE (disable: exported as PGSSLMODE, which records-service and libpq (FastAPI) read,
 #     so that every system talks to PostgreSQL in plaintext as the Rust references (NoTls) do; a
@@ -65,6 +67,7 @@ SWEEP_CONNECTIONS=${SWEEP_CONNECTIONS-500,2000}
 SWEEP_SECONDS=${SWEEP_SECONDS:-10}
 export PGSSLMODE=${BENCH_PGSSLMODE:-disable}
 LATENCY_LOAD=${LATENCY_LOAD:-0.7}
+LATENCY_RATE=${LATENCY_RATE:-}
 BENCH_TOOL=${BENCH_TOOL:-oha}
 BENCH_THREADS=${BENCH_THREADS:-$(( $(nproc) <= 4 ? 1 : $(nproc) / 4 ))}
 OUT_DIR=${BENCH_OUT:-bench-results}
@@ -85,6 +88,7 @@ for v in BENCH_SECONDS WARMUP_SECONDS ROUNDS BENCH_ROWS BENCH_CONNECTIONS BENCH_
   [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $LATENCY_LOAD =~ ^0?\.[0-9]+$|^1(\.0*)?$ ]] || die "LATENCY_LOAD must be in (0, 1] (got '$LATENCY_LOAD')"
+[ -z "$LATENCY_RATE" ] || [[ $LATENCY_RATE =~ ^[1-9][0-9]*$ ]] || die "LATENCY_RATE must be a positive integer (got '$LATENCY_RATE')"
 IFS=',' read -r -a SYS <<<"${SYSTEMS// /}"
 [ ${#SYS[@]} -gt 0 ] || die "SYSTEMS is empty"
 IFS=',' read -r -a SWEEP <<<"${SWEEP_CONNECTIONS// /}"
@@ -249,6 +253,7 @@ meta = {
     "warmup_seconds": $WARMUP_SECONDS,
     "rounds": $ROUNDS,
     "latency_load": $LATENCY_LOAD,
+    "latency_rate": ${LATENCY_RATE:-None},
     "systems": "$SYSTEMS".split(","),
     "tool": """$BENCH_TOOL ($TOOL_VERSION)""",
     "fixed_rate_run": "$BENCH_TOOL" == "oha",
@@ -318,7 +323,11 @@ bench_one() { # system round
   local peak rate=0 fixed_file=null
   peak=$("$PY" benches/report.py peak-rps "$OUT_DIR/raw/$tag-peak.json")
   if [ "$BENCH_TOOL" = oha ]; then
-    rate=$("$PY" -c "print(max(1, int($peak * $LATENCY_LOAD)))")
+    if [ -n "$LATENCY_RATE" ]; then
+      rate=$LATENCY_RATE
+    else
+      rate=$("$PY" -c "print(max(1, int($peak * $LATENCY_LOAD)))")
+    fi
     log "  peak $peak req/s; fixed-rate run at $rate req/s"
     load "$port" "$BENCH_SECONDS" "$rate" "$OUT_DIR/raw/$tag-fixed.json"
     fixed_file="\"raw/$tag-fixed.json\""
@@ -345,7 +354,7 @@ sweep_one() { # system round connections
 }
 
 # --- rounds: every system once per round, the order rotated each round ---------------------------
-log "systems: ${SYS[*]}; $ROUNDS round(s) of ${WARMUP_SECONDS}s warm-up + ${BENCH_SECONDS}s peak$([ "$BENCH_TOOL" = oha ] && echo " + ${BENCH_SECONDS}s at ${LATENCY_LOAD} of peak"); $BENCH_CONNECTIONS connections; $BENCH_TOOL"
+log "systems: ${SYS[*]}; $ROUNDS round(s) of ${WARMUP_SECONDS}s warm-up + ${BENCH_SECONDS}s peak$([ "$BENCH_TOOL" = oha ] && echo " + ${BENCH_SECONDS}s at ${LATENCY_RATE:+$LATENCY_RATE req/s}${LATENCY_RATE:-$LATENCY_LOAD of peak}"); $BENCH_CONNECTIONS connections; $BENCH_TOOL"
 n=${#SYS[@]}
 for ((r = 1; r <= ROUNDS; r++)); do
   for ((i = 0; i < n; i++)); do
