@@ -354,7 +354,9 @@ sweep_one() { # system round connections
 }
 
 # --- rounds: every system once per round, the order rotated each round ---------------------------
-log "systems: ${SYS[*]}; $ROUNDS round(s) of ${WARMUP_SECONDS}s warm-up + ${BENCH_SECONDS}s peak$([ "$BENCH_TOOL" = oha ] && echo " + ${BENCH_SECONDS}s at ${LATENCY_RATE:+$LATENCY_RATE req/s}${LATENCY_RATE:-$LATENCY_LOAD of peak}"); $BENCH_CONNECTIONS connections; $BENCH_TOOL"
+FIXED_AT=${LATENCY_RATE:+$LATENCY_RATE req/s}
+FIXED_AT=${FIXED_AT:-$LATENCY_LOAD of peak}
+log "systems: ${SYS[*]}; $ROUNDS round(s) of ${WARMUP_SECONDS}s warm-up + ${BENCH_SECONDS}s peak$([ "$BENCH_TOOL" = oha ] && echo " + ${BENCH_SECONDS}s at $FIXED_AT"); $BENCH_CONNECTIONS connections; $BENCH_TOOL"
 n=${#SYS[@]}
 for ((r = 1; r <= ROUNDS; r++)); do
   for ((i = 0; i < n; i++)); do
