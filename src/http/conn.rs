@@ -226,9 +226,7 @@ impl<'s> Conn<'s> {
             held_out: 0,
             out: Vec::with_capacity(INITIAL_OUTPUT),
             scratch: Vec::new(),
-            headers: (0..INITIAL_HEADER_SLOTS.min(shared.config.limits.max_headers))
-                .map(|_| MaybeUninit::uninit())
-                .collect(),
+            headers: header_slots_of(INITIAL_HEADER_SLOTS.min(shared.config.limits.max_headers)),
             fields: Vec::new(),
             reading: Reading::Idle,
             served_any: false,
@@ -1080,6 +1078,11 @@ fn head_may_be_complete(input: &[u8], scanned: &mut usize) -> bool {
     found
 }
 
+/// `n` uninitialised header slots, allocated for exactly `n`.
+fn header_slots_of(n: usize) -> Vec<MaybeUninit<Header<'static>>> {
+    (0..n).map(|_| MaybeUninit::uninit()).collect()
+}
+
 /// Grows a connection's header slots to the limit, in one step and to exactly the limit: a head
 /// with more fields than the slots is parsed once more, never once per doubling (a hostile head
 /// with its bytes in its first fields would make each of those parses read nearly all of it),
@@ -1087,7 +1090,7 @@ fn head_may_be_complete(input: &[u8], scanned: &mut usize) -> bool {
 /// into input already answered), so new storage replaces them without copying.
 fn grow_header_slots(slots: &mut Vec<MaybeUninit<Header<'static>>>, max: usize) {
     if slots.len() < max {
-        *slots = (0..max).map(|_| MaybeUninit::uninit()).collect();
+        *slots = header_slots_of(max);
     }
 }
 
@@ -1111,9 +1114,7 @@ mod tests {
     #[test]
     fn header_slots_grow_once_to_exactly_the_limit() {
         for max in [33, 64, 100, 10_000] {
-            let mut slots: Vec<MaybeUninit<Header<'static>>> = (0..INITIAL_HEADER_SLOTS)
-                .map(|_| MaybeUninit::uninit())
-                .collect();
+            let mut slots = header_slots_of(INITIAL_HEADER_SLOTS);
             grow_header_slots(&mut slots, max);
             assert_eq!(slots.len(), max, "one step reaches the limit");
             assert_eq!(slots.capacity(), max, "no room beyond the limit");

@@ -269,14 +269,21 @@ impl Client {
     fn pipeline(&self) -> Result<Arc<Pipeline>, Error> {
         match crate::sync::read(&self.inner.current).as_ref() {
             Some(p) => Ok(p.clone()),
-            None => Err(Error::new(
-                ErrorKind::Unavailable,
-                match self.last_error() {
-                    Some(e) => format!("no connection to PostgreSQL (last error: {e})"),
-                    None => "no connection to PostgreSQL yet".to_string(),
-                },
-            )),
+            None => Err(self.unavailable()),
         }
+    }
+
+    /// Out of line: its formatting takes no room in the frames of every query's path.
+    #[cold]
+    #[inline(never)]
+    fn unavailable(&self) -> Error {
+        Error::new(
+            ErrorKind::Unavailable,
+            match self.last_error() {
+                Some(e) => format!("no connection to PostgreSQL (last error: {e})"),
+                None => "no connection to PostgreSQL yet".to_string(),
+            },
+        )
     }
 }
 

@@ -50,9 +50,10 @@ impl RecordsService {
         res: &mut Response<'_>,
     ) -> Handled {
         let email = required_email(req)?;
-        let row = self.repo.text_by_email(affinity, &email)?.ok_or_else(|| {
-            Failure::NotFound(format!("Record for email {email} was not found!").into())
-        })?;
+        let row = self
+            .repo
+            .text_by_email(affinity, &email)?
+            .ok_or_else(|| email_not_found(&email))?;
         write_json(res, &[row.text(0)?]);
         Ok(())
     }
@@ -203,6 +204,12 @@ fn text_too_long() -> Failure {
     Failure::BadRequest(
         format!("Text is too long: at most {MAX_TEXT_CHARS} characters are allowed").into(),
     )
+}
+
+#[cold]
+#[inline(never)]
+fn email_not_found(email: &str) -> Failure {
+    Failure::NotFound(format!("Record for email {email} was not found!").into())
 }
 
 #[cold]

@@ -268,11 +268,14 @@ fn a_byte_trickled_after_a_large_body_costs_what_it_costs_after_a_small_one() {
 /// coroutine stack and buffers touch (issue 14). A connection used to start with an 8 KiB
 /// zeroed input buffer and an 8 KiB output buffer: 17 KiB each, measured with this test; it
 /// starts at 2 KiB and 1 KiB now: 7 KiB. With 32 header slots instead of 100 (3.2 KB) and no
-/// response-body buffer until a body is written: 4 KiB. Bound: 6 KiB (100 slots fail it).
+/// response-body buffer until a body is written: 4.x KiB; with the connection's state boxed
+/// (0.4 KB off the stack, which saves a page on the database path of the release build, but
+/// onto the heap here) 5,492 bytes. Bound: 6 KiB, in bytes: 100 slots (2.2 KB more) or a 1 KiB
+/// body buffer per connection fail it; rounding to whole KiB could hide that.
 #[test]
 fn an_open_connection_costs_little_resident_memory() {
     const CONNECTIONS: usize = 1000;
-    const BOUND_KIB: u64 = 6;
+    const BOUND_BYTES: u64 = 6144;
     let server = ChildServer::start();
     // One connection served first, so that the runtime's own first-use memory is not counted.
     let mut warm = server.connect();
@@ -290,10 +293,10 @@ fn an_open_connection_costs_little_resident_memory() {
     for s in &mut open {
         assert_eq!(read_status(s).0, 200);
     }
-    let per_connection = server.rss_kib().saturating_sub(before) / CONNECTIONS as u64;
-    eprintln!("{CONNECTIONS} open connections: {per_connection} KiB resident each");
+    let per_connection = server.rss_kib().saturating_sub(before) * 1024 / CONNECTIONS as u64;
+    eprintln!("{CONNECTIONS} open connections: {per_connection} bytes resident each");
     assert!(
-        per_connection <= BOUND_KIB,
-        "{per_connection} KiB per connection, bound {BOUND_KIB} KiB"
+        per_connection <= BOUND_BYTES,
+        "{per_connection} bytes per connection, bound {BOUND_BYTES}"
     );
 }
