@@ -86,17 +86,19 @@ run-api-tests:
 # Prometheus scraping the service under wrk load (needs prometheus, promtool, wrk; Debian:
 # apt-get install prometheus wrk). BIN=target/debug/records-service for a debug build.
 .PHONY: test-monitoring
-test-monitoring: build db
-	$(WITH_DB) $(BIN) migrate
-	$(WITH_DB) $(BIN) seed --rows 100000 --if-empty
+test-monitoring: seeded-100k
 	$(WITH_DB) BIN=$(BIN) scripts/test-monitoring.sh
 
-# The release binary's connection stacks: a request waiting for PostgreSQL stays within one
-# 4 KiB page (STACK_DEBUG=1 peaks under wrk; issue 14).
-test-stack: build db
+# The release binary's connection stacks: the routes' database requests stay within one 4 KiB
+# page (STACK_DEBUG=1 peaks under wrk and curl; issue 14).
+test-stack: seeded-100k
+	$(WITH_DB) BIN=$(BIN) ROWS=100000 scripts/test-stack.sh
+
+# The release binary and the local PostgreSQL, migrated, with ids 1..100,000 when it was empty.
+.PHONY: seeded-100k
+seeded-100k: build db
 	$(WITH_DB) $(BIN) migrate
 	$(WITH_DB) $(BIN) seed --rows 100000 --if-empty
-	$(WITH_DB) BIN=$(BIN) scripts/test-stack.sh
 
 # The browser console (static/) in headless Chromium: the forms, the live metrics panel, a 503
 # without a database, metrics on METRICS_ADDR; saves docs/console.png. Needs the Debian packages

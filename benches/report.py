@@ -42,11 +42,17 @@ from collections import Counter
 BRANCHES = 2000
 
 
-def latency_label(meta):
-    """Where the fixed-rate run was: "at 70%" (of each system's own peak) or "at 17,000 req/s"."""
+def fixed_rate(meta):
+    """The fixed-rate run's load: "17,000 req/s" (the same for every system, LATENCY_RATE) or
+    "70%" (of each system's own peak, LATENCY_LOAD)."""
     if meta.get("latency_rate"):
-        return f"at {meta['latency_rate']:,} req/s"
-    return f"at {int(round(float(meta.get('latency_load', 0.7)) * 100))}%"
+        return f"{meta['latency_rate']:,} req/s"
+    return f"{int(round(float(meta.get('latency_load', 0.7)) * 100))}%"
+
+
+def latency_label(meta):
+    """Column label for the fixed-rate run: "at 17,000 req/s" or "at 70%"."""
+    return f"at {fixed_rate(meta)}"
 
 
 def id_blocks(n):
@@ -398,7 +404,7 @@ def report(out_dir, chart):
     lines = []
     if meta.get("fixed_rate_run", True):
         rate = meta.get("latency_rate")
-        fixed = f"{rate:,} req/s for every system" if rate else f"{latency_label(meta)[3:]} of that peak"
+        fixed = f"{fixed_rate(meta)} for every system" if rate else f"{fixed_rate(meta)} of that peak"
         latency_note = (
             f"Latency: p99 of the closed-loop peak run, and p50/p99/p99.9 of a run at a fixed rate of "
             f"{fixed} (oha -q, --latency-correction: measured from when each request "

@@ -144,6 +144,7 @@ case $BENCH_TOOL in
   wrk) ensure_wrk || die "wrk could not be installed" ;;
   *) die "BENCH_TOOL must be oha or wrk" ;;
 esac
+[ -z "$LATENCY_RATE" ] || [ "$BENCH_TOOL" = oha ] || log "LATENCY_RATE is ignored: wrk has no fixed-rate mode"
 if [ "$BENCH_TOOL" = oha ]; then
   oha --help | grep -q -- '--rand-regex-url' && oha --help | grep -q -- '--output-format' \
     && oha --help | grep -q -- '--dump-urls' \
@@ -325,6 +326,8 @@ bench_one() { # system round
   if [ "$BENCH_TOOL" = oha ]; then
     if [ -n "$LATENCY_RATE" ]; then
       rate=$LATENCY_RATE
+      "$PY" -c "import sys; sys.exit(0 if $rate <= $peak else 1)" \
+        || log "  LATENCY_RATE $rate is above this run's peak ($peak req/s): the fixed-rate run saturates"
     else
       rate=$("$PY" -c "print(max(1, int($peak * $LATENCY_LOAD)))")
     fi

@@ -82,20 +82,8 @@ app_alive() {
 }
 # A check run as a command: its own PASS/FAIL lines, one failure counted when it fails.
 run_check() { if "$@"; then :; else failures=$((failures + 1)); fi; }
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# Polls until URL answers 200 or DEADLINE_S passes; fails early when process PID is gone.
-wait_200() { # url deadline_s pid
-  local deadline=$((SECONDS + $2)) code
-  while :; do
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true)
-    [ "$code" = 200 ] && return 0
-    kill -0 "$3" 2>/dev/null || { echo "process $3 exited" >&2; return 1; }
-    [ "$SECONDS" -lt "$deadline" ] || { echo "last answer: $code" >&2; return 1; }
-    sleep 0.1 # poll interval
-  done
-}
+# free_port, wait_200
+. scripts/lib/test-helpers.sh
 
 # --------------------------------------------------------------------------- prerequisites
 for tool in curl wrk python3 prometheus promtool; do

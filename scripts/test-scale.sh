@@ -17,7 +17,7 @@ command -v wrk >/dev/null || { apt-get update -qq; apt-get install -y -qq wrk >/
 
 REPLICAS=${REPLICAS:-3}
 export COMPOSE_PROJECT_NAME=records-scale-$$
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. scripts/lib/test-helpers.sh # free_port
 export RECORDS_PORT=$(free_port) BALANCER_PORT=$(free_port)
 URL="http://127.0.0.1:$BALANCER_PORT"
 compose() { "${COMPOSE[@]}" -f docker/docker-compose.yml --profile scale "$@"; }
