@@ -403,11 +403,10 @@ def report(out_dir, chart):
 
     lines = []
     if meta.get("fixed_rate_run", True):
-        rate = meta.get("latency_rate")
-        fixed = f"{fixed_rate(meta)} for every system" if rate else f"{fixed_rate(meta)} of that peak"
+        whose = "for every system" if meta.get("latency_rate") else "of that peak"
         latency_note = (
             f"Latency: p99 of the closed-loop peak run, and p50/p99/p99.9 of a run at a fixed rate of "
-            f"{fixed} (oha -q, --latency-correction: measured from when each request "
+            f"{fixed_rate(meta)} {whose} (oha -q, --latency-correction: measured from when each request "
             f"was due, so the load generator's own scheduling delays count too)."
         )
     else:

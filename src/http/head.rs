@@ -38,9 +38,9 @@ pub enum HeadError {
     Incomplete,
     /// The head is longer than the limit.
     TooLarge,
-    /// The head has more fields than the header slots it was parsed into. Answered like
-    /// [`HeadError::TooLarge`] once the slots are as many as the limit allows; the connection
-    /// grows smaller sets of slots and parses again.
+    /// The head has more fields than the header slots it was parsed into. A connection whose
+    /// slots are fewer than the limit grows them to the limit and parses again; at the limit
+    /// it is answered like [`HeadError::TooLarge`].
     TooManyFields,
     /// Malformed or ambiguous, with a short reason for the response body.
     Bad(&'static str),
