@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/docker-up.sh and scripts/test-docker.sh: a Docker engine that runs, the
 # base images (pulled, or built locally by scripts/standin-images.sh where no registry can be
 # reached), and COMPOSE: the compose command this machine has.
@@ -15,6 +16,7 @@ docker_engine() {
     for _ in $(seq 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
     docker info >/dev/null 2>&1 || { echo "docker: dockerd did not start" >&2; tail -20 /var/log/records-dockerd.log >&2; return 1; }
   fi
+  # shellcheck disable=SC2034 # COMPOSE is for the scripts that source this file
   if docker compose version >/dev/null 2>&1; then
     COMPOSE=(docker compose)
   else

@@ -7,5 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/docker-env.sh
 docker_engine
+# shellcheck disable=SC2119 # the default base images; this script's arguments are compose's
 docker_images
 exec "${COMPOSE[@]}" -f docker/docker-compose.yml up --build "$@"

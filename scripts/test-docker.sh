@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/docker-env.sh
 docker_engine
+# shellcheck disable=SC2119 # the default base images only (no extra ones)
 docker_images
 
 export COMPOSE_PROJECT_NAME=records-test-$$

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/bench.sh, bench-http.sh and bench-syscalls.sh (after they define `log`
 # and `die`): the server and load generator being measured, stopped however the script ends, so
 # no run leaves a process behind (set SERVER_PID / LOAD_PID right after starting each); and

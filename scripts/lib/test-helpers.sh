@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the test scripts that start the service themselves (test-monitoring.sh,
 # test-stack.sh, test-scale.sh).
 
