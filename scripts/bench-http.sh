@@ -33,7 +33,7 @@ log() { echo "bench-http: $*" >&2; }
 die() { echo "bench-http: error: $*" >&2; exit 1; }
 
 for v in ROUNDS HTTP_SECONDS HTTP_CONNECTIONS HTTP_THREADS PIPELINE_DEPTH WARMUP_SECONDS; do
-  [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || die "$v must be a positive integer (got '${!v}')"
+  { [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ]; } || die "$v must be a positive integer (got '${!v}')"
 done
 
 . scripts/lib/bench-servers.sh
@@ -41,7 +41,7 @@ done
 if ! command -v wrk >/dev/null 2>&1; then
   log "installing wrk (apt-get)"
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq wrk >/dev/null \
+  { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq wrk >/dev/null; } \
     || die "wrk could not be installed"
 fi
 command -v curl >/dev/null 2>&1 || die "curl is needed"

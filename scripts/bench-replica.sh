@@ -20,7 +20,7 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 [ "$(id -u)" = 0 ] && chown postgres: "$WORK"
 svc=""
 cleanup() {
-  [ -n "$svc" ] && kill "$svc" 2>/dev/null || true
+  if [ -n "$svc" ]; then kill "$svc" 2>/dev/null || true; fi
   as_pg "$BINDIR/pg_ctl" -D "$WORK/standby" -m immediate stop >/dev/null 2>&1 || true
   as_pg "$BINDIR/pg_ctl" -D "$WORK/primary" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$WORK"

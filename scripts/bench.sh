@@ -85,7 +85,7 @@ log() { echo "bench: $*" >&2; }
 die() { echo "bench: error: $*" >&2; exit 1; }
 
 for v in BENCH_SECONDS WARMUP_SECONDS ROUNDS BENCH_ROWS BENCH_CONNECTIONS BENCH_THREADS SWEEP_SECONDS; do
-  [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || die "$v must be a positive integer (got '${!v}')"
+  { [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ]; } || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $LATENCY_LOAD =~ ^0?\.[0-9]+$|^1(\.0*)?$ ]] || die "LATENCY_LOAD must be in (0, 1] (got '$LATENCY_LOAD')"
 [ -z "$LATENCY_RATE" ] || [[ $LATENCY_RATE =~ ^[1-9][0-9]*$ ]] || die "LATENCY_RATE must be a positive integer (got '$LATENCY_RATE')"
@@ -93,7 +93,7 @@ IFS=',' read -r -a SYS <<<"${SYSTEMS// /}"
 [ ${#SYS[@]} -gt 0 ] || die "SYSTEMS is empty"
 IFS=',' read -r -a SWEEP <<<"${SWEEP_CONNECTIONS// /}"
 for c in "${SWEEP[@]}"; do
-  [[ $c =~ ^[0-9]+$ ]] && [ "$c" -gt 0 ] || die "SWEEP_CONNECTIONS must be positive integers (got '$SWEEP_CONNECTIONS')"
+  { [[ $c =~ ^[0-9]+$ ]] && [ "$c" -gt 0 ]; } || die "SWEEP_CONNECTIONS must be positive integers (got '$SWEEP_CONNECTIONS')"
 done
 # thousands of connections need as many descriptors in the load generator and the servers
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -123,7 +123,7 @@ ensure_wrk() {
   log "installing wrk (apt-get)"
   if command -v apt-get >/dev/null 2>&1; then
     local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq wrk >/dev/null || true
+    { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq wrk >/dev/null; } || true
   fi
   command -v wrk >/dev/null 2>&1
 }
@@ -146,8 +146,8 @@ case $BENCH_TOOL in
 esac
 [ -z "$LATENCY_RATE" ] || [ "$BENCH_TOOL" = oha ] || log "LATENCY_RATE is ignored: wrk has no fixed-rate mode"
 if [ "$BENCH_TOOL" = oha ]; then
-  oha --help | grep -q -- '--rand-regex-url' && oha --help | grep -q -- '--output-format' \
-    && oha --help | grep -q -- '--dump-urls' \
+  { oha --help | grep -q -- '--rand-regex-url' && oha --help | grep -q -- '--output-format' \
+    && oha --help | grep -q -- '--dump-urls'; } \
     || die "oha $(oha --version) is too old (needs --rand-regex-url, --output-format, --dump-urls): cargo install oha --locked --force"
   TOOL_VERSION=$(oha --version | head -1)
 else

@@ -48,8 +48,8 @@ if [ -n "$psql_bin" ]; then
   pg=("$psql_bin" -h "$POSTGRES_DB_HOST" -p "${POSTGRES_DB_PORT:-5432}" -U "$POSTGRES_DB_USER" -d postgres -tAq)
   # Fresh every run: the generated requests write records, and the next run must start from
   # the same table to be reproducible.
-  "${pg[@]}" -c "drop database if exists \"$CONTRACT_DB\" with (force)" &&
-    "${pg[@]}" -c "create database \"$CONTRACT_DB\"" ||
+  { "${pg[@]}" -c "drop database if exists \"$CONTRACT_DB\" with (force)" &&
+    "${pg[@]}" -c "create database \"$CONTRACT_DB\""; } ||
     { log "cannot create database $CONTRACT_DB"; exit 1; }
 else
   # Never against the real database: the generated requests write and delete records.
@@ -62,7 +62,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 tmp=$(mktemp -d)
 pid=""
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  if [ -n "$pid" ]; then { kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; } || true; fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT

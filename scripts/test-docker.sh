@@ -71,6 +71,6 @@ step "docker stop: exit $code after $took_ms ms"
 volumes=$(docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")
 compose down -v --remove-orphans >/dev/null
 left=$(docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")
-[ -n "$volumes" ] && [ -z "$left" ] || fail "volumes not removed: before [$volumes], after [$left]"
+{ [ -n "$volumes" ] && [ -z "$left" ]; } || fail "volumes not removed: before [$volumes], after [$left]"
 trap - EXIT
 step "PASS"

@@ -18,7 +18,7 @@ stop_server() {
 }
 LOAD_PID=""
 stop_load() {
-  [ -n "$LOAD_PID" ] && kill -TERM "$LOAD_PID" 2>/dev/null || true
+  if [ -n "$LOAD_PID" ]; then kill -TERM "$LOAD_PID" 2>/dev/null || true; fi
   LOAD_PID=""
 }
 trap 'stop_load; stop_server' EXIT
