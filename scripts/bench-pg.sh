@@ -18,7 +18,7 @@ if [ -z "${POSTGRES_DB_HOST:-}" ]; then
   eval "$(scripts/localpg.sh env)"
 fi
 cargo build --release --example pg_lookups >&2
-BINDIR=$(dirname "$(ls /usr/lib/postgresql/*/bin/pgbench | tail -1)")
+BINDIR=$(dirname "$(printf '%s\n' /usr/lib/postgresql/*/bin/pgbench | tail -1)")
 PGBENCH=$(command -v pgbench || echo "$BINDIR/pgbench")
 export PGPASSWORD=$POSTGRES_DB_PASSWORD
 psql_do() { "$BINDIR/psql" -h "$POSTGRES_DB_HOST" -p "$POSTGRES_DB_PORT" -U "$POSTGRES_DB_USER" \

@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-1000000}; ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; WORKERS=${WORKERS:-2}
-BINDIR=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
+BINDIR=$(dirname "$(printf '%s\n' /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
 WORK=$(mktemp -d /var/tmp/records-bench-replica.XXXXXX)
 chmod 755 "$WORK"
 P1=56101; P2=56102

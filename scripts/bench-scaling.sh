@@ -19,7 +19,7 @@ SECS=${SECONDS_PER_RUN:-15}
 CONNS=${CONNECTIONS:-50}
 THREADS=${WRK_THREADS:-4}
 OUT_DIR=${OUT_DIR:-bench-results}
-PG_BINDIR=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin | tail -1)}
+PG_BINDIR=${PG_BINDIR:-$(printf '%s\n' /usr/lib/postgresql/*/bin | tail -1)}
 mkdir -p "$OUT_DIR"
 DATA=$(mktemp -d /tmp/scaling-pg.XXXX)
 PORT=${PG_PORT:-55499}

@@ -42,8 +42,9 @@ fi
 
 # The contract's own database.
 CONTRACT_DB=${CONTRACT_DB:-${POSTGRES_DB_NAME}_contract}
-psql_bin=$(command -v psql || ls -d /usr/lib/postgresql/*/bin/psql 2>/dev/null | tail -1 || true)
-if [ -n "$psql_bin" ]; then
+# The newest server's psql when none is on PATH (the pattern itself when there is none: not -x).
+psql_bin=$(command -v psql || printf '%s\n' /usr/lib/postgresql/*/bin/psql | tail -1)
+if [ -x "$psql_bin" ]; then
   export PGPASSWORD=${POSTGRES_DB_PASSWORD:-}
   pg=("$psql_bin" -h "$POSTGRES_DB_HOST" -p "${POSTGRES_DB_PORT:-5432}" -U "$POSTGRES_DB_USER" -d postgres -tAq)
   # Fresh every run: the generated requests write records, and the next run must start from
