@@ -21,6 +21,7 @@ cargo build --release --example pg_lookups >&2
 BINDIR=$(dirname "$(printf '%s\n' /usr/lib/postgresql/*/bin/pgbench | tail -1)")
 PGBENCH=$(command -v pgbench || echo "$BINDIR/pgbench")
 export PGPASSWORD=$POSTGRES_DB_PASSWORD
+# shellcheck disable=SC2153 # POSTGRES_DB_PORT is the caller's, or localpg.sh env's (above)
 psql_do() { "$BINDIR/psql" -h "$POSTGRES_DB_HOST" -p "$POSTGRES_DB_PORT" -U "$POSTGRES_DB_USER" \
   -d "$POSTGRES_DB_NAME" -tAc "$1"; }
 work=$(mktemp -d)
@@ -77,12 +78,12 @@ stop_bouncer() { kill "$bouncer_pid"; wait "$bouncer_pid" 2>/dev/null || true; b
 
 script="$work/pipeline.sql"
 {
-  echo '\startpipeline'
+  printf '%s\n' '\startpipeline'
   for i in $(seq 1 "$DEPTH"); do
     echo "\\set id$i random(1, $ROWS)"
     echo "SELECT id, email::text, text::text FROM records WHERE id = :id$i;"
   done
-  echo '\endpipeline'
+  printf '%s\n' '\endpipeline'
 } >"$script"
 
 ours() { # extra environment for the example

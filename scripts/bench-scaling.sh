@@ -45,8 +45,8 @@ for w in $WORKER_LIST; do
   WORKERS=$w SERVER_PORT=8099 "$BIN" serve 2>"$OUT_DIR/scaling-server-$w.log" &
   sp=$!
   for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:8099/user/1 2>/dev/null && break; sleep 0.1; done
-  with_libs $WRK -c "$CONNS" -t "$THREADS" -d 3s -s benches/random_user.lua http://127.0.0.1:8099 -- "$ROWS" >/dev/null 2>&1 || true
-  line=$(with_libs $WRK -c "$CONNS" -t "$THREADS" -d "${SECS}s" --latency -s benches/random_user.lua http://127.0.0.1:8099 -- "$ROWS" 2>/dev/null | grep '^{"tool"')
+  with_libs "$WRK" -c "$CONNS" -t "$THREADS" -d 3s -s benches/random_user.lua http://127.0.0.1:8099 -- "$ROWS" >/dev/null 2>&1 || true
+  line=$(with_libs "$WRK" -c "$CONNS" -t "$THREADS" -d "${SECS}s" --latency -s benches/random_user.lua http://127.0.0.1:8099 -- "$ROWS" 2>/dev/null | grep '^{"tool"')
   rss=$(awk '/VmHWM/ {print $2}' /proc/$sp/status)
   kill "$sp"; wait "$sp" || true
   echo "scaling: WORKERS=$w $line rss_kib=$rss" >&2

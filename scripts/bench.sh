@@ -55,7 +55,6 @@
 # benches/random_user.lua draws math.random(1, BENCH_ROWS) per request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
 
 BENCH_SECONDS=${BENCH_SECONDS:-30}
 WARMUP_SECONDS=${WARMUP_SECONDS:-5}

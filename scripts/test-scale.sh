@@ -18,7 +18,9 @@ command -v wrk >/dev/null || { apt-get update -qq; apt-get install -y -qq wrk >/
 REPLICAS=${REPLICAS:-3}
 export COMPOSE_PROJECT_NAME=records-scale-$$
 . scripts/lib/test-helpers.sh # free_port
-export RECORDS_PORT=$(free_port) BALANCER_PORT=$(free_port)
+RECORDS_PORT=$(free_port)
+BALANCER_PORT=$(free_port)
+export RECORDS_PORT BALANCER_PORT
 URL="http://127.0.0.1:$BALANCER_PORT"
 compose() { "${COMPOSE[@]}" -f docker/docker-compose.yml --profile scale "$@"; }
 step() { echo "test-scale: $*" >&2; }
