@@ -218,7 +218,12 @@ def _stat(pid):
     comm = text[text.index("(") + 1 : text.rindex(")")]
     fields = text[text.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): utime is field 14, stime 15, cutime 16, cstime 17
-    return comm, int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+    return (
+        comm,
+        int(fields[1]),
+        int(fields[11]) + int(fields[12]),
+        int(fields[13]) + int(fields[14]),
+    )
 
 
 def _switches(pid):
@@ -375,8 +380,12 @@ def report(out_dir, chart):
             "p99_ms": median([x["p99_ms"] for x in lat_src]),
             "p999_ms": median([x["p999_ms"] for x in lat_src]),
             # errors are summed over every measured run (peak and fixed-rate), not a median
-            "errors": sum(r["peak"]["errors"] + (r["fixed"]["errors"] if r["fixed"] else 0) for r in rs),
-            "non_2xx": sum(r["peak"]["non_2xx"] + (r["fixed"]["non_2xx"] if r["fixed"] else 0) for r in rs),
+            "errors": sum(
+                r["peak"]["errors"] + (r["fixed"]["errors"] if r["fixed"] else 0) for r in rs
+            ),
+            "non_2xx": sum(
+                r["peak"]["non_2xx"] + (r["fixed"]["non_2xx"] if r["fixed"] else 0) for r in rs
+            ),
             "rss_mb": median([r.get("rss_kb") / 1024 if r.get("rss_kb") else None for r in rs]),
             "rss_mb_max": max((r.get("rss_kb") or 0) / 1024 for r in rs) or None,
             # max/min of the rounds' req/s: how steady the system is on this machine
@@ -405,15 +414,19 @@ def report(out_dir, chart):
     if meta.get("fixed_rate_run", True):
         whose = "for every system" if meta.get("latency_rate") else "of that peak"
         latency_note = (
-            f"Latency: p99 of the closed-loop peak run, and p50/p99/p99.9 of a run at a fixed rate of "
-            f"{fixed_rate(meta)} {whose} (oha -q, --latency-correction: measured from when each request "
-            f"was due, so the load generator's own scheduling delays count too)."
+            f"Latency: p99 of the closed-loop peak run, and p50/p99/p99.9 of a run at a fixed "
+            f"rate of {fixed_rate(meta)} {whose} (oha -q, --latency-correction: measured from "
+            f"when each request was due, so the load generator's own scheduling delays count too)."
         )
     else:
-        latency_note = "Latency: percentiles of the closed-loop peak run (wrk has no fixed-rate mode)."
+        latency_note = (
+            "Latency: percentiles of the closed-loop peak run (wrk has no fixed-rate mode)."
+        )
     rows = meta.get("rows")
     lines.append(
-        f"`GET /user/{{id}}`, ids uniform in 1..{rows:,}, " if isinstance(rows, int) else "`GET /user/{id}`, "
+        f"`GET /user/{{id}}`, ids uniform in 1..{rows:,}, "
+        if isinstance(rows, int)
+        else "`GET /user/{id}`, "
     )
     lines[-1] += (
         f"{meta.get('connections', '?')} keep-alive connections, {meta.get('tool', '?')}; "
@@ -424,7 +437,11 @@ def report(out_dir, chart):
     if meta.get("machine"):
         lines.append(f"Machine: {meta['machine']}")
         lines.append("")
-    at = latency_label(meta) if all(m["latency_at"] == "fixed rate" for m in medians.values()) else "closed loop"
+    at = (
+        latency_label(meta)
+        if all(m["latency_at"] == "fixed rate" for m in medians.values())
+        else "closed loop"
+    )
     lines.append(
         f"| system | req/s (median) | vs axum | vs FastAPI | p99 ms at peak "
         f"| p50 ms {at} | p99 ms {at} | p99.9 ms {at} "
@@ -434,28 +451,31 @@ def report(out_dir, chart):
     for s in systems:
         m = medians[s]
         lines.append(
-            f"| {m['label']} | {fmt(m['rps'], 0)} | {fmt(m['vs_axum'])}× | {fmt(m['vs_fastapi'], 1)}× "
-            f"| {fmt(m['peak_p99_ms'])} | {fmt(m['p50_ms'])} | {fmt(m['p99_ms'])} | {fmt(m['p999_ms'])} "
+            f"| {m['label']} | {fmt(m['rps'], 0)} | {fmt(m['vs_axum'])}× "
+            f"| {fmt(m['vs_fastapi'], 1)}× | {fmt(m['peak_p99_ms'])} | {fmt(m['p50_ms'])} "
+            f"| {fmt(m['p99_ms'])} | {fmt(m['p999_ms'])} "
             f"| {m['errors']} / {m['non_2xx']} | {fmt(m['rss_mb'], 1)} |"
         )
     lines.append("")
     lines.append(
-        "CPU per request during the closed-loop peak runs (from /proc: the server with its children, and "
-        "every postgres process), context switches per request, and the spread of req/s over the rounds "
-        "(max/min):"
+        "CPU per request during the closed-loop peak runs (from /proc: the server with its "
+        "children, and every postgres process), context switches per request, and the spread "
+        "of req/s over the rounds (max/min):"
     )
     lines.append("")
     x = "xitca" in medians
     lines.append(
-        "| system | server µs/req | PostgreSQL µs/req | server switches/req | PostgreSQL switches/req "
-        "| req/s spread" + (" | req/s vs xitca | server CPU vs xitca | PostgreSQL CPU vs xitca |" if x else " |")
+        "| system | server µs/req | PostgreSQL µs/req | server switches/req "
+        "| PostgreSQL switches/req | req/s spread"
+        + (" | req/s vs xitca | server CPU vs xitca | PostgreSQL CPU vs xitca |" if x else " |")
     )
     lines.append("|---|--:|--:|--:|--:|--:" + ("|--:|--:|--:|" if x else "|"))
     for s in systems:
         m = medians[s]
         row = (
             f"| {m['label']} | {fmt(m['server_us_per_req'], 1)} | {fmt(m['pg_us_per_req'], 1)} "
-            f"| {fmt(m['server_switches_per_req'])} | {fmt(m['pg_switches_per_req'])} | {fmt(m['rps_spread'])}"
+            f"| {fmt(m['server_switches_per_req'])} | {fmt(m['pg_switches_per_req'])} "
+            f"| {fmt(m['rps_spread'])}"
         )
         if x:
             row += (
@@ -466,7 +486,9 @@ def report(out_dir, chart):
     lines.append("")
     lines.append(
         "Runs (req/s): "
-        + "; ".join(f"{s}: {', '.join(str(round(x)) for x in medians[s]['rps_runs'])}" for s in systems)
+        + "; ".join(
+            f"{s}: {', '.join(str(round(x)) for x in medians[s]['rps_runs'])}" for s in systems
+        )
     )
     if sweep:
         lines.append("")
@@ -513,7 +535,12 @@ def sweep_report(out_dir, systems, medians):
             out[s] = {"base_rss_mb": base_rss, "points": points}
             for c, p in points.items():
                 p["kb_per_connection"] = None
-                if base_rss is not None and p["rss_mb"] is not None and base_conns and int(c) > base_conns:
+                if (
+                    base_rss is not None
+                    and p["rss_mb"] is not None
+                    and base_conns
+                    and int(c) > base_conns
+                ):
                     p["kb_per_connection"] = (p["rss_mb"] - base_rss) * 1024 / (int(c) - base_conns)
     return out
 
@@ -521,18 +548,21 @@ def sweep_report(out_dir, systems, medians):
 def sweep_lines(sweep, meta):
     secs = meta.get("sweep_seconds", "?")
     lines = [
-        f"Connections sweep: closed loop, {secs} s per point after the warm-up, medians over the rounds; "
-        f"RSS is the server's peak resident memory (VmHWM), KB/connection the slope from the "
+        f"Connections sweep: closed loop, {secs} s per point after the warm-up, medians over "
+        f"the rounds; RSS is the server's peak resident memory (VmHWM), KB/connection the "
+        f"slope from the "
         f"{meta.get('connections', '?')}-connection run.",
         "",
-        "| system | connections | req/s | p99 ms | peak RSS MB | KB/connection | server µs/req | errors |",
+        "| system | connections | req/s | p99 ms | peak RSS MB | KB/connection "
+        "| server µs/req | errors |",
         "|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s, v in sweep.items():
         for c, p in v["points"].items():
             lines.append(
-                f"| {s} | {int(c):,} | {fmt(p['rps'], 0)} | {fmt(p['p99_ms'])} | {fmt(p['rss_mb'], 1)} "
-                f"| {fmt(p['kb_per_connection'], 1)} | {fmt(p['server_us_per_req'], 1)} | {p['errors']} |"
+                f"| {s} | {int(c):,} | {fmt(p['rps'], 0)} | {fmt(p['p99_ms'])} "
+                f"| {fmt(p['rss_mb'], 1)} | {fmt(p['kb_per_connection'], 1)} "
+                f"| {fmt(p['server_us_per_req'], 1)} | {p['errors']} |"
             )
     return lines
 
@@ -548,17 +578,28 @@ def draw_chart(medians, systems, meta, chart):
         return
     labels = [medians[s]["label"].replace(" (", "\n(").replace(" + ", "\n+ ", 1) for s in systems]
     values = [medians[s]["rps"] or 0 for s in systems]
-    colors = {"ours": "#2b7bba", "ours-1": "#6fa8dc", "xitca": "#6aa84f", "axum": "#999999", "fastapi": "#e69138"}
+    colors = {
+        "ours": "#2b7bba",
+        "ours-1": "#6fa8dc",
+        "xitca": "#6aa84f",
+        "axum": "#999999",
+        "fastapi": "#e69138",
+    }
     with_cpu = any(medians[s].get("server_us_per_req") for s in systems)
     if with_cpu:
-        fig, (ax, cax) = plt.subplots(1, 2, figsize=(14, 5), dpi=120, gridspec_kw={"width_ratios": [3, 2]})
+        fig, (ax, cax) = plt.subplots(
+            1, 2, figsize=(14, 5), dpi=120, gridspec_kw={"width_ratios": [3, 2]}
+        )
     else:
         fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
     bars = ax.bar(range(len(systems)), values, color=[colors.get(s, "#777777") for s in systems])
     top = max(values) if values else 1
     for bar, s in zip(bars, systems):
         m = medians[s]
-        note = f"{m['rps']:,.0f} req/s\np99 {fmt(m['peak_p99_ms'])} ms at peak\np99 {fmt(m['p99_ms'])} ms {latency_label(meta)}"
+        note = (
+            f"{m['rps']:,.0f} req/s\np99 {fmt(m['peak_p99_ms'])} ms at peak\n"
+            f"p99 {fmt(m['p99_ms'])} ms {latency_label(meta)}"
+        )
         ax.text(
             bar.get_x() + bar.get_width() / 2,
             bar.get_height() + top * 0.01,
@@ -572,8 +613,8 @@ def draw_chart(medians, systems, meta, chart):
     ax.set_ylabel("requests/s (median)")
     ax.set_ylim(0, top * 1.3)
     ax.set_title(
-        f"GET /user/{{id}}, {meta.get('rows', 0):,} rows, {meta.get('connections', '?')} connections "
-        f"(median of {meta.get('rounds', '?')} round(s))",
+        f"GET /user/{{id}}, {meta.get('rows', 0):,} rows, {meta.get('connections', '?')} "
+        f"connections (median of {meta.get('rounds', '?')} round(s))",
         fontsize=10,
     )
     if meta.get("machine"):
@@ -585,7 +626,13 @@ def draw_chart(medians, systems, meta, chart):
         xs = list(range(len(systems)))
         w = 0.38
         # side by side (a log scale would distort stacked bars)
-        cax.bar([x - w / 2 for x in xs], srv, w, color=[colors.get(s, "#777777") for s in systems], label="server")
+        cax.bar(
+            [x - w / 2 for x in xs],
+            srv,
+            w,
+            color=[colors.get(s, "#777777") for s in systems],
+            label="server",
+        )
         cax.bar([x + w / 2 for x in xs], pg, w, color="#bbbbbb", label="PostgreSQL")
         for i, (a, b) in enumerate(zip(srv, pg)):
             cax.text(i - w / 2, a, f"{a:.1f}", ha="center", va="bottom", fontsize=7)
@@ -632,12 +679,16 @@ def http_report(out_dir):
     lines = [
         "HTTP core alone: `GET /json` answering `{\"message\":\"Hello, World!\"}`, wrk, "
         f"{meta.get('connections', '?')} connections, {meta.get('threads', '?')} threads, "
-        f"medians of {meta.get('rounds', '?')} round(s) of {meta.get('seconds', '?')} s, servers alternating.",
+        f"medians of {meta.get('rounds', '?')} round(s) of {meta.get('seconds', '?')} s, "
+        "servers alternating.",
         "",
     ]
     if meta.get("machine"):
         lines += [f"Machine: {meta['machine']}", ""]
-    lines.append("| mode | ours req/s | may_minihttp req/s | ours / may_minihttp | ours p99 ms | may_minihttp p99 ms | errors (ours / minihttp) |")
+    lines.append(
+        "| mode | ours req/s | may_minihttp req/s | ours / may_minihttp | ours p99 ms "
+        "| may_minihttp p99 ms | errors (ours / minihttp) |"
+    )
     lines.append("|---|--:|--:|--:|--:|--:|--:|")
     summary = {}
     for mode in modes:

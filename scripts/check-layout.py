@@ -107,7 +107,9 @@ def main() -> int:
         if p.name not in ROOTS:
             continue
         code, _ = code_before_tests(p)
-        for use in re.finditer(r"\bpub(?:\(crate\))?\s+use\s+([^;]+);", strip_comments_and_strings(code)):
+        for use in re.finditer(
+            r"\bpub(?:\(crate\))?\s+use\s+([^;]+);", strip_comments_and_strings(code)
+        ):
             for path in expand_use_tree(use.group(1)):
                 segs = path.split("::")
                 if segs[0] in children.get(m, ()):
@@ -139,7 +141,10 @@ def main() -> int:
     for m, p in modules.items():
         code, length = code_before_tests(p)
         if length > MAX_LINES:
-            failures.append(f"{p.relative_to(SRC.parent)}: {length} lines before its tests (at most {MAX_LINES})")
+            failures.append(
+                f"{p.relative_to(SRC.parent)}: {length} lines before its tests "
+                f"(at most {MAX_LINES})"
+            )
         # A file's module: `mod.rs` stands for its folder, one level up.
         for path in paths_in(strip_comments_and_strings(code)):
             target = resolve(m, path)

@@ -348,12 +348,14 @@ def cmd_spec(a):
 # --------------------------------------------------------------------------- dashboard check
 
 NAME_RE = re.compile(r"(?<![A-Za-z0-9_:])((?:records_service|process)_[a-z0-9_]+)")
-SELECTOR_RE = re.compile(r"(?<![A-Za-z0-9_:])((?:records_service|process)_[a-z0-9_]+)\s*\{([^}]*)\}")
+SELECTOR_RE = re.compile(
+    r"(?<![A-Za-z0-9_:])((?:records_service|process)_[a-z0-9_]+)\s*\{([^}]*)\}")
 MATCHER_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)")
 GROUPING_RE = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 LEGEND_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-LABEL_VALUES_RE = re.compile(r"label_values\(\s*(?:([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{[^}]*\})?\s*,)?"
-                             r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)")
+LABEL_VALUES_RE = re.compile(
+    r"label_values\(\s*(?:([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{[^}]*\})?\s*,)?"
+    r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)")
 # Labels Prometheus attaches to every scraped series (the target's), not in /metrics.
 TARGET_LABELS = {"job", "instance"}
 STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')

@@ -542,7 +542,8 @@ def documented_operations(port):
     for path, item in spec["paths"].items():
         for method, op in item.items():
             if method in ("get", "post", "put", "delete", "patch", "head", "options"):
-                ops.append((method.upper(), path, op.get("operationId"), (op.get("tags") or ["default"])[0]))
+                ops.append((method.upper(), path, op.get("operationId"),
+                            (op.get("tags") or ["default"])[0]))
     check(ops, "the document lists no operation")
     return ops
 
@@ -561,7 +562,8 @@ def test_api_docs(services, driver):
     rendered = set()
     for block in driver.find_elements(By.CSS_SELECTOR, ".opblock"):
         method = block.find_element(By.CSS_SELECTOR, ".opblock-summary-method").text.strip()
-        path = block.find_element(By.CSS_SELECTOR, ".opblock-summary-path").get_attribute("data-path")
+        path = (block.find_element(By.CSS_SELECTOR, ".opblock-summary-path")
+                .get_attribute("data-path"))
         rendered.add((method.upper(), path))
     missing = [(m, p) for m, p, _, _ in ops if (m, p) not in rendered]
     check(not missing, f"Swagger UI does not show {missing} (it shows {sorted(rendered)})")
@@ -577,8 +579,8 @@ def test_api_docs(services, driver):
              lambda d: block.find_elements(By.CSS_SELECTOR, "button.try-out__btn"))
     block.find_element(By.CSS_SELECTOR, "button.try-out__btn").click()
     field = wait_for(driver, "the id field",
-                     lambda d: (block.find_elements(By.CSS_SELECTOR, "tr[data-param-name='id'] input")
-                                or [None])[0])
+                     lambda d: (block.find_elements(
+                         By.CSS_SELECTOR, "tr[data-param-name='id'] input") or [None])[0])
     field.clear()
     field.send_keys("1")
     block.find_element(By.CSS_SELECTOR, "button.execute").click()
