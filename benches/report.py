@@ -87,11 +87,11 @@ def id_regex_coverage(n):
     covered = 0
     total_branches = 0
     worst = 0.0
-    for prefix, j in id_blocks(n):
+    for _prefix, j in id_blocks(n):
         size = 10**j
         count = round(size / unit)
         total_branches += count
-    for prefix, j in id_blocks(n):
+    for _prefix, j in id_blocks(n):
         size = 10**j
         count = round(size / unit)
         if count:
@@ -149,7 +149,7 @@ def load(path):
     try:
         doc = json.loads(text)
     except ValueError:  # wrk: its text summary, then the JSON line printed by done()
-        doc = json.loads([l for l in text.splitlines() if l.startswith("{")][-1])
+        doc = json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
     if doc.get("tool") == "wrk":
         lat = doc["latency_us"]
         total = doc["requests"]
@@ -594,7 +594,7 @@ def draw_chart(medians, systems, meta, chart):
         fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
     bars = ax.bar(range(len(systems)), values, color=[colors.get(s, "#777777") for s in systems])
     top = max(values) if values else 1
-    for bar, s in zip(bars, systems):
+    for bar, s in zip(bars, systems, strict=True):
         m = medians[s]
         note = (
             f"{m['rps']:,.0f} req/s\np99 {fmt(m['peak_p99_ms'])} ms at peak\n"
@@ -634,7 +634,7 @@ def draw_chart(medians, systems, meta, chart):
             label="server",
         )
         cax.bar([x + w / 2 for x in xs], pg, w, color="#bbbbbb", label="PostgreSQL")
-        for i, (a, b) in enumerate(zip(srv, pg)):
+        for i, (a, b) in enumerate(zip(srv, pg, strict=True)):
             cax.text(i - w / 2, a, f"{a:.1f}", ha="center", va="bottom", fontsize=7)
             cax.text(i + w / 2, b, f"{b:.1f}", ha="center", va="bottom", fontsize=7)
         cax.set_xticks(xs)

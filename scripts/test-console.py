@@ -169,10 +169,10 @@ class Services:
         return True
 
     def stop_all(self):
-        for name, proc, _ in self.procs:
+        for _name, proc, _ in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for name, proc, _ in self.procs:
+        for _name, proc, _ in self.procs:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
