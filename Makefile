@@ -39,9 +39,17 @@ seed: build db
 test:
 	cargo test
 
+# rustfmt and clippy; shellcheck on every shell script, found by name and shebang
+# (scripts/lint-scripts.sh); ruff on every Python file (ruff.toml); then the crate's layout
+# rules (scripts/check-layout.py). Needs shellcheck and ruff (checked first, before the build).
 lint:
+	@command -v shellcheck >/dev/null || { echo "lint: shellcheck is missing (Debian/Ubuntu: apt-get install shellcheck)" >&2; exit 1; }
+	@command -v ruff >/dev/null || { echo "lint: ruff is missing (pip install ruff)" >&2; exit 1; }
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	scripts/lint-scripts.sh
+	ruff check .
+	python3 scripts/check-layout.py
 
 fmt:
 	cargo fmt --all
