@@ -32,7 +32,7 @@ use super::chunked::{Chunked, Decoder, MAX_SIZE_LINE};
 use super::dispatch::dispatch;
 use super::head::{parse_head, BodyFraming, HeadError, HeadInfo};
 use super::response::write_error;
-use super::server::{ConnEntry, ServerShared};
+use super::shared::{ConnEntry, ServerShared};
 use super::stats::{Refused, Timeout};
 use super::{request_id, NextRead, Request, Service, Status};
 

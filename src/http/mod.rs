@@ -14,6 +14,7 @@ mod head;
 pub mod request_id;
 mod response;
 mod server;
+mod shared;
 mod stats;
 mod status;
 
