@@ -41,15 +41,15 @@ use super::{request_id, NextRead, Request, Service, Status};
 
 /// Input buffer of a new connection: room for a typical request head (a browser's, cookies
 /// included), doubled on demand. Resident memory per connection is what the buffers touch,
-/// so a connection starts small (issue 14: an 8 KiB zeroed input and an 8 KiB output buffer
-/// made up most of the 17 KiB a served connection cost, measured by
-/// `tests/http_core/cost.rs`).
+/// so a connection starts small: input and output buffers of the base size from the start were
+/// most of what a served connection cost (`tests/http_core/cost.rs` bounds that cost; the
+/// measurements are in docs/benchmarks.md).
 const INITIAL_INPUT: usize = 2 * 1024;
 /// Output buffer of a new connection: an ordinary answer fits; a larger one grows it.
 const INITIAL_OUTPUT: usize = 1024;
 /// Header slots of a new connection: a browser's request fits. A head with more fields grows
 /// them to `HTTP_MAX_HEADERS` and is parsed again; the connection keeps them. 100 slots are
-/// 3.2 KB, more than the buffers of a connection under load (issue 14).
+/// 3.2 KB, more than the buffers of a connection under load.
 const INITIAL_HEADER_SLOTS: usize = 32;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -205,8 +205,8 @@ pub(crate) fn run<S: Service>(
 
 impl<'s> Conn<'s> {
     /// The connection's state lives on the heap, not in the coroutine's stack frame: a request
-    /// waiting for the database then holds less than one page of stack (issue 14: the stack's
-    /// resident pages are most of what a connection costs). Not inlined, so the value is not
+    /// waiting for the database then holds less than one page of stack (the stack's resident
+    /// pages are most of what a connection costs). Not inlined, so the value is not
     /// built in the caller's frame first.
     #[inline(never)]
     fn boxed(
@@ -252,7 +252,7 @@ struct Conn<'s> {
     /// The response body while a handler writes it.
     scratch: Vec<u8>,
     /// Header slots handed to the parser, reused and never initialised in advance (filling
-    /// 100 empty headers per request cost about 4% of pipelined throughput).
+    /// them with empty headers on every request cost pipelined throughput; docs/benchmarks.md).
     headers: Vec<MaybeUninit<Header<'static>>>,
     /// The header fields of a head waiting for its body, as (name, value) offsets.
     fields: Vec<(Span, Span)>,
@@ -667,18 +667,17 @@ impl Conn<'_> {
             return Input::Refused(refusal);
         }
         let room = self.input.spare();
-        // Waiting first pays only when the client is slower than we are: a request already in
-        // the socket but not yet seen by may's event loop (which a busy worker polls only when
-        // its run queue empties) would wait a whole round of the other connections, where a
-        // read takes it at once (waiting every time measured 0.94x may_minihttp keep-alive,
-        // p99 3.15 against 1.47 ms, in one run of make bench-http; that tail varies 2x between
-        // runs, README). So a connection waits first only after its last read that tried first
-        // found the socket empty, and tries first again after each wait (a probe). Only
-        // between requests: a partial request at the front may be one whose read stopped short
-        // of bytes already in the socket (at an urgent mark), so it is read at once. One case
-        // stays: an urgent byte at the very start of a pipelined request ends the read at a
-        // request boundary, and that request waits for the idle deadline (the watchdog's
-        // wake-up reads it); only a client that sends urgent data meets it
+        // Waiting first pays only when the client is slower than we are: a request already in the
+        // socket but not yet seen by may's event loop (which a busy worker polls only when its run
+        // queue empties) would wait a whole round of the other connections, where a read takes it
+        // at once (waiting every time lengthened the keep-alive latency tail in `make bench-http`,
+        // a tail that varies widely between runs: docs/benchmarks.md). So a connection waits first
+        // only after its last read that tried first found the socket empty, and tries first again
+        // after each wait (a probe). Only between requests: a partial request at the front may be
+        // one whose read stopped short of bytes already in the socket (at an urgent mark), so it
+        // is read at once. One case stays: an urgent byte at the very start of a pipelined request
+        // ends the read at a request boundary, and that request waits for the idle deadline (the
+        // watchdog's wake-up reads it); only a client that sends urgent data meets it
         // (tests/http_core/deadlines.rs).
         let slower = match self.shared.config.next_read {
             NextRead::Adaptive => self.client_slower,
