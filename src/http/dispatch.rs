@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::head::{parse_head, BodyFraming, HeadError, HeadInfo};
 use super::response::{write_response, Persistence, Response};
-use super::server::ServerShared;
+use super::shared::ServerShared;
 use super::{request_id, Limits, Request, Service, Status};
 
 /// What answering a request needs of the server around it.

@@ -14,6 +14,7 @@ mod head;
 pub mod request_id;
 mod response;
 mod server;
+mod shared;
 mod stats;
 mod status;
 
@@ -93,7 +94,7 @@ impl<'a> Request<'a> {
     /// Sets the request's id: the client's `X-Request-Id` when valid, else one made in `buf`
     /// from the process's `prefix`, the connection and `seq`, the request's number on it. Done
     /// where the request is built, with a buffer the connection owns, so that answering it
-    /// needs no second copy of the request on the stack (issue 14).
+    /// needs no second copy of the request on the stack.
     pub(crate) fn identify(
         &mut self,
         prefix: u32,

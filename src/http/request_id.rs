@@ -37,7 +37,8 @@ pub(crate) fn generate(prefix: u32, conn: u64, seq: u64, buf: &mut [u8; GENERATE
         .iter()
         .all(|b| b.is_ascii_hexdigit() || *b == b'-'));
     // SAFETY: only ASCII hex digits and dashes were written, and ASCII is UTF-8 (checking it
-    // again cost about 3% of a request's time in the core, `benches/hot_path.rs`).
+    // again was a visible share of a request's time in the core, `benches/hot_path.rs`; the
+    // measurement is in docs/benchmarks.md).
     unsafe { std::str::from_utf8_unchecked(&buf[..len]) }
 }
 

@@ -12,46 +12,44 @@
 //! one batch of output (bounded by `max_pipelined` and `max_output_bytes`) and one read buffer.
 //! Buffers beyond a small base are taken from the server-wide [`Budget`](super::buffer::Budget).
 //!
-//! Closing: when a connection closes with input it has not read (a refused body, requests
-//! pipelined after `Connection: close`), the answer is sent, the write side shut, and input
-//! read and discarded for a bounded time and amount before the socket closes (lingering close,
-//! RFC 9112 9.6), so the client's kernel does not turn the unread bytes into a reset that
-//! destroys the answer before the client reads it.
+//! The connection's parts each have a file: its reads and writes (`io`), its share of the
+//! memory budget (`budget`), and lingering close (`linger`).
 
-use std::io::{ErrorKind, Write};
+mod budget;
+mod io;
+mod linger;
+
+use std::io::ErrorKind;
 use std::mem::MaybeUninit;
-use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use httparse::Header;
 use may::net::TcpStream;
 
+use self::budget::BASE_INPUT;
+use self::io::{read_until, write_all, ReadNotes};
+pub(crate) use self::linger::{linger, urgent_data_inline};
 use super::buffer::InBuf;
-use super::chunked::{Chunked, Decoder, MAX_SIZE_LINE};
+use super::chunked::{Chunked, Decoder};
 use super::dispatch::dispatch;
 use super::head::{parse_head, BodyFraming, HeadError, HeadInfo};
 use super::response::write_error;
-use super::server::{ConnEntry, ServerShared};
+use super::shared::{ConnEntry, ServerShared};
 use super::stats::{Refused, Timeout};
 use super::{request_id, NextRead, Request, Service, Status};
 
-/// Input buffer a connection may grow to outside the shared budget (the connection cap bounds
-/// these); growth past it is taken from the budget.
-const BASE_INPUT: usize = 8 * 1024;
 /// Input buffer of a new connection: room for a typical request head (a browser's, cookies
 /// included), doubled on demand. Resident memory per connection is what the buffers touch,
-/// so a connection starts small (issue 14: an 8 KiB zeroed input and an 8 KiB output buffer
-/// made up most of the 17 KiB a served connection cost, measured by
-/// `tests/http_core/cost.rs`).
+/// so a connection starts small: input and output buffers of the base size from the start were
+/// most of what a served connection cost (`tests/http_core/cost.rs` bounds that cost; the
+/// measurements are in docs/benchmarks.md).
 const INITIAL_INPUT: usize = 2 * 1024;
 /// Output buffer of a new connection: an ordinary answer fits; a larger one grows it.
 const INITIAL_OUTPUT: usize = 1024;
-/// Output and response-body buffers are kept between requests up to this size.
-const KEEP_OUTPUT: usize = 64 * 1024;
 /// Header slots of a new connection: a browser's request fits. A head with more fields grows
 /// them to `HTTP_MAX_HEADERS` and is parsed again; the connection keeps them. 100 slots are
-/// 3.2 KB, more than the buffers of a connection under load (issue 14).
+/// 3.2 KB, more than the buffers of a connection under load.
 const INITIAL_HEADER_SLOTS: usize = 32;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -207,8 +205,8 @@ pub(crate) fn run<S: Service>(
 
 impl<'s> Conn<'s> {
     /// The connection's state lives on the heap, not in the coroutine's stack frame: a request
-    /// waiting for the database then holds less than one page of stack (issue 14: the stack's
-    /// resident pages are most of what a connection costs). Not inlined, so the value is not
+    /// waiting for the database then holds less than one page of stack (the stack's resident
+    /// pages are most of what a connection costs). Not inlined, so the value is not
     /// built in the caller's frame first.
     #[inline(never)]
     fn boxed(
@@ -254,7 +252,7 @@ struct Conn<'s> {
     /// The response body while a handler writes it.
     scratch: Vec<u8>,
     /// Header slots handed to the parser, reused and never initialised in advance (filling
-    /// 100 empty headers per request cost about 4% of pipelined throughput).
+    /// them with empty headers on every request cost pipelined throughput; docs/benchmarks.md).
     headers: Vec<MaybeUninit<Header<'static>>>,
     /// The header fields of a head waiting for its body, as (name, value) offsets.
     fields: Vec<(Span, Span)>,
@@ -271,13 +269,6 @@ struct Conn<'s> {
     /// The id the server made for the request being answered (when the client sent none).
     id_buf: [u8; request_id::GENERATED_MAX],
     peer: Option<std::net::SocketAddr>,
-}
-
-impl Drop for Conn<'_> {
-    /// The budget is given back however the connection ends (a panic included).
-    fn drop(&mut self) {
-        self.shared.budget.give_back(self.held + self.held_out);
-    }
 }
 
 impl Conn<'_> {
@@ -676,18 +667,17 @@ impl Conn<'_> {
             return Input::Refused(refusal);
         }
         let room = self.input.spare();
-        // Waiting first pays only when the client is slower than we are: a request already in
-        // the socket but not yet seen by may's event loop (which a busy worker polls only when
-        // its run queue empties) would wait a whole round of the other connections, where a
-        // read takes it at once (waiting every time measured 0.94x may_minihttp keep-alive,
-        // p99 3.15 against 1.47 ms, in one run of make bench-http; that tail varies 2x between
-        // runs, README). So a connection waits first only after its last read that tried first
-        // found the socket empty, and tries first again after each wait (a probe). Only
-        // between requests: a partial request at the front may be one whose read stopped short
-        // of bytes already in the socket (at an urgent mark), so it is read at once. One case
-        // stays: an urgent byte at the very start of a pipelined request ends the read at a
-        // request boundary, and that request waits for the idle deadline (the watchdog's
-        // wake-up reads it); only a client that sends urgent data meets it
+        // Waiting first pays only when the client is slower than we are: a request already in the
+        // socket but not yet seen by may's event loop (which a busy worker polls only when its run
+        // queue empties) would wait a whole round of the other connections, where a read takes it
+        // at once (waiting every time lengthened the keep-alive latency tail in `make bench-http`,
+        // a tail that varies widely between runs: docs/benchmarks.md). So a connection waits first
+        // only after its last read that tried first found the socket empty, and tries first again
+        // after each wait (a probe). Only between requests: a partial request at the front may be
+        // one whose read stopped short of bytes already in the socket (at an urgent mark), so it
+        // is read at once. One case stays: an urgent byte at the very start of a pipelined request
+        // ends the read at a request boundary, and that request waits for the idle deadline (the
+        // watchdog's wake-up reads it); only a client that sends urgent data meets it
         // (tests/http_core/deadlines.rs).
         let slower = match self.shared.config.next_read {
             NextRead::Adaptive => self.client_slower,
@@ -756,297 +746,13 @@ impl Conn<'_> {
         self.shared.stats.timed_out(which);
         Input::Refused(Refusal::timeout())
     }
-
-    /// Makes the input buffer's spare room non-empty, growing it within the budget.
-    #[inline(never)]
-    fn make_room(&mut self) -> Result<(), Refusal> {
-        if self.input.spare() > 0 {
-            return Ok(());
-        }
-        let limits = &self.shared.config.limits;
-        let capacity = self.input.capacity();
-        let ceiling = match &self.reading {
-            Reading::Body {
-                body: BodyProgress::Length { end },
-                ..
-            } => *end,
-            Reading::Body { head, .. } => {
-                head.info.len + limits.max_body_bytes + MAX_SIZE_LINE + limits.max_head_bytes
-            }
-            _ => limits.max_head_bytes + BASE_INPUT,
-        };
-        let wanted = (capacity * 2).min(ceiling.max(capacity + BASE_INPUT));
-        if self.reserve(wanted) {
-            Ok(())
-        } else {
-            Err(Refusal::busy())
-        }
-    }
-
-    /// Grows the input buffer to `capacity`, taking the growth past the base from the shared
-    /// budget.
-    fn reserve(&mut self, capacity: usize) -> bool {
-        let current = self.input.capacity();
-        if capacity <= current {
-            return true;
-        }
-        let charge = capacity.saturating_sub(BASE_INPUT) - current.saturating_sub(BASE_INPUT);
-        if charge > 0 && !self.shared.budget.try_take(charge) {
-            return false;
-        }
-        self.held += charge;
-        self.input.grow_to(capacity);
-        true
-    }
-
-    /// Hands memory a large request or answer took back as soon as it is consumed, so a
-    /// long-lived keep-alive connection holds only its small base buffers.
-    fn give_back_memory(&mut self) {
-        self.drop_large_output();
-        if self.held > 0 {
-            if self.input.is_empty() {
-                self.release_input();
-            } else if !matches!(self.reading, Reading::Body { .. })
-                && self.input.shrink_keeping(BASE_INPUT)
-            {
-                // A few bytes of the next request were read with a large one: they move to a
-                // base buffer (no offsets point into the input outside a body), so that a
-                // client cannot keep the large buffer by always leaving a byte behind.
-                self.shared.budget.give_back(self.held);
-                self.held = 0;
-            }
-        }
-    }
-
-    /// The output buffer beyond what any batch of ordinary answers may grow it to (a batch
-    /// stops at `max_output_bytes`; with one answer past it, and doubling, twice that): the
-    /// capacity the budget is charged for. Only an answer large on its own is charged.
-    fn output_beyond_base(&self) -> usize {
-        let batch = KEEP_OUTPUT.max(self.shared.config.limits.max_output_bytes);
-        self.out.capacity().saturating_sub(2 * batch)
-    }
-
-    /// After an answer: frees what it no longer needs (the body buffer, whose content is in
-    /// `out` now; the input buffer, if the request was all of it), then charges the budget for
-    /// an output buffer that grew. False when the budget cannot cover it (nothing is charged).
-    fn charge_output(&mut self) -> bool {
-        self.drop_large_body();
-        if self.held > 0 && self.input.is_empty() {
-            self.release_input();
-        }
-        let want = self.output_beyond_base();
-        if want <= self.held_out {
-            return true;
-        }
-        if !self.shared.budget.try_take(want - self.held_out) {
-            return false;
-        }
-        self.held_out = want;
-        true
-    }
-
-    /// Replaces buffers grown past the kept sizes (once their content is written or dropped)
-    /// and gives their budget back.
-    #[inline(never)]
-    fn drop_large_output(&mut self) {
-        if self.out.capacity() > KEEP_OUTPUT.max(self.shared.config.limits.max_output_bytes) {
-            let kept = std::mem::take(&mut self.out);
-            // Room for a refusal written after what is kept, without growing again.
-            self.out = Vec::with_capacity(INITIAL_OUTPUT.max(kept.len() + 512));
-            self.out.extend_from_slice(&kept);
-        }
-        self.drop_large_body();
-        let still = self.output_beyond_base();
-        if still < self.held_out {
-            self.shared.budget.give_back(self.held_out - still);
-            self.held_out = still;
-        }
-    }
-
-    /// Replaces a response-body buffer grown past the kept size (its content is in `out`).
-    fn drop_large_body(&mut self) {
-        if self.scratch.capacity() > KEEP_OUTPUT {
-            self.scratch = Vec::new();
-        }
-    }
-
-    fn release_input(&mut self) {
-        self.input.clear_and_shrink(INITIAL_INPUT);
-        self.shared.budget.give_back(self.held);
-        self.held = 0;
-    }
-
-    /// Closes after the last answer. If input may still be on its way (a request was being
-    /// received, or more was pipelined behind the last answer), closes lingering.
-    #[inline(never)]
-    fn close(&mut self, stream: &mut TcpStream) {
-        let unread = !self.input.is_empty() || !matches!(self.reading, Reading::Idle);
-        if unread {
-            self.release_input();
-            linger(stream, self.shared, &mut self.input, Some(self.entry));
-        }
-    }
 }
-
-/// One read into `input`, or `TimedOut` at `deadline`.
-///
-/// The socket is read directly (it is non-blocking) and, when empty, waited on with may's
-/// `wait_io`; the deadline is the watchdog's, which wakes the connection when it passes. A
-/// blocking may read with a timeout is not used: its timer restarts whenever the socket is
-/// woken without data to read (an urgent byte, for one), so a client could hold a read open
-/// past any timeout; and registering and cancelling a timer on every read measurably
-/// lengthened the latency tail of every request.
-///
-/// `wait_first` (the caller's choice: only between requests, and by default only while the
-/// client is slower than the server, see `Conn::read`): the previous read emptied the socket,
-/// so there is nothing to read until a readiness event says so; waiting before the first read
-/// saves the read that would fail with `WouldBlock` (one system call of the three or four a
-/// keep-alive request costs). may
-/// keeps each event in the socket's flag until `wait_io` consumes it, so an event that came
-/// before this call returns at once. Only a read that came back short may set it: a read that
-/// filled the room may have left bytes whose event was consumed already.
-///
-/// `notes` says what else the read learned.
-fn read_until(
-    stream: &mut TcpStream,
-    input: &mut InBuf,
-    entry: &ConnEntry,
-    shared: &ServerShared,
-    deadline: Instant,
-    wait_first: bool,
-    notes: &mut ReadNotes,
-) -> std::io::Result<usize> {
-    const HANGUP: usize = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as usize;
-    entry
-        .read_deadline
-        .store(shared.clock_ms_at(deadline), Ordering::Release);
-    if wait_first {
-        notes.hangup |= may::io::WaitIo::wait_io(&*stream) & HANGUP != 0;
-    }
-    let mut first = true;
-    let result = loop {
-        match input.read_from(stream.inner_mut()) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                notes.was_empty |= first;
-                if Instant::now() >= deadline {
-                    break Err(ErrorKind::TimedOut.into());
-                }
-                notes.hangup |= may::io::WaitIo::wait_io(&*stream) & HANGUP != 0;
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            other => break other,
-        }
-        first = false;
-    };
-    entry.read_deadline.store(0, Ordering::Release);
-    result
-}
-
-/// What a read learned besides its bytes.
-#[derive(Default)]
-struct ReadNotes {
-    /// An event it consumed reported the peer's close or an error (EPOLLRDHUP, EPOLLHUP,
-    /// EPOLLERR).
-    hangup: bool,
-    /// Its first try found the socket empty.
-    was_empty: bool,
-}
-
-/// Writes all of `data`: straight to the non-blocking socket while it takes the bytes, then,
-/// when it is full, through may's blocking write (which waits under the write timeout).
-///
-/// may's write clears the socket's readiness flag before it tries, which can swallow a read
-/// event that came in meanwhile (a pipelined request): once it is used, `drained` is cleared
-/// so the next read tries the socket before it waits (see [`read_until`]).
-fn write_all(stream: &mut TcpStream, mut data: &[u8], drained: &mut bool) -> std::io::Result<()> {
-    while !data.is_empty() {
-        match stream.inner_mut().write(data) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                *drained = false;
-                return stream.write_all(data);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Lingering close (RFC 9112 9.6; nginx's `lingering_close`): shut the write side so the
-/// client sees the end of the answers, then read and discard what it still sends, until it
-/// closes, or `linger_read` passes without input, or `linger` in all, or `max_linger_bytes`.
-/// `entry`: the connection's registry entry, whose watchdog-kept deadline bounds each read;
-/// without one (a refusal at the connection cap) may's read timeout does.
-pub(crate) fn linger(
-    stream: &mut TcpStream,
-    shared: &ServerShared,
-    scratch: &mut InBuf,
-    entry: Option<&ConnEntry>,
-) {
-    let timeouts = &shared.config.timeouts;
-    if stream.shutdown(Shutdown::Write).is_err() {
-        return;
-    }
-    let deadline = Instant::now() + timeouts.linger;
-    let mut discarded = 0usize;
-    while discarded < shared.config.limits.max_linger_bytes {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        let wait = left.min(timeouts.linger_read);
-        // Discarded in reads of up to the base size (a connection's input starts smaller).
-        scratch.clear_and_shrink(BASE_INPUT);
-        scratch.grow_to(BASE_INPUT);
-        let read = match entry {
-            Some(entry) => {
-                let deadline = Instant::now() + wait;
-                let mut notes = ReadNotes::default();
-                read_until(stream, scratch, entry, shared, deadline, false, &mut notes)
-            }
-            None => {
-                let _ = stream.set_read_timeout(Some(wait));
-                scratch.read_from(stream)
-            }
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                shared.stats.received(n);
-                discarded += n;
-            }
-        }
-    }
-}
-
 /// The framing a chunked body may carry besides its data: as much as the body limit (one-byte
 /// chunks cost 5 bytes of framing per byte of data; we allow about 1:1) plus a head's worth
 /// for extensions and trailers.
 fn max_chunked_framing(max_body: usize, max_head: usize) -> usize {
     max_body.max(BASE_INPUT) + max_head
 }
-
-/// Urgent (out-of-band) bytes are delivered in line, as ordinary input. Otherwise a byte sent
-/// with `MSG_OOB` wakes a waiting read that then finds nothing to read: harmless for
-/// [`read_until`], which checks its deadline on every wake, but a may read with a timeout (the
-/// lingering of a refused connection) re-arms its timer for the full timeout each time.
-pub(crate) fn urgent_data_inline(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket we own, with a valid pointer and length.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_OOBINLINE,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
