@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use postgres_protocol::message::frontend;
 
+use super::codec::{encode_query, Encoding};
 use super::error::{Error, ErrorKind};
-use super::pipeline::{
-    encode_query, Encoding, Isolation, Limits, Pipeline, Protocol, Reply, Stats,
-};
+use super::pipeline::{Isolation, Limits, Pipeline, Protocol, Reply, Stats};
 use super::startup::{establish, Statement};
 use super::{ConnectParams, Param, StatementMode};
 use crate::logging::Untrusted;

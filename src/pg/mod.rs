@@ -6,6 +6,7 @@
 //! once and is re-established in the background. Knows nothing of HTTP or of the service.
 
 mod client;
+mod codec;
 mod conninfo;
 mod error;
 mod pipeline;
