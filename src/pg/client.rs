@@ -226,7 +226,9 @@ impl Client {
 
     /// How statement `at` is sent once named statements cannot be kept: prepared again in each
     /// transaction (a bit per statement; the 65th and later are parsed unnamed each time).
-    /// Measured against unnamed statements for every query: 1.5x the lookups/s (README).
+    /// Rather than unnamed for every query: within a transaction (a group of reads sharing a
+    /// Sync) the server parses and plans a statement once, not once per query (the
+    /// measurement is in `docs/benchmarks.md`).
     fn pooled_encoding(&self, at: usize) -> Encoding {
         if at >= 64 {
             Encoding::Unnamed

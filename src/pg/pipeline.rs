@@ -109,9 +109,9 @@ struct Slot {
 
 impl Slot {
     /// Not inlined into [`Pipeline::submit_once`], whose frame stays on the stack while the
-    /// caller waits (the deepest path a request takes, issue 14), and the value is written
-    /// straight into the allocation: `Arc::new` assembled it on the stack first (304 bytes of
-    /// frame, with malloc's frames below them).
+    /// caller waits (the deepest path a request takes, on a small fixed coroutine stack), and
+    /// the value is written straight into the allocation: `Arc::new` would assemble it in a
+    /// stack frame first, with malloc's frames below that one.
     #[inline(never)]
     fn arc(deadline: Instant) -> Arc<Slot> {
         let mut slot = Arc::<Slot>::new_uninit();
@@ -436,7 +436,8 @@ impl Pipeline {
 
     /// Queues one query for the writer and wakes it if it sleeps. Not inlined into
     /// [`Pipeline::submit_once`]: its frame (the outbox lock, the encoding) is gone before the
-    /// caller parks, so the stack a waiting caller holds stays within one page (issue 14).
+    /// caller parks, so the stack a waiting caller holds stays within one page: with many
+    /// callers parked at once, every page of their stacks they have touched stays resident.
     #[inline(never)]
     fn enqueue(
         &self,
