@@ -110,7 +110,7 @@ fn parameter(keyword: &str) -> Option<&'static Parameter> {
 }
 
 /// The `PG*` environment variables honoured, and the URL parameter each stands for (an explicit
-/// URL parameter wins over its variable, as in libpq): the rows of [`PARAMETERS`] that name one.
+/// URL parameter wins over its variable, as in libpq): the rows of `PARAMETERS` that name one.
 pub const PG_ENV_VARIABLES: &[(&str, &str)] = &ENV_VARIABLES;
 
 const ENV_VARIABLES: [(&str, &str); count_variables()] = variables();
