@@ -240,7 +240,8 @@ pub const VARIABLES: &[Setting] = &[
         bounds: None,
         description: "authentication methods the server may ask for: password, md5, scram-sha-256, none, \
          comma-separated (or !method, to refuse one); by default any, but no cleartext or MD5 \
-         password without TLS",
+         password unless the server's certificate is verified (TLS with PGSSLROOTCERT, sslmode \
+         require, verify-ca or verify-full)",
     },
     Setting {
         name: "PGTARGETSESSIONATTRS",
@@ -290,13 +291,14 @@ pub const VARIABLES: &[Setting] = &[
         name: "PG_STATEMENT_TIMEOUT_MS",
         default: Some("5000"),
         bounds: Some((0, DAY_MS)),
-        description: "server-side statement_timeout",
+        description: "server-side statement_timeout (0: the server's own setting)",
     },
     Setting {
         name: "PG_QUERY_TIMEOUT_MS",
         default: Some("6000"),
         bounds: Some((1, DAY_MS)),
-        description: "client-side deadline on every query",
+        description: "client-side deadline on every query; must be longer than PG_STATEMENT_TIMEOUT_MS \
+         (unless that is 0), so that the server cancels a slow statement before the client gives up on it",
     },
     Setting {
         name: "PG_MAX_IN_FLIGHT",
@@ -582,6 +584,24 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         }
         let statement_timeout = self.millis("PG_STATEMENT_TIMEOUT_MS")?;
         let query_timeout = self.millis("PG_QUERY_TIMEOUT_MS")?;
+        // The server's cancellation (SQLSTATE 57014) must be what a caller sees: it ends the
+        // statement and frees its place in the connection's pipeline. A client deadline that
+        // came first would report a timeout for a statement still running on the server (a
+        // write that may yet commit) and leave the queries behind it waiting. With the
+        // statement timeout off (0), the server's own setting applies, unknown here.
+        if !statement_timeout.is_zero() && query_timeout <= statement_timeout {
+            return Err(err(
+                "PG_QUERY_TIMEOUT_MS",
+                format!(
+                    "{} ms is not longer than PG_STATEMENT_TIMEOUT_MS ({} ms): the client's \
+                     deadline must come after the server's statement timeout, so that a slow \
+                     statement is cancelled by the server rather than abandoned while it still \
+                     runs (raise PG_QUERY_TIMEOUT_MS, or lower PG_STATEMENT_TIMEOUT_MS)",
+                    query_timeout.as_millis(),
+                    statement_timeout.as_millis()
+                ),
+            ));
+        }
         let (mut params, from_url, source) = match &url {
             Some(url) => {
                 let info = pg::parse_url(url).map_err(|problem| err("DATABASE_URL", problem))?;
@@ -1137,6 +1157,66 @@ mod tests {
         );
         assert_eq!(p.channel_binding, pg::ChannelBinding::Require);
         assert_eq!(p.connect_timeout, Duration::from_secs(9), "the URL's wins");
+    }
+
+    #[test]
+    fn the_query_timeout_must_exceed_the_statement_timeout() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = BASE.to_vec();
+            all.extend_from_slice(pairs);
+            source(&all).database()
+        };
+        let db = with(&[]).unwrap();
+        assert!(
+            db.query_timeout > db.params.statement_timeout,
+            "the defaults keep the rule"
+        );
+        let e = with(&[
+            ("PG_STATEMENT_TIMEOUT_MS", "3000"),
+            ("PG_QUERY_TIMEOUT_MS", "3000"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, "PG_QUERY_TIMEOUT_MS");
+        assert!(
+            e.problem.starts_with(
+                "3000 ms is not longer than PG_STATEMENT_TIMEOUT_MS (3000 ms): the client's \
+                 deadline must come after the server's statement timeout"
+            ),
+            "{}",
+            e.problem
+        );
+        let e = with(&[("PG_STATEMENT_TIMEOUT_MS", "7000")]).unwrap_err();
+        assert_eq!(e.variable, "PG_QUERY_TIMEOUT_MS", "against the default");
+        let db = with(&[
+            ("PG_STATEMENT_TIMEOUT_MS", "3000"),
+            ("PG_QUERY_TIMEOUT_MS", "3001"),
+        ])
+        .unwrap();
+        assert_eq!(db.query_timeout, Duration::from_millis(3001));
+        // 0 turns the statement timeout off: any deadline goes.
+        let db = with(&[
+            ("PG_STATEMENT_TIMEOUT_MS", "0"),
+            ("PG_QUERY_TIMEOUT_MS", "1"),
+        ])
+        .unwrap();
+        assert_eq!(db.params.statement_timeout, Duration::ZERO);
+    }
+
+    /// The table's `PG*` rows are the variables `pg` reads (libpq's, through
+    /// [`pg::PG_ENV_VARIABLES`]): one honoured but undocumented, or documented but ignored,
+    /// fails here.
+    #[test]
+    fn the_libpq_rows_are_the_variables_pg_reads() {
+        let documented: Vec<&str> = VARIABLES
+            .iter()
+            .map(|s| s.name)
+            .filter(|n| n.starts_with("PG") && !n.starts_with("PG_"))
+            .collect();
+        let mut read: Vec<&str> = pg::PG_ENV_VARIABLES.iter().map(|(v, _)| *v).collect();
+        let mut sorted = documented.clone();
+        sorted.sort_unstable();
+        read.sort_unstable();
+        assert_eq!(sorted, read);
     }
 
     #[test]

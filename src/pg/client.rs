@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use postgres_protocol::message::frontend;
 
+use super::codec::{encode_query, Encoding};
 use super::error::{Error, ErrorKind};
-use super::pipeline::{
-    encode_query, Encoding, Isolation, Limits, Pipeline, Protocol, Reply, Stats,
-};
+use super::pipeline::{Isolation, Limits, Pipeline, Protocol, Reply, Stats};
 use super::startup::{establish, Statement};
 use super::{ConnectParams, Param, StatementMode};
 use crate::logging::Untrusted;
@@ -227,7 +226,9 @@ impl Client {
 
     /// How statement `at` is sent once named statements cannot be kept: prepared again in each
     /// transaction (a bit per statement; the 65th and later are parsed unnamed each time).
-    /// Measured against unnamed statements for every query: 1.5x the lookups/s (README).
+    /// Rather than unnamed for every query: within a transaction (a group of reads sharing a
+    /// Sync) the server parses and plans a statement once, not once per query (the
+    /// measurement is in `docs/benchmarks.md`).
     fn pooled_encoding(&self, at: usize) -> Encoding {
         if at >= 64 {
             Encoding::Unnamed

@@ -19,18 +19,126 @@ use super::{AuthMethod, ChannelBinding, ConnectParams, RootCert, SslMode, Target
 /// PostgreSQL's port, for a host given without one.
 pub const DEFAULT_PORT: u16 = 5432;
 
-/// The `PG*` environment variables honoured, and the URL parameter each stands for (an explicit
-/// URL parameter wins over its variable, as in libpq).
-pub const PG_ENV_VARIABLES: &[(&str, &str)] = &[
-    ("PGSSLMODE", "sslmode"),
-    ("PGSSLROOTCERT", "sslrootcert"),
-    ("PGSSLCERT", "sslcert"),
-    ("PGSSLKEY", "sslkey"),
-    ("PGAPPNAME", "application_name"),
-    ("PGCHANNELBINDING", "channel_binding"),
-    ("PGREQUIREAUTH", "require_auth"),
-    ("PGTARGETSESSIONATTRS", "target_session_attrs"),
+/// One libpq parameter this client implements (all but `host` and `port`, which a URL gives
+/// as lists, and `ssl`, an alias): its keyword, the `PG*` variable libpq reads it from, and
+/// how it is parsed into, merged into and shown from its [`ConnInfo`] field. URL parsing,
+/// [`parse_env`], [`ConnInfo::or`], [`ConnInfo::sets`], `Debug` and [`PG_ENV_VARIABLES`] all
+/// work from [`PARAMETERS`]; [`ConnInfo::apply_to`] and [`ConnInfo::check`] say what each
+/// one means.
+struct Parameter {
+    /// libpq's keyword: the URL's query key, and the name of the [`ConnInfo`] field.
+    keyword: &'static str,
+    /// The `PG*` environment variable that stands for it, if this service honours one.
+    variable: Option<&'static str>,
+    /// Parses a value (percent-decoded, or a variable's, trimmed) into the field.
+    set: fn(&mut ConnInfo, &str) -> Result<(), String>,
+    /// Whether the field is given.
+    is_set: fn(&ConnInfo) -> bool,
+    /// Moves the fallback's value into the field if the field is not given.
+    fill: fn(&mut ConnInfo, &mut ConnInfo),
+    /// What `Debug` shows of the field.
+    show: fn(&ConnInfo) -> &dyn std::fmt::Debug,
+}
+
+/// A row of [`PARAMETERS`] for field `$field` (libpq's keyword), read from `$variable`: `$parse`
+/// turns a value into the field's (`Err` with the problem), `$wrap` (by default `Some`) into
+/// the field's `Option`, and `Debug` shows `$show` (by default the field).
+macro_rules! parameter {
+    ($field:ident, $variable:expr, $parse:expr) => {
+        parameter!($field, $variable, $parse, Some)
+    };
+    ($field:ident, $variable:expr, $parse:expr, $wrap:expr) => {
+        parameter!($field, $variable, $parse, $wrap, |info| &info.$field)
+    };
+    ($field:ident, $variable:expr, $parse:expr, $wrap:expr, $show:expr) => {
+        Parameter {
+            keyword: stringify!($field),
+            variable: $variable,
+            set: |info, value| {
+                info.$field = $wrap($parse(value)?);
+                Ok(())
+            },
+            is_set: |info| info.$field.is_some(),
+            fill: |info, fallback| {
+                if info.$field.is_none() {
+                    info.$field = fallback.$field.take();
+                }
+            },
+            show: $show,
+        }
+    };
+}
+
+/// Every parameter but `host` and `port`, in the order of [`ConnInfo`]'s fields (the order
+/// error messages list them in). A new one: its field, its row here, and what it sets in
+/// [`ConnInfo::apply_to`] (and, for a variable, its row in `config::VARIABLES`, which a test
+/// there checks).
+const PARAMETERS: &[Parameter] = &[
+    // An empty user, password or database name is not given, as in libpq.
+    parameter!(user, None, text, non_empty),
+    parameter!(password, None, text, non_empty, |info| {
+        if info.password.is_some() {
+            &Some("<redacted>")
+        } else {
+            &None::<&str>
+        }
+    }),
+    parameter!(dbname, None, text, non_empty),
+    parameter!(sslmode, Some("PGSSLMODE"), parse_sslmode),
+    parameter!(sslrootcert, Some("PGSSLROOTCERT"), parse_root_cert),
+    parameter!(sslcert, Some("PGSSLCERT"), parse_path),
+    parameter!(sslkey, Some("PGSSLKEY"), parse_path),
+    parameter!(
+        channel_binding,
+        Some("PGCHANNELBINDING"),
+        parse_channel_binding
+    ),
+    parameter!(require_auth, Some("PGREQUIREAUTH"), parse_require_auth),
+    parameter!(
+        target_session_attrs,
+        Some("PGTARGETSESSIONATTRS"),
+        parse_target_session_attrs
+    ),
+    parameter!(application_name, Some("PGAPPNAME"), text),
+    parameter!(fallback_application_name, None, text),
+    parameter!(connect_timeout, None, parse_connect_timeout),
 ];
+
+/// The row of `keyword`.
+fn parameter(keyword: &str) -> Option<&'static Parameter> {
+    PARAMETERS.iter().find(|p| p.keyword == keyword)
+}
+
+/// The `PG*` environment variables honoured, and the URL parameter each stands for (an explicit
+/// URL parameter wins over its variable, as in libpq): the rows of `PARAMETERS` that name one.
+pub const PG_ENV_VARIABLES: &[(&str, &str)] = &ENV_VARIABLES;
+
+const ENV_VARIABLES: [(&str, &str); count_variables()] = variables();
+
+const fn count_variables() -> usize {
+    let mut count = 0;
+    let mut i = 0;
+    while i < PARAMETERS.len() {
+        if PARAMETERS[i].variable.is_some() {
+            count += 1;
+        }
+        i += 1;
+    }
+    count
+}
+
+const fn variables<const N: usize>() -> [(&'static str, &'static str); N] {
+    let mut out = [("", ""); N];
+    let (mut i, mut n) = (0, 0);
+    while i < PARAMETERS.len() {
+        if let Some(variable) = PARAMETERS[i].variable {
+            out[n] = (variable, PARAMETERS[i].keyword);
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+}
 
 /// libpq parameters this client does not implement: named as such rather than as unknown.
 const UNSUPPORTED: &[&str] = &[
@@ -69,10 +177,15 @@ const UNSUPPORTED: &[&str] = &[
     "oauth_scope",
 ];
 
-/// The parameters a URL may carry.
-const SUPPORTED: &str = "host, port, user, password, dbname, sslmode, sslrootcert, sslcert, \
-                         sslkey, channel_binding, require_auth, target_session_attrs, \
-                         application_name, fallback_application_name, connect_timeout";
+/// The parameters a URL may carry, for error messages.
+fn supported() -> String {
+    let mut list = String::from("host, port");
+    for p in PARAMETERS {
+        list.push_str(", ");
+        list.push_str(p.keyword);
+    }
+    list
+}
 
 /// Connection settings as given: `None` (or no hosts) where the source says nothing.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -98,22 +211,12 @@ pub struct ConnInfo {
 
 impl std::fmt::Debug for ConnInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnInfo")
-            .field("hosts", &self.hosts)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("dbname", &self.dbname)
-            .field("sslmode", &self.sslmode)
-            .field("sslrootcert", &self.sslrootcert)
-            .field("sslcert", &self.sslcert)
-            .field("sslkey", &self.sslkey)
-            .field("channel_binding", &self.channel_binding)
-            .field("require_auth", &self.require_auth)
-            .field("target_session_attrs", &self.target_session_attrs)
-            .field("application_name", &self.application_name)
-            .field("fallback_application_name", &self.fallback_application_name)
-            .field("connect_timeout", &self.connect_timeout)
-            .finish()
+        let mut s = f.debug_struct("ConnInfo");
+        s.field("hosts", &self.hosts);
+        for p in PARAMETERS {
+            s.field(p.keyword, (p.show)(self));
+        }
+        s.finish()
     }
 }
 
@@ -266,9 +369,6 @@ pub fn parse_url(url: &str) -> Result<ConnInfo, String> {
             match key.as_str() {
                 "host" => hosts = value.split(',').map(str::to_string).collect(),
                 "port" => ports = value.split(',').map(str::to_string).collect(),
-                "user" => info.user = non_empty(value),
-                "password" => info.password = non_empty(value),
-                "dbname" => info.dbname = non_empty(value),
                 "ssl" if value == "true" => info.sslmode = Some(SslMode::Require),
                 "ssl" => {
                     return Err(
@@ -306,71 +406,40 @@ pub fn parse_env(
     get: impl Fn(&'static str) -> Option<String>,
 ) -> Result<ConnInfo, (&'static str, String)> {
     let mut info = ConnInfo::default();
-    for &(variable, param) in PG_ENV_VARIABLES {
+    for p in PARAMETERS {
+        let Some(variable) = p.variable else { continue };
         let Some(value) = get(variable) else { continue };
         let value = value.trim();
         if value.is_empty() {
             continue;
         }
-        info.set(param, value)
-            .map_err(|problem| (variable, problem))?;
+        (p.set)(&mut info, value).map_err(|problem| (variable, problem))?;
     }
     Ok(info)
 }
 
 /// The `PG*` variable that stands for URL parameter `param`, if any.
 pub fn env_variable_for(param: &str) -> Option<&'static str> {
-    PG_ENV_VARIABLES
-        .iter()
-        .find(|(_, p)| *p == param)
-        .map(|(v, _)| *v)
+    parameter(param).and_then(|p| p.variable)
 }
 
 impl ConnInfo {
     /// Each setting from `self` where it has one, else from `fallback` (URL over environment).
-    pub fn or(self, fallback: ConnInfo) -> ConnInfo {
-        ConnInfo {
-            hosts: if self.hosts.is_empty() {
-                fallback.hosts
-            } else {
-                self.hosts
-            },
-            user: self.user.or(fallback.user),
-            password: self.password.or(fallback.password),
-            dbname: self.dbname.or(fallback.dbname),
-            sslmode: self.sslmode.or(fallback.sslmode),
-            sslrootcert: self.sslrootcert.or(fallback.sslrootcert),
-            sslcert: self.sslcert.or(fallback.sslcert),
-            sslkey: self.sslkey.or(fallback.sslkey),
-            channel_binding: self.channel_binding.or(fallback.channel_binding),
-            require_auth: self.require_auth.or(fallback.require_auth),
-            target_session_attrs: self.target_session_attrs.or(fallback.target_session_attrs),
-            application_name: self.application_name.or(fallback.application_name),
-            fallback_application_name: self
-                .fallback_application_name
-                .or(fallback.fallback_application_name),
-            connect_timeout: self.connect_timeout.or(fallback.connect_timeout),
+    pub fn or(mut self, mut fallback: ConnInfo) -> ConnInfo {
+        if self.hosts.is_empty() {
+            self.hosts = std::mem::take(&mut fallback.hosts);
         }
+        for p in PARAMETERS {
+            (p.fill)(&mut self, &mut fallback);
+        }
+        self
     }
 
     /// Whether parameter `param` (libpq's name) is given.
     pub fn sets(&self, param: &str) -> bool {
         match param {
             "host" | "port" => !self.hosts.is_empty(),
-            "user" => self.user.is_some(),
-            "password" => self.password.is_some(),
-            "dbname" => self.dbname.is_some(),
-            "sslmode" => self.sslmode.is_some(),
-            "sslrootcert" => self.sslrootcert.is_some(),
-            "sslcert" => self.sslcert.is_some(),
-            "sslkey" => self.sslkey.is_some(),
-            "channel_binding" => self.channel_binding.is_some(),
-            "require_auth" => self.require_auth.is_some(),
-            "target_session_attrs" => self.target_session_attrs.is_some(),
-            "application_name" => self.application_name.is_some(),
-            "fallback_application_name" => self.fallback_application_name.is_some(),
-            "connect_timeout" => self.connect_timeout.is_some(),
-            _ => false,
+            _ => parameter(param).is_some_and(|p| (p.is_set)(self)),
         }
     }
 
@@ -477,38 +546,24 @@ impl ConnInfo {
         }
     }
 
-    /// Sets one of the parameters shared by URLs and environment variables.
+    /// Sets parameter `param` (any but `host`, `port` and `ssl`, which only a URL has).
     fn set(&mut self, param: &str, value: &str) -> Result<(), String> {
-        match param {
-            "sslmode" => self.sslmode = Some(parse_sslmode(value)?),
-            "sslrootcert" => self.sslrootcert = Some(parse_root_cert(value)?),
-            "sslcert" => self.sslcert = Some(parse_path(value)?),
-            "sslkey" => self.sslkey = Some(parse_path(value)?),
-            "channel_binding" => self.channel_binding = Some(parse_channel_binding(value)?),
-            "require_auth" => self.require_auth = Some(parse_require_auth(value)?),
-            "target_session_attrs" => {
-                self.target_session_attrs = Some(parse_target_session_attrs(value)?)
-            }
-            "application_name" => self.application_name = Some(value.to_string()),
-            "fallback_application_name" => self.fallback_application_name = Some(value.to_string()),
-            "connect_timeout" => self.connect_timeout = Some(parse_connect_timeout(value)?),
-            p if UNSUPPORTED.contains(&p) => {
-                return Err(format!(
-                    "is a libpq parameter this service does not support (supported: {SUPPORTED})"
-                ))
-            }
-            _ => {
-                return Err(format!(
-                    "is not a connection parameter (supported: {SUPPORTED})"
-                ))
-            }
+        match parameter(param) {
+            Some(p) => (p.set)(self, value),
+            None if UNSUPPORTED.contains(&param) => Err(format!(
+                "is a libpq parameter this service does not support (supported: {})",
+                supported()
+            )),
+            None => Err(format!(
+                "is not a connection parameter (supported: {})",
+                supported()
+            )),
         }
-        Ok(())
     }
 }
 
 fn is_known(key: &str) -> bool {
-    key == "ssl" || SUPPORTED.split(", ").any(|k| k.trim() == key) || UNSUPPORTED.contains(&key)
+    matches!(key, "ssl" | "host" | "port") || parameter(key).is_some() || UNSUPPORTED.contains(&key)
 }
 
 fn sslmode_name(mode: SslMode) -> &'static str {
@@ -710,6 +765,11 @@ fn pair_hosts(hosts: Vec<String>, ports: Vec<String>) -> Result<Vec<(String, u16
         out.push((host, port));
     }
     Ok(out)
+}
+
+/// A value taken as it is.
+fn text(v: &str) -> Result<String, String> {
+    Ok(v.to_string())
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -1172,6 +1232,54 @@ mod tests {
         assert_eq!(var, "PGREQUIREAUTH");
         assert_eq!(env_variable_for("sslrootcert"), Some("PGSSLROOTCERT"));
         assert_eq!(env_variable_for("connect_timeout"), None);
+    }
+
+    /// What the table of parameters drives: the variables (in the order a bad one is found),
+    /// the keywords a URL accepts (in the order errors list them), and each keyword once.
+    #[test]
+    fn the_parameter_table() {
+        assert_eq!(
+            PG_ENV_VARIABLES,
+            [
+                ("PGSSLMODE", "sslmode"),
+                ("PGSSLROOTCERT", "sslrootcert"),
+                ("PGSSLCERT", "sslcert"),
+                ("PGSSLKEY", "sslkey"),
+                ("PGCHANNELBINDING", "channel_binding"),
+                ("PGREQUIREAUTH", "require_auth"),
+                ("PGTARGETSESSIONATTRS", "target_session_attrs"),
+                ("PGAPPNAME", "application_name"),
+            ]
+        );
+        assert_eq!(
+            supported(),
+            "host, port, user, password, dbname, sslmode, sslrootcert, sslcert, sslkey, \
+             channel_binding, require_auth, target_session_attrs, application_name, \
+             fallback_application_name, connect_timeout"
+        );
+        for (i, p) in PARAMETERS.iter().enumerate() {
+            assert!(
+                !PARAMETERS[..i].iter().any(|q| q.keyword == p.keyword),
+                "{} twice",
+                p.keyword
+            );
+            assert!(is_known(p.keyword) && !UNSUPPORTED.contains(&p.keyword));
+            assert_eq!(env_variable_for(p.keyword), p.variable);
+        }
+        // Every parameter a URL sets is merged, seen by `sets` and shown by `Debug`.
+        let all = url(
+            "postgres://u:pw@h/d?sslmode=require&sslrootcert=/ca&sslcert=/c&sslkey=/k\
+             &channel_binding=require&require_auth=scram-sha-256&target_session_attrs=any\
+             &application_name=a&fallback_application_name=f&connect_timeout=3",
+        );
+        let shown = format!("{all:?}");
+        for p in PARAMETERS {
+            assert!(all.sets(p.keyword), "{}", p.keyword);
+            assert!(!ConnInfo::default().sets(p.keyword), "{}", p.keyword);
+            assert!(shown.contains(&format!("{}: Some(", p.keyword)), "{shown}");
+        }
+        assert_eq!(ConnInfo::default().or(all.clone()), all);
+        assert_eq!(all.clone().or(ConnInfo::default()), all);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use fallible_iterator::FallibleIterator;
+
 /// What went wrong, as a closed set a caller can `match` on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -156,6 +158,32 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Turns a server `ErrorResponse` into a typed error, keeping the SQLSTATE, the constraint and
+/// the message (for logs).
+pub(crate) fn server_error(body: postgres_protocol::message::backend::ErrorResponseBody) -> Error {
+    let mut code = String::new();
+    let mut message = String::new();
+    let mut constraint = None;
+    let mut severity = String::new();
+    let mut localized_severity = String::new();
+    let mut fields = body.fields();
+    while let Ok(Some(field)) = fields.next() {
+        let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
+        match field.type_() {
+            b'C' => code = value,
+            b'M' => message = value,
+            b'n' => constraint = Some(value),
+            b'V' => severity = value,
+            b'S' => localized_severity = value,
+            _ => {}
+        }
+    }
+    if severity.is_empty() {
+        severity = localized_severity;
+    }
+    Error::from_server(&severity, &code, constraint, message)
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 //! once and is re-established in the background. Knows nothing of HTTP or of the service.
 
 mod client;
+mod codec;
 mod conninfo;
 mod error;
 mod pipeline;
@@ -143,7 +144,8 @@ pub struct ConnectParams {
     pub tls: TlsSettings,
     pub channel_binding: ChannelBinding,
     /// The methods the server may ask for. `None` (the default): any, except that cleartext
-    /// and MD5 passwords are refused unless TLS is up.
+    /// and MD5 passwords are refused unless the server's certificate was verified (TLS with
+    /// `sslrootcert`, under `sslmode` require, verify-ca or verify-full).
     pub require_auth: Option<Vec<AuthMethod>>,
     /// Bound on TCP connect plus startup and authentication.
     pub connect_timeout: Duration,

@@ -33,9 +33,9 @@ use postgres_protocol::message::frontend;
 use crate::metrics::{Histogram, HistogramSnapshot, Striped};
 use crate::sync::lock;
 
-use super::error::{Error, ErrorKind};
+use super::codec::check_frame;
+use super::error::{server_error, Error, ErrorKind};
 use super::row::Row;
-use super::startup::server_error;
 use super::transport::{ReadHalf, ShutdownHandle, Stream, WriteHalf};
 
 /// How often the watchdog looks for callers whose deadline has passed: the most a deadline can
@@ -109,9 +109,9 @@ struct Slot {
 
 impl Slot {
     /// Not inlined into [`Pipeline::submit_once`], whose frame stays on the stack while the
-    /// caller waits (the deepest path a request takes, issue 14), and the value is written
-    /// straight into the allocation: `Arc::new` assembled it on the stack first (304 bytes of
-    /// frame, with malloc's frames below them).
+    /// caller waits (the deepest path a request takes, on a small fixed coroutine stack), and
+    /// the value is written straight into the allocation: `Arc::new` would assemble it in a
+    /// stack frame first, with malloc's frames below that one.
     #[inline(never)]
     fn arc(deadline: Instant) -> Arc<Slot> {
         let mut slot = Arc::<Slot>::new_uninit();
@@ -168,7 +168,8 @@ struct Outbox {
     /// Queries in `buf`: how many the writer's next write carries.
     batched: u64,
     /// The statements (by the caller's bit) prepared again since the last Sync, that is, in
-    /// the transaction the next query joins: see [`Encoding::PerTransaction`].
+    /// the transaction the next query joins: see
+    /// [`Encoding::PerTransaction`](super::codec::Encoding::PerTransaction).
     prepared_in_transaction: u64,
 }
 
@@ -435,7 +436,8 @@ impl Pipeline {
 
     /// Queues one query for the writer and wakes it if it sleeps. Not inlined into
     /// [`Pipeline::submit_once`]: its frame (the outbox lock, the encoding) is gone before the
-    /// caller parks, so the stack a waiting caller holds stays within one page (issue 14).
+    /// caller parks, so the stack a waiting caller holds stays within one page: with many
+    /// callers parked at once, every page of their stacks they have touched stays resident.
     #[inline(never)]
     fn enqueue(
         &self,
@@ -814,96 +816,4 @@ impl Pipeline {
             _ => None,
         }
     }
-}
-
-/// Refuses a backend message whose declared length is beyond `max` before anything is reserved
-/// for it (`Message::parse` would reserve the declared length, and the read loop zero-fill it:
-/// a length near 4 GiB from a buggy proxy would cost gigabytes).
-pub(crate) fn check_frame(buf: &[u8], max: usize) -> Result<(), Error> {
-    if buf.len() < 5 {
-        return Ok(());
-    }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len > max {
-        return Err(Error::new(
-            ErrorKind::Protocol,
-            format!(
-                "the server sent a {:?} message of {len} bytes, over the limit of {max} \
-                 (PG_MAX_MESSAGE_BYTES); closing the connection",
-                buf[0] as char
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// How a query names its statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Encoding {
-    /// Bind to the statement prepared on this connection under its name.
-    Named,
-    /// Close and Parse the named statement again first (its cached plan went stale).
-    Reprepare,
-    /// Parse it as the unnamed statement, in the same message: lives until the next Parse.
-    Unnamed,
-    /// Close and Parse the named statement in the first query of each transaction (each
-    /// shared-Sync group, each own-Sync query) that uses it, then Bind it by name: a
-    /// transaction pooler keeps a transaction on one server connection, so the statement is
-    /// there for the rest of the group. The caller's bit (`1 << index`) marks it prepared.
-    PerTransaction(u64),
-}
-
-/// Encodes a query: Bind and Execute (after a Parse, as `encoding` says); the pipeline adds
-/// the Sync.
-pub(crate) fn encode_query(
-    encoding: Encoding,
-    (name, sql): (&str, &str),
-    params: &[super::Param<'_>],
-    buf: &mut BytesMut,
-    prepared_in_transaction: &mut u64,
-) -> Result<(), Error> {
-    use postgres_protocol::IsNull;
-    let parse_error =
-        |e: std::io::Error| Error::new(ErrorKind::Protocol, format!("cannot encode Parse: {e}"));
-    let name = match encoding {
-        Encoding::Named => name,
-        Encoding::Reprepare => {
-            frontend::close(b'S', name, buf).map_err(parse_error)?;
-            frontend::parse(name, sql, std::iter::empty(), buf).map_err(parse_error)?;
-            name
-        }
-        Encoding::Unnamed => {
-            frontend::parse("", sql, std::iter::empty(), buf).map_err(parse_error)?;
-            ""
-        }
-        Encoding::PerTransaction(bit) => {
-            if *prepared_in_transaction & bit == 0 {
-                frontend::close(b'S', name, buf).map_err(parse_error)?;
-                frontend::parse(name, sql, std::iter::empty(), buf).map_err(parse_error)?;
-                *prepared_in_transaction |= bit;
-            }
-            name
-        }
-    };
-    frontend::bind(
-        "",
-        name,
-        Some(1),
-        params.iter(),
-        |param, buf| {
-            use bytes::BufMut;
-            match *param {
-                super::Param::Int4(v) => buf.put_i32(v),
-                super::Param::Int8(v) => buf.put_i64(v),
-                super::Param::Text(s) => buf.put_slice(s.as_bytes()),
-                super::Param::Null => return Ok(IsNull::Yes),
-            }
-            Ok(IsNull::No)
-        },
-        Some(1),
-        buf,
-    )
-    .map_err(|_| Error::new(ErrorKind::Protocol, "cannot encode query parameters"))?;
-    frontend::execute("", 0, buf)
-        .map_err(|e| Error::new(ErrorKind::Protocol, format!("cannot encode Execute: {e}")))
 }

@@ -16,8 +16,8 @@ use may::net::TcpStream;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend::Message, frontend};
 
-use super::error::{Error, ErrorKind};
-use super::pipeline::check_frame;
+use super::codec::check_frame;
+use super::error::{server_error, Error, ErrorKind};
 use super::tls::TlsConfig;
 use super::transport::{self, Stream};
 use super::{AuthMethod, ChannelBinding, ConnectParams, SslMode, TargetSessionAttrs};
@@ -767,32 +767,6 @@ fn set_keepalive(stream: &TcpStream) {
     set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5);
     set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
     set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 30_000);
-}
-
-/// Turns a server `ErrorResponse` into a typed error, keeping the SQLSTATE, the constraint and
-/// the message (for logs).
-pub(crate) fn server_error(body: postgres_protocol::message::backend::ErrorResponseBody) -> Error {
-    let mut code = String::new();
-    let mut message = String::new();
-    let mut constraint = None;
-    let mut severity = String::new();
-    let mut localized_severity = String::new();
-    let mut fields = body.fields();
-    while let Ok(Some(field)) = fields.next() {
-        let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
-        match field.type_() {
-            b'C' => code = value,
-            b'M' => message = value,
-            b'n' => constraint = Some(value),
-            b'V' => severity = value,
-            b'S' => localized_severity = value,
-            _ => {}
-        }
-    }
-    if severity.is_empty() {
-        severity = localized_severity;
-    }
-    Error::from_server(&severity, &code, constraint, message)
 }
 
 fn protocol(e: impl std::fmt::Display) -> Error {
