@@ -10,13 +10,13 @@ use crate::metrics::{
     process::Process, Exposition, HistogramSnapshot, Registry, Source, Unit, NANOS,
 };
 use crate::pg::Client;
+use crate::records::route::Route;
+use crate::records::statements::Query;
 
 use super::{
     query_durations, request_durations, Metrics, Page, Unavailable, METHODS, OUTCOMES, QUERIES,
     REQUESTS, STATUSES, UNAVAILABLE,
 };
-use crate::records::route::Route;
-use crate::records::statements::Query;
 
 /// Everything `/metrics` shows, read at each scrape.
 pub struct Exporter {
