@@ -16,53 +16,29 @@
 //!
 //! # Layout
 //!
-//! Three rooms with one-way doors: `records` uses `http` and `pg`; `http` and `pg` know nothing
-//! of records or of each other, so either can be lifted out and used alone
-//! (`examples/hello_core.rs`, `examples/pg_lookups.rs`). The other modules are shared
-//! utilities with no knowledge of the service.
+//! `docs/ARCHITECTURE.md` has the file map: every module, what it is, what it may use and
+//! what it must never know, and which file implements each concept. In short, three rooms with
+//! one-way doors: `records` uses `http` and `pg`; `http` and `pg` know nothing of records or of
+//! each other, so either can be lifted out and used alone (`examples/hello_core.rs`,
+//! `examples/pg_lookups.rs`). The other modules are shared utilities with no knowledge of the
+//! service.
 //!
-//! * `http`: the HTTP/1.1 server. It accepts connections, validates RFC 9112 framing, enforces
-//!   limits, timeouts and backpressure, serves keep-alive and pipelined requests, answers
-//!   refusals on its own, and shuts down gracefully. A [`http::Service`] gets a borrowed
-//!   [`http::Request`] and fills a [`http::Response`]. It must never let one request's bytes
-//!   be read as another's, never grow memory on a client's say-so, never let a handler's panic
-//!   take the process down, and never know of records or PostgreSQL.
+//! # What each module must never do
 //!
-//! * `pg`: the PostgreSQL client. It handles startup and authentication (SCRAM, channel
-//!   binding), TLS, statements prepared per connection, the pipeline shared by many
-//!   coroutines, reconnects with backoff and the circuit breaker, and rows borrowed from the
-//!   read buffer. It must never block a caller past its deadline, never leave a caller waiting
-//!   on a dead connection, never run a write after its caller was told it failed, and never
-//!   know of HTTP or records.
-//!
-//! * `records`: the service, the one place that knows both sides. It holds the route table,
-//!   handlers, input validation, the SQL and its two lanes, the mapping of every failure to a
-//!   status, the `/metrics` page, migrations and seeding, and the app builder. It must never
-//!   send a database, parser or panic message to a client, and never reach into the insides
-//!   of `http` or `pg`.
-//!
-//! * `config`: every setting, with its environment variable, default and validation, in one
-//!   table ([`config::VARIABLES`]). It must never fall back silently: a missing or malformed
-//!   value stops the process with a message naming the variable, and no message shows the
-//!   password.
-//!
-//! * `metrics`: striped counters and histograms the hot path can afford (one uncontended
-//!   atomic add per cell), and the Prometheus/OpenMetrics exposition. It must never take a
-//!   lock or allocate when a value is recorded, and never know of HTTP, PostgreSQL or records.
-//!
-//! * `logging`: structured `tracing` events as JSON or text lines on stderr, through a bounded
-//!   non-blocking writer, and [`logging::Untrusted`] for text from outside. It must never make
-//!   a worker wait for stderr (a full queue drops lines and counts them), and never let outside
-//!   text forge a log line.
-//!
-//! * `signals`: SIGTERM and SIGINT received on a dedicated thread, and the open-file limit
-//!   raised. It must never run service code in a signal handler.
-//!
-//! * `sync`: locks that recover their data from poisoning. Every lock in the crate goes
-//!   through it. It must never turn one panicking request into a poisoned server.
-//!
-//! * `ascii`: byte-level helpers shared by the parsers. It must never allocate or depend on
-//!   another module.
+//! * `http`: let one request's bytes be read as another's, grow memory on a client's say-so,
+//!   or let a handler's panic take the process down.
+//! * `pg`: block a caller past its deadline, leave a caller waiting on a dead connection, or
+//!   run a write after its caller was told it failed.
+//! * `records`: send a database, parser or panic message to a client, or reach into the
+//!   insides of `http` or `pg`.
+//! * `config`: fall back silently (a missing or malformed value stops the process with a
+//!   message naming the variable), or show the password in a message.
+//! * `metrics`: take a lock or allocate when a value is recorded.
+//! * `logging`: make a worker wait for stderr (a full queue drops lines and counts them), or
+//!   let outside text forge a log line.
+//! * `signals`: run service code in a signal handler.
+//! * `sync`: turn one panicking request into a poisoned server.
+//! * `ascii`: allocate, or depend on another module.
 
 pub mod ascii;
 pub mod config;

@@ -25,7 +25,8 @@ pub(super) struct TextPayload<'a> {
 
 /// The body of `POST /user`: a JSON object (serde would also take `["text"]` as the struct),
 /// nested at most [`MAX_JSON_DEPTH`] deep, with a string `text`. Not inlined: the parser's
-/// state is gone from the stack before the handler waits for the database (issue 14).
+/// state is gone from the stack before the handler waits for the database, the deepest point
+/// of a connection's stack (`make test-stack`).
 #[inline(never)]
 pub(super) fn text_payload(body: &[u8]) -> Result<TextPayload<'_>, Failure> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')

@@ -5,7 +5,9 @@
 //! - `handlers`: one method per route;
 //! - `input`: reading what a client sent (path ids, integers, `email`, the JSON body);
 //! - `failure`: every way a request fails, with its status and answer;
-//! - `repo`: every SQL statement and the connections they run on;
+//! - `route`: every route, which one a path is, and its template;
+//! - `statements`: every SQL statement and its lane;
+//! - `repo`: the connections the statements run on, one method per statement;
 //! - `metrics`: what is counted, and the `/metrics` answer;
 //! - `email`, `query`, `assets`, `migrate`, `seed`: the rest.
 
@@ -19,8 +21,10 @@ pub mod metrics;
 pub mod migrate;
 pub mod query;
 pub mod repo;
+pub mod route;
 pub mod routes;
 pub mod seed;
+pub mod statements;
 
 pub use email::EmailAddress;
 pub use repo::Repository;

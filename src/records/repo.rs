@@ -1,12 +1,5 @@
-//! The repository: every SQL statement of the service, prepared on every connection, and the
-//! connections they run on.
-//!
-//! Two lanes keep slow work off the fast path (head-of-line blocking: a pipelined connection
-//! answers in order, so one slow query would stall every lookup queued behind it):
-//! - the fast lane, one pipelined connection per worker: point lookups, single-row writes and
-//!   keyset pages, each an index probe;
-//! - the listing lane, a few more connections: `offset` listings, whose cost grows with the
-//!   offset (offset 9,000,000 walks nine million index entries).
+//! The repository: the connections the service's statements run on, by lane, and one method
+//! per statement. The statements and their lanes are in `statements`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,61 +9,11 @@ use crate::pg::{Client, Error, Param, Reply, Row, Statement, TargetSessionAttrs}
 
 use super::email::EmailAddress;
 use super::metrics::Metrics;
+use super::statements::{Lane, Query};
 
-pub const BY_ID: Statement = Statement {
-    name: "by_id",
-    sql: "SELECT id, email::text, text::text FROM records WHERE id = $1::int4",
-};
-pub const TEXT_BY_EMAIL: Statement = Statement {
-    name: "text_by_email",
-    sql: "SELECT text::text FROM records WHERE email = $1::citext",
-};
-pub const UPSERT: Statement = Statement {
-    name: "upsert",
-    sql: "INSERT INTO records (email, text) VALUES ($1::citext, $2::text) \
-          ON CONFLICT (email) DO UPDATE SET text = EXCLUDED.text",
-};
-pub const DELETE: Statement = Statement {
-    name: "delete",
-    sql: "DELETE FROM records WHERE email = $1::citext",
-};
-pub const PAGE_OFFSET: Statement = Statement {
-    name: "page_offset",
-    sql: "SELECT email::text, text::text FROM records ORDER BY records.email \
-          LIMIT $1::int8 OFFSET $2::int8",
-};
-pub const PAGE_AFTER: Statement = Statement {
-    name: "page_after",
-    sql: "SELECT email::text, text::text FROM records WHERE records.email > $1::citext \
-          ORDER BY records.email \
-          LIMIT $2::int8",
-};
-pub const PAGE_AFTER_OFFSET: Statement = Statement {
-    name: "page_after_offset",
-    sql: "SELECT email::text, text::text FROM records WHERE records.email > $1::citext \
-          ORDER BY records.email \
-          LIMIT $2::int8 OFFSET $3::int8",
-};
-pub const PING: Statement = Statement {
-    name: "ping",
-    sql: "SELECT 1",
-};
-
-/// Every statement, in the order `/metrics` counts them by (`Metrics::query`'s index).
-pub const STATEMENTS: [Statement; 8] = [
-    BY_ID,
-    TEXT_BY_EMAIL,
-    UPSERT,
-    DELETE,
-    PAGE_OFFSET,
-    PAGE_AFTER,
-    PAGE_AFTER_OFFSET,
-    PING,
-];
-
-const FAST_STATEMENTS: &[Statement] = &[BY_ID, TEXT_BY_EMAIL, UPSERT, DELETE, PAGE_AFTER, PING];
-const READ_STATEMENTS: &[Statement] = &[BY_ID, TEXT_BY_EMAIL, PAGE_AFTER, PING];
-const LISTING_STATEMENTS: &[Statement] = &[PAGE_OFFSET, PAGE_AFTER_OFFSET];
+/// The lookup by id as a plain statement, for programs that run it on the PostgreSQL client
+/// alone (`examples/pg_lookups.rs`).
+pub const BY_ID: Statement = Query::ById.statement();
 
 pub struct Repository {
     /// One per worker: writes, and reads unless `reads` has clients of its own.
@@ -102,19 +45,21 @@ impl Repository {
         } else {
             &write_params
         };
+        let (fast_lane, read_lane) = (Query::fast_lane(), Query::read_lane());
+        let listing_lane = Query::listing_lane();
         Repository {
             fast: (0..workers)
-                .map(|_| Client::start(write_params.clone(), FAST_STATEMENTS))
+                .map(|_| Client::start(write_params.clone(), &fast_lane))
                 .collect(),
             reads: if standby_reads {
                 (0..workers)
-                    .map(|_| Client::start(read_params.clone(), READ_STATEMENTS))
+                    .map(|_| Client::start(read_params.clone(), &read_lane))
                     .collect()
             } else {
                 Vec::new()
             },
             listing: (0..db.listing_connections.max(1))
-                .map(|_| Client::start(listing_params.clone(), LISTING_STATEMENTS))
+                .map(|_| Client::start(listing_params.clone(), &listing_lane))
                 .collect(),
             timeout: db.query_timeout,
             metrics,
@@ -134,22 +79,14 @@ impl Repository {
         ]
     }
 
-    /// Runs `query` for `st`, counted by statement and outcome.
-    fn counted<T>(
-        &self,
-        st: &Statement,
-        query: impl FnOnce() -> Result<T, Error>,
-    ) -> Result<T, Error> {
+    /// Runs `run`, a query of `query`, counted by statement and outcome.
+    fn counted<T>(&self, query: Query, run: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
         if !self.metrics.enabled() {
-            return query();
+            return run();
         }
         let started = Instant::now();
-        let result = query();
-        let index = STATEMENTS
-            .iter()
-            .position(|s| s.name == st.name)
-            .unwrap_or(usize::MAX);
-        self.metrics.query(index, &result, started.elapsed());
+        let result = run();
+        self.metrics.query(query, &result, started.elapsed());
         result
     }
 
@@ -178,31 +115,51 @@ impl Repository {
 
     /// A read-only statement: shares a Sync with its neighbours (see `pg::Isolation`); on a
     /// standby when reads go there.
-    fn read(&self, affinity: u64, st: &Statement, params: &[Param<'_>]) -> Result<Reply, Error> {
+    fn read(&self, affinity: u64, query: Query, params: &[Param<'_>]) -> Result<Reply, Error> {
+        debug_assert!(query.lane() == Lane::Fast && !query.writes(), "{query:?}");
         let client = if self.reads.is_empty() {
             self.fast(affinity)
         } else {
             &self.reads[(affinity % self.reads.len() as u64) as usize]
         };
-        self.counted(st, || client.query_read(st.name, params, self.timeout))
+        self.counted(query, || {
+            client.query_read(query.name(), params, self.timeout)
+        })
     }
 
     /// A statement with side effects: its own Sync, answered after its commit.
-    fn write(&self, affinity: u64, st: &Statement, params: &[Param<'_>]) -> Result<Reply, Error> {
-        self.counted(st, || {
-            self.fast(affinity).query(st.name, params, self.timeout)
+    fn write(&self, affinity: u64, query: Query, params: &[Param<'_>]) -> Result<Reply, Error> {
+        debug_assert!(query.lane() == Lane::Fast && query.writes(), "{query:?}");
+        self.counted(query, || {
+            self.fast(affinity)
+                .query(query.name(), params, self.timeout)
+        })
+    }
+
+    /// A read-only statement of the listing lane.
+    fn listing(&self, affinity: u64, query: Query, params: &[Param<'_>]) -> Result<Reply, Error> {
+        debug_assert!(
+            query.lane() == Lane::Listing && !query.writes(),
+            "{query:?}"
+        );
+        let client = &self.listing[(affinity % self.listing.len() as u64) as usize];
+        self.counted(query, || {
+            client.query_read(query.name(), params, self.timeout)
         })
     }
 
     /// The record's (id, email, text) row.
     pub fn by_id(&self, affinity: u64, id: i32) -> Result<Option<Row>, Error> {
-        Ok(self.read(affinity, &BY_ID, &[Param::Int4(id)])?.rows.pop())
+        Ok(self
+            .read(affinity, Query::ById, &[Param::Int4(id)])?
+            .rows
+            .pop())
     }
 
     /// The record's (text) row.
     pub fn text_by_email(&self, affinity: u64, email: &str) -> Result<Option<Row>, Error> {
         Ok(self
-            .read(affinity, &TEXT_BY_EMAIL, &[Param::Text(email)])?
+            .read(affinity, Query::TextByEmail, &[Param::Text(email)])?
             .rows
             .pop())
     }
@@ -210,7 +167,7 @@ impl Repository {
     pub fn upsert(&self, affinity: u64, email: EmailAddress<'_>, text: &str) -> Result<(), Error> {
         self.write(
             affinity,
-            &UPSERT,
+            Query::Upsert,
             &[Param::Text(email.as_str()), Param::Text(text)],
         )
         .map(drop)
@@ -219,18 +176,14 @@ impl Repository {
     /// Deletes the record with that email, if any; returns how many rows went (0 or 1).
     pub fn delete(&self, affinity: u64, email: &str) -> Result<u64, Error> {
         Ok(self
-            .write(affinity, &DELETE, &[Param::Text(email)])?
+            .write(affinity, Query::Delete, &[Param::Text(email)])?
             .affected)
     }
 
     /// (email, text) rows ordered by email, from `offset`. On the listing lane.
     pub fn page_offset(&self, affinity: u64, limit: i64, offset: i64) -> Result<Vec<Row>, Error> {
-        let client = &self.listing[(affinity % self.listing.len() as u64) as usize];
         let params = [Param::Int8(limit), Param::Int8(offset)];
-        let reply = self.counted(&PAGE_OFFSET, || {
-            client.query_read(PAGE_OFFSET.name, &params, self.timeout)
-        })?;
-        Ok(reply.rows)
+        Ok(self.listing(affinity, Query::PageOffset, &params)?.rows)
     }
 
     /// (email, text) rows ordered by email, after `after`, from `offset`: walks the index up to
@@ -242,12 +195,10 @@ impl Repository {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<Row>, Error> {
-        let client = &self.listing[(affinity % self.listing.len() as u64) as usize];
         let params = [Param::Text(after), Param::Int8(limit), Param::Int8(offset)];
-        let reply = self.counted(&PAGE_AFTER_OFFSET, || {
-            client.query_read(PAGE_AFTER_OFFSET.name, &params, self.timeout)
-        })?;
-        Ok(reply.rows)
+        Ok(self
+            .listing(affinity, Query::PageAfterOffset, &params)?
+            .rows)
     }
 
     /// (email, text) rows ordered by email, after `after` (keyset pagination): an index probe,
@@ -256,7 +207,7 @@ impl Repository {
         Ok(self
             .read(
                 affinity,
-                &PAGE_AFTER,
+                Query::PageAfter,
                 &[Param::Text(after), Param::Int8(limit)],
             )?
             .rows)
@@ -265,8 +216,9 @@ impl Repository {
     /// Whether the database answers a trivial query (on the fast-lane connection `affinity`
     /// picks) within `timeout`.
     pub fn ping(&self, affinity: u64, timeout: Duration) -> Result<(), Error> {
-        self.counted(&PING, || {
-            self.fast(affinity).query_read(PING.name, &[], timeout)
+        self.counted(Query::Ping, || {
+            self.fast(affinity)
+                .query_read(Query::Ping.name(), &[], timeout)
         })
         .map(drop)
     }

@@ -1,6 +1,7 @@
 //! The route table: which handler serves each (route, method), which routes each listener
 //! serves (`Surface`), and the one place a request is timed, counted, answered on failure and
-//! logged (`Service::call`). The handlers are in `handlers`, the failures in `failure`.
+//! logged (`Service::call`). The routes themselves (path to `Route`, its template) are in
+//! `route`, the handlers in `handlers`, the failures in `failure`.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -11,8 +12,9 @@ use crate::logging::{AccessLog, Untrusted};
 
 use super::assets::Assets;
 use super::failure::{Failed, Failure, Handled};
-use super::metrics::{Exporter, Metrics, Page, Route};
+use super::metrics::{Exporter, Metrics, Page};
 use super::repo::Repository;
+use super::route::Route;
 
 const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
@@ -38,7 +40,7 @@ impl RecordsService {
         let server = Arc::new(OnceLock::new());
         let exporter = Arc::new(Exporter::page(
             metrics.clone(),
-            repo.clone(),
+            repo.pools(),
             server.clone(),
         ));
         RecordsService {
