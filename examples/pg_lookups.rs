@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use records_service::config;
-use records_service::pg::{Client, Param};
-use records_service::records::repo::BY_ID;
+use records_service::pg::{Client, Param, Statement};
+use records_service::records::statements::Query;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -19,6 +19,9 @@ fn env_num(name: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The service's lookup by id, run on the PostgreSQL client alone.
+const BY_ID: Statement = Query::ById.statement();
 
 fn main() {
     let workers = env_num("WORKERS", 2) as usize;

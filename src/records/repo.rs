@@ -5,15 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::DatabaseConfig;
-use crate::pg::{Client, Error, Param, Reply, Row, Statement, TargetSessionAttrs};
+use crate::pg::{Client, Error, Param, Reply, Row, TargetSessionAttrs};
 
 use super::email::EmailAddress;
 use super::metrics::Metrics;
 use super::statements::{Lane, Query};
-
-/// The lookup by id as a plain statement, for programs that run it on the PostgreSQL client
-/// alone (`examples/pg_lookups.rs`).
-pub const BY_ID: Statement = Query::ById.statement();
 
 pub struct Repository {
     /// One per worker: writes, and reads unless `reads` has clients of its own.
