@@ -54,7 +54,7 @@ lint:
 fmt:
 	cargo fmt --all
 
-# The headline benchmark against the original's stack and axum (see benches/README.md).
+# The headline benchmark against xitca-web, axum and the original's stack (see benches/README.md).
 bench: build db
 	$(WITH_DB) $(BIN) migrate
 	$(WITH_DB) scripts/bench.sh
@@ -98,7 +98,7 @@ test-monitoring: seeded-100k
 	$(WITH_DB) BIN=$(BIN) scripts/test-monitoring.sh
 
 # The release binary's connection stacks: the routes' database requests stay within one 4 KiB
-# page (STACK_DEBUG=1 peaks under wrk and curl; issue 14).
+# page (STACK_DEBUG=1 peaks under wrk and curl: what a connection's stack keeps resident).
 test-stack: seeded-100k
 	$(WITH_DB) BIN=$(BIN) ROWS=100000 scripts/test-stack.sh
 

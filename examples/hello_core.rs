@@ -1,4 +1,4 @@
-//! The benchmark subject for issue 3: our HTTP/1.1 core serving one fixed JSON response.
+//! The subject of `make bench-http`: our HTTP/1.1 core serving one fixed JSON response.
 //!
 //! `GET /json` answers 200 `{"message":"Hello, World!"}` (application/json); any other path
 //! 404. Listens on 127.0.0.1:${PORT:-8101} with ${WORKERS:-number of cores} worker threads and

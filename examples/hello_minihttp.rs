@@ -1,4 +1,4 @@
-//! The reference for the issue 3 benchmark: may_minihttp 0.1.11 serving the same fixed JSON
+//! The reference for `make bench-http`: may_minihttp 0.1.11 serving the same fixed JSON
 //! response as `examples/hello_core.rs`, so the two can be measured side by side.
 //!
 //! `GET /json` answers 200 `{"message":"Hello, World!"}` (application/json); any other path

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The HTTP-core comparison (issue 3): our HTTP/1.1 loop against may_minihttp 0.1.11, no database.
+# The HTTP-core comparison: our HTTP/1.1 loop against may_minihttp 0.1.11, no database.
 # Two example binaries answer GET /json with {"message":"Hello, World!"}:
 #
 #   target/release/examples/hello_core       ours            127.0.0.1:8101

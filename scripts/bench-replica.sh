@@ -8,7 +8,7 @@
 #
 # Makes its own primary and standby (pg_basebackup) under /var/tmp, run as the postgres user,
 # on ports 56101 and 56102, and removes them at the end. On one machine the two servers share
-# its cores: the figure shows the cost of the routing, not the scaling (see the README).
+# its cores: the figure shows the cost of the routing, not the scaling (see docs/operations.md, "Scale-out").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-1000000}; ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; WORKERS=${WORKERS:-2}

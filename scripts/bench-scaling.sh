@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Scaling run (issue 5): GET /user/{id}, ids uniform in 1..ROWS, with WORKERS = 1, 2, 4, 8 on
+# Scaling run: GET /user/{id}, ids uniform in 1..ROWS, with WORKERS = 1, 2, 4, 8 on
 # one machine that also runs PostgreSQL and the load generator (wrk + benches/random_user.lua).
 # Meant for a machine with 16 or more cores; prints a markdown table and writes JSON.
 #

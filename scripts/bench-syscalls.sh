@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System calls, context switches and CPU per request (issue 14): each system serves
+# System calls, context switches and CPU per request: each system serves
 # GET /user/{id} (ids uniform in 1..BENCH_ROWS) to wrk with CONNECTIONS keep-alive connections,
 # while `perf stat` counts, in the server process only, every system call (and the common ones
 # by name), its context switches and its CPU time (task-clock), for exactly the duration of the

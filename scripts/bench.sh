@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The headline benchmark (issue 5): GET /user/{id}, ids uniform in 1..BENCH_ROWS, over a table of
+# The headline benchmark: GET /user/{id}, ids uniform in 1..BENCH_ROWS, over a table of
 # BENCH_ROWS records, BENCH_CONNECTIONS keep-alive connections, every system started and measured
 # by this one script, alternating, ROUNDS rounds:
 #
@@ -10,7 +10,7 @@
 #   xitca     benches/compare/xitca (xitca-web + xitca-postgres,    127.0.0.1:8004
 #             TechEmpower's fastest Rust design), WORKERS = nproc
 #
-# and, named in SYSTEMS only (what observability costs, issue 12; `make bench-observability`):
+# and, named in SYSTEMS only (what observability costs; `make bench-observability`):
 #   ours-nometrics  records-service, WORKERS = nproc, METRICS=off       127.0.0.1:8021
 #   ours-access     records-service, WORKERS = nproc, ACCESS_LOG=all    127.0.0.1:8022
 #   ours-base       BASE_BIN (another build, e.g. the previous commit), WORKERS = nproc  :8023

@@ -4,11 +4,12 @@
 #   scripts/localpg.sh start && eval "$(scripts/localpg.sh env)"   # ids 1..ROWS seeded
 #   scripts/test-stack.sh
 #
-# Resident memory per connection is mostly the pages of coroutine stack it touches (issue 14):
+# Resident memory per connection is mostly the pages of coroutine stack it touches:
 # may maps 64 KiB per coroutine, and each 4 KiB page a connection ever writes stays resident
 # while the coroutine (or may's pool, which reuses it) lives. A request that waits for
-# PostgreSQL is the deepest path a connection takes; it used to reach 4.4-5.2 KB, one page
-# more than needed. This check keeps the routes' database requests within one page.
+# PostgreSQL is the deepest path a connection takes; a second page touched there is resident
+# for every connection that ever waited (docs/benchmarks.md has the measured peaks). This check
+# keeps the routes' database requests within one page.
 #
 # Each workload runs against its own server started with STACK_DEBUG=1: may fills every stack
 # with a sentinel and prints each coroutine's peak use (in words) when it ends. After the

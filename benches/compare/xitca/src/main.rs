@@ -1,4 +1,4 @@
-//! The xitca-web reference (issue 14): xitca-web's HTTP/1 server (xitca-server: one thread per
+//! The xitca-web reference: xitca-web's HTTP/1 server (xitca-server: one thread per
 //! worker, each a single-threaded tokio runtime) and xitca-postgres, in the shape of TechEmpower's
 //! `frameworks/Rust/xitca-web` entry: per worker one PostgreSQL connection, pipelined by its
 //! driver, with the statement prepared once when the worker starts (`with_async_state`), the row
