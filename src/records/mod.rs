@@ -11,6 +11,27 @@
 //! - `metrics`: what is counted, and the `/metrics` answer;
 //! - `email`, `query`, `assets`, `migrate`, `seed`: the rest.
 
+/// A closed enum with `ALL` (every variant, in declaration order, so `ALL[v as usize] == v`)
+/// and `COUNT`, both derived from its one list of variants: a variant added anywhere in it is
+/// listed and counted, and every `match` on the enum then names the places to change.
+macro_rules! closed_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$variant_meta:meta])* $variant:ident,)+
+    }) => {
+        $(#[$meta])*
+        $vis enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: [$name; $name::COUNT] = [$($name::$variant,)+];
+            /// How many variants there are.
+            pub const COUNT: usize = [$(stringify!($variant),)+].len();
+        }
+    };
+}
+
 pub mod app;
 pub mod assets;
 pub mod email;

@@ -2,46 +2,28 @@
 //! label it is counted and logged under). The route table, which handler serves each (route,
 //! method), is in `routes`; the metrics count requests in the slot `route as usize`.
 
-/// A request's route, by template: the label requests are counted under (never the raw path,
-/// whose values are unbounded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    UserById,
-    User,
-    Users,
-    Livez,
-    Readyz,
-    Metrics,
-    OpenApi,
-    Docs,
-    Redoc,
-    Index,
-    Static,
-    /// Any other path; stays the last variant (see [`Route::COUNT`]).
-    Unmatched,
+closed_enum! {
+    /// A request's route, by template: the label requests are counted under (never the raw
+    /// path, whose values are unbounded). `/metrics` counts `Route::ALL[i]` in slot `i`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Route {
+        UserById,
+        User,
+        Users,
+        Livez,
+        Readyz,
+        Metrics,
+        OpenApi,
+        Docs,
+        Redoc,
+        Index,
+        Static,
+        /// Any other path.
+        Unmatched,
+    }
 }
 
 impl Route {
-    /// Every route, in declaration order: `/metrics` counts `ALL[i]` in slot `i`.
-    pub const ALL: [Route; Route::COUNT] = [
-        Route::UserById,
-        Route::User,
-        Route::Users,
-        Route::Livez,
-        Route::Readyz,
-        Route::Metrics,
-        Route::OpenApi,
-        Route::Docs,
-        Route::Redoc,
-        Route::Index,
-        Route::Static,
-        Route::Unmatched,
-    ];
-
-    /// How many routes there are: `Unmatched` stays the last variant, so a route declared
-    /// before it makes `ALL` fail to compile until it is listed there.
-    pub const COUNT: usize = Route::Unmatched as usize + 1;
-
     /// The route serving `path` (without the query).
     pub fn of(path: &str) -> Route {
         if path.starts_with("/user/") {
@@ -79,15 +61,6 @@ impl Route {
         }
     }
 }
-
-// `ALL` is in declaration order, so `ALL[route as usize] == route`.
-const _: () = {
-    let mut i = 0;
-    while i < Route::ALL.len() {
-        assert!(Route::ALL[i] as usize == i);
-        i += 1;
-    }
-};
 
 #[cfg(test)]
 mod tests {

@@ -12,17 +12,20 @@
 
 use crate::pg::Statement;
 
-/// A statement the service runs, prepared on every connection of its lane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Query {
-    ById,
-    TextByEmail,
-    Upsert,
-    Delete,
-    PageOffset,
-    PageAfter,
-    PageAfterOffset,
-    Ping,
+closed_enum! {
+    /// A statement the service runs, prepared on every connection of its lane. `/metrics`
+    /// counts `Query::ALL[i]` in slot `i`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Query {
+        ById,
+        TextByEmail,
+        Upsert,
+        Delete,
+        PageOffset,
+        PageAfter,
+        PageAfterOffset,
+        Ping,
+    }
 }
 
 /// Where a statement runs (see the module's docs).
@@ -35,22 +38,6 @@ pub enum Lane {
 }
 
 impl Query {
-    /// Every statement, in declaration order: `/metrics` counts `ALL[i]` in slot `i`.
-    pub const ALL: [Query; Query::COUNT] = [
-        Query::ById,
-        Query::TextByEmail,
-        Query::Upsert,
-        Query::Delete,
-        Query::PageOffset,
-        Query::PageAfter,
-        Query::PageAfterOffset,
-        Query::Ping,
-    ];
-
-    /// How many statements there are: `Ping` stays the last variant, so a statement declared
-    /// before it makes `ALL` fail to compile until it is listed there.
-    pub const COUNT: usize = Query::Ping as usize + 1;
-
     /// The statement as the PostgreSQL client prepares and runs it.
     pub const fn statement(self) -> Statement {
         match self {
@@ -153,15 +140,6 @@ impl Query {
             .collect()
     }
 }
-
-// `ALL` is in declaration order, so `ALL[query as usize] == query`.
-const _: () = {
-    let mut i = 0;
-    while i < Query::ALL.len() {
-        assert!(Query::ALL[i] as usize == i);
-        i += 1;
-    }
-};
 
 #[cfg(test)]
 mod tests {

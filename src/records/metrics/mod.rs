@@ -58,32 +58,24 @@ fn outcome_index<T>(result: &Result<T, pg::Error>) -> usize {
     }
 }
 
-/// Why a 503 was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unavailable {
-    /// No connection to PostgreSQL: the circuit is open.
-    Database,
-    ConnectionLost,
-    Overloaded,
-    Timeout,
-    QueryCanceled,
-    /// `/readyz` failed its check.
-    NotReady,
-    /// `/readyz` while draining.
-    ShuttingDown,
+closed_enum! {
+    /// Why a 503 was answered.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Unavailable {
+        /// No connection to PostgreSQL: the circuit is open.
+        Database,
+        ConnectionLost,
+        Overloaded,
+        Timeout,
+        QueryCanceled,
+        /// `/readyz` failed its check.
+        NotReady,
+        /// `/readyz` while draining.
+        ShuttingDown,
+    }
 }
 
 impl Unavailable {
-    const ALL: [Unavailable; 7] = [
-        Unavailable::Database,
-        Unavailable::ConnectionLost,
-        Unavailable::Overloaded,
-        Unavailable::Timeout,
-        Unavailable::QueryCanceled,
-        Unavailable::NotReady,
-        Unavailable::ShuttingDown,
-    ];
-
     pub fn label(self) -> &'static str {
         match self {
             Unavailable::Database => "database",
