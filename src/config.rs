@@ -290,7 +290,8 @@ pub const VARIABLES: &[Setting] = &[
     Setting {
         name: "PG_STATEMENT_TIMEOUT_MS",
         default: Some("5000"),
-        bounds: Some((0, DAY_MS)),
+        // Below PG_QUERY_TIMEOUT_MS's bound, which must be longer.
+        bounds: Some((0, DAY_MS - 1)),
         description: "server-side statement_timeout (0: the server's own setting)",
     },
     Setting {
@@ -584,19 +585,25 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         }
         let statement_timeout = self.millis("PG_STATEMENT_TIMEOUT_MS")?;
         let query_timeout = self.millis("PG_QUERY_TIMEOUT_MS")?;
-        // The server's cancellation (SQLSTATE 57014) must be what a caller sees: it ends the
-        // statement and frees its place in the connection's pipeline. A client deadline that
-        // came first would report a timeout for a statement still running on the server (a
-        // write that may yet commit) and leave the queries behind it waiting. With the
-        // statement timeout off (0), the server's own setting applies, unknown here.
+        // The server's cancellation (SQLSTATE 57014) must be what ends a slow statement: it
+        // frees the statement's place in the connection's pipeline, and it is what bounds the
+        // wait for a write already sent (whose real outcome is waited for past the client's
+        // deadline). A client deadline that came first would answer 503 for a read the server
+        // still runs, with the queries behind it still waiting. With the statement timeout off
+        // (0), the server's own setting applies, unknown here.
         if !statement_timeout.is_zero() && query_timeout <= statement_timeout {
+            let default = if self.raw("PG_QUERY_TIMEOUT_MS").is_none() {
+                " (its default)"
+            } else {
+                ""
+            };
             return Err(err(
                 "PG_QUERY_TIMEOUT_MS",
                 format!(
-                    "{} ms is not longer than PG_STATEMENT_TIMEOUT_MS ({} ms): the client's \
-                     deadline must come after the server's statement timeout, so that a slow \
-                     statement is cancelled by the server rather than abandoned while it still \
-                     runs (raise PG_QUERY_TIMEOUT_MS, or lower PG_STATEMENT_TIMEOUT_MS)",
+                    "{} ms{default} is not longer than PG_STATEMENT_TIMEOUT_MS ({} ms): the \
+                     client's deadline must come after the server's statement timeout, so that \
+                     a slow statement is cancelled by the server rather than abandoned while it \
+                     still runs (raise PG_QUERY_TIMEOUT_MS, or lower PG_STATEMENT_TIMEOUT_MS)",
                     query_timeout.as_millis(),
                     statement_timeout.as_millis()
                 ),
@@ -1187,6 +1194,19 @@ mod tests {
         );
         let e = with(&[("PG_STATEMENT_TIMEOUT_MS", "7000")]).unwrap_err();
         assert_eq!(e.variable, "PG_QUERY_TIMEOUT_MS", "against the default");
+        assert!(
+            e.problem.starts_with("6000 ms (its default) is not longer"),
+            "an operator who never set it is told it is the default: {}",
+            e.problem
+        );
+        // The statement timeout's bound leaves room for a longer query deadline.
+        let db = with(&[
+            ("PG_STATEMENT_TIMEOUT_MS", "86399999"),
+            ("PG_QUERY_TIMEOUT_MS", "86400000"),
+        ]);
+        assert!(db.is_ok(), "{:?}", db.err());
+        let e = with(&[("PG_STATEMENT_TIMEOUT_MS", "86400000")]).unwrap_err();
+        assert_eq!(e.variable, "PG_STATEMENT_TIMEOUT_MS");
         let db = with(&[
             ("PG_STATEMENT_TIMEOUT_MS", "3000"),
             ("PG_QUERY_TIMEOUT_MS", "3001"),
