@@ -94,7 +94,9 @@ impl<'a> Request<'a> {
     /// Sets the request's id: the client's `X-Request-Id` when valid, else one made in `buf`
     /// from the process's `prefix`, the connection and `seq`, the request's number on it. Done
     /// where the request is built, with a buffer the connection owns, so that answering it
-    /// needs no second copy of the request on the stack.
+    /// needs no second copy of the request on the stack: a request waiting for PostgreSQL
+    /// must stay within one page of coroutine stack (`make test-stack`), since every page it
+    /// touches stays resident for as long as the coroutine lives.
     pub(crate) fn identify(
         &mut self,
         prefix: u32,

@@ -93,7 +93,8 @@ impl ServerShared {
                     .is_ok() =>
             {
                 // SAFETY: the descriptor is open: entries leave the registry (under this lock)
-                // before their socket is closed.
+                // before their socket is closed. `server.rs` upholds it: a connection's
+                // `ConnGuard` is declared after its stream, so it drops (and unregisters) first.
                 unsafe {
                     libc::shutdown(entry.fd, libc::SHUT_RD);
                 }

@@ -41,9 +41,9 @@ use super::{request_id, NextRead, Request, Service, Status};
 
 /// Input buffer of a new connection: room for a typical request head (a browser's, cookies
 /// included), doubled on demand. Resident memory per connection is what the buffers touch,
-/// so a connection starts small: input and output buffers of the base size from the start were
-/// most of what a served connection cost (`tests/http_core/cost.rs` bounds that cost; the
-/// measurements are in docs/benchmarks.md).
+/// so a connection starts small: an 8 KiB input buffer, zeroed (so resident at once), and an
+/// 8 KiB output buffer from the start were most of what a served connection cost
+/// (`tests/http_core/cost.rs` bounds that cost; the measurements are in docs/benchmarks.md).
 const INITIAL_INPUT: usize = 2 * 1024;
 /// Output buffer of a new connection: an ordinary answer fits; a larger one grows it.
 const INITIAL_OUTPUT: usize = 1024;
