@@ -22,15 +22,64 @@ fn run(env: &[(String, String)], args: &[&str]) -> (i32, String) {
 fn help_explains_each_command() {
     let (code, text) = run(&[], &["--help"]);
     assert_eq!(code, 0);
-    for word in ["serve", "migrate", "seed --rows N"] {
+    for word in ["serve", "migrate", "seed", "healthcheck", ".env"] {
         assert!(text.contains(word), "{word} missing from help:\n{text}");
     }
     let (code, text) = run(&[], &["frobnicate"]);
     assert_eq!(code, 2);
-    assert!(text.contains("unknown command \"frobnicate\""), "{text}");
+    assert!(
+        text.contains("unrecognized subcommand 'frobnicate'"),
+        "{text}"
+    );
     let (code, text) = run(&[], &["seed", "--rows", "-5"]);
     assert_eq!(code, 2);
     assert!(text.contains("--rows must be a whole number"), "{text}");
+    let (code, text) = run(&[], &["seed"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("--rows <N>"), "seed needs --rows: {text}");
+}
+
+#[test]
+fn version_prints_the_version() {
+    let (code, text) = run(&[], &["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        text.trim(),
+        format!("records-service {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// `help seed` and `seed --help` both show seed's own flags, not only the command list.
+#[test]
+fn each_command_has_its_own_help() {
+    for args in [&["help", "seed"][..], &["seed", "--help"]] {
+        let (code, text) = run(&[], args);
+        assert_eq!(code, 0, "{args:?}: {text}");
+        for flag in ["--rows <N>", "--if-empty", "Usage: records-service seed"] {
+            assert!(text.contains(flag), "{args:?}: {flag} missing:\n{text}");
+        }
+    }
+    let (code, text) = run(&[], &["help", "healthcheck"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("/readyz"), "{text}");
+}
+
+/// A mistyped command names the one meant, in a few lines, not the whole help.
+#[test]
+fn a_mistyped_command_gets_a_suggestion() {
+    let (code, text) = run(&[], &["serv"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("similar") && text.contains("'serve'"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("healthcheck") && text.lines().count() < 10,
+        "the mistake, not the whole help:\n{text}"
+    );
+    let (code, text) = run(&[], &["seed", "--row", "5"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("'--rows'"), "{text}");
 }
 
 #[test]
