@@ -2,10 +2,12 @@
 //! `serve`, `migrate`, `seed` or `healthcheck`. Nothing else lives here.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use records_service::config::{self, ConfigError};
 use records_service::logging::Untrusted;
 use records_service::pg;
@@ -39,7 +41,8 @@ enum Command {
     Migrate,
     /// Apply migrations, then top the records table up to ids 1..N with generated records
     ///
-    /// Progress goes to stderr.
+    /// Progress goes to stderr: a progress bar on a terminal, log lines (event seed_progress)
+    /// otherwise.
     #[command(verbatim_doc_comment)]
     Seed {
         /// Top the table up to ids 1..N (0 to 2147483647)
@@ -202,10 +205,13 @@ fn run_seed(rows: i64, if_empty: bool) -> Result<(), CommandError> {
     let empty =
         !if_empty || seed::is_empty(&client).map_err(|e| format!("cannot count records: {e}"))?;
     if empty {
-        seed::seed(&client, rows, &mut |line| {
-            tracing::info!(event = "seed_progress", "{line}")
-        })
-        .map_err(|e| format!("seeding failed: {e}"))?;
+        // A person watching gets a bar; a file, a pipe or a container's log gets log events.
+        let mut progress: Box<dyn seed::Progress> = if std::io::stderr().is_terminal() {
+            Box::new(SeedBar::new())
+        } else {
+            Box::new(SeedLog::default())
+        };
+        seed::seed(&client, rows, progress.as_mut()).map_err(|e| format!("seeding failed: {e}"))?;
     } else {
         tracing::info!(
             event = "seed",
@@ -214,6 +220,82 @@ fn run_seed(rows: i64, if_empty: bool) -> Result<(), CommandError> {
     }
     client.close();
     Ok(())
+}
+
+/// `seed`'s progress as log events: every step, and the rows each time another tenth of them
+/// is in (a line per INSERT would be a hundred lines for ten million rows).
+#[derive(Default)]
+struct SeedLog {
+    tenths: i64,
+}
+
+impl seed::Progress for SeedLog {
+    fn step(&mut self, line: &str) {
+        tracing::info!(event = "seed_progress", "{line}");
+    }
+
+    fn rows(&mut self, done: i64, total: i64, line: &str) {
+        let tenths = done * 10 / total.max(1);
+        if tenths > self.tenths || done >= total {
+            self.tenths = tenths;
+            tracing::info!(event = "seed_progress", "{line}");
+        }
+    }
+}
+
+/// `seed`'s progress on a terminal: a bar of the rows this run inserts, their rate and the
+/// time left, redrawn in place; each step printed above it. Left as it stands at the end (a
+/// failure shows where it stopped).
+struct SeedBar(ProgressBar);
+
+impl SeedBar {
+    fn new() -> SeedBar {
+        // Until the first rows are in (the plan, a first INSERT): a spinner and the time.
+        let bar = ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .expect("a valid template"),
+        );
+        bar.set_message("seed");
+        // Redrawn while one INSERT or the index build runs, so the clock moves.
+        bar.enable_steady_tick(Duration::from_millis(200));
+        SeedBar(bar)
+    }
+}
+
+impl seed::Progress for SeedBar {
+    fn step(&mut self, line: &str) {
+        self.0.println(line);
+    }
+
+    fn rows(&mut self, done: i64, total: i64, _line: &str) {
+        let bar = &self.0;
+        if bar.length().is_none() {
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "[{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows, \
+                     {per_sec:0}, {eta} left",
+                )
+                .expect("a valid template"),
+            );
+            bar.set_length(total.max(0) as u64);
+        }
+        bar.set_position(done.max(0) as u64);
+        if done >= total {
+            // What follows (index build, statistics) adds no rows: a rate would only decay.
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "[{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows",
+                )
+                .expect("a valid template"),
+            );
+        }
+    }
+}
+
+impl Drop for SeedBar {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
 }
 
 fn serve(signals: signals::TerminationSignals) -> Result<(), CommandError> {

@@ -253,6 +253,38 @@ fn seed_tops_the_table_up_to_contiguous_ids() {
     );
 }
 
+/// With stderr not a terminal (a pipe here, a file or a container's log in production), seed's
+/// progress is log events, not a progress bar: no escape codes, no carriage returns.
+#[test]
+fn seed_progress_to_a_pipe_is_log_lines() {
+    let db = TestDb::new();
+    let env = env_for(&db.server, &db.name);
+    let out = command(&env)
+        .args(["seed", "--rows", "250000"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run records-service seed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains('\x1b') && !err.contains('\r'),
+        "terminal control in a pipe: {err:?}"
+    );
+    let progress: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("seed_progress"))
+        .collect();
+    let text = readable(&progress.join("\n"));
+    for line in [
+        "inserting ids 1 to 250000",
+        "100000/250000 rows",
+        "250000/250000 rows",
+        "done, 250000 rows",
+    ] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
+}
+
 /// `healthcheck` (what the image's HEALTHCHECK runs): 0 against a ready service, 1 against a
 /// port where nothing answers, and it needs no database settings.
 #[test]
