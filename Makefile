@@ -86,7 +86,7 @@ test-docker:
 run-unit-tests:
 	cargo test --lib --bins
 run-integration-tests:
-	cargo test --test pg_client
+	cargo test --test pg
 run-api-tests:
 	cargo test --test api --test http_core
 

@@ -1,10 +1,13 @@
-//! The `records-service` command: configuration, signals, runtime, and one of `serve`,
-//! `migrate` or `seed`. Nothing else lives here.
+//! The `records-service` command: its arguments, configuration, signals, runtime, and one of
+//! `serve`, `migrate`, `seed` or `healthcheck`. Nothing else lives here.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use records_service::config::{self, ConfigError};
 use records_service::logging::Untrusted;
 use records_service::pg;
@@ -12,72 +15,49 @@ use records_service::records::app::{self, describe_db_error, StartError};
 use records_service::records::{migrate, seed};
 use records_service::{logging, signals};
 
-const HELP: &str = "\
-records-service: the records HTTP JSON API over PostgreSQL
-
-USAGE:
-    records-service [COMMAND]
-
-COMMANDS:
-    serve            Serve HTTP on SERVER_HOST:SERVER_PORT (the default command). Stops
-                     gracefully on SIGTERM or SIGINT.
-    migrate          Apply the database migrations that are missing (safe to run twice,
-                     and from two processes at once).
-    seed --rows N [--if-empty]
-                     Apply migrations, then top the records table up to ids 1..N with
-                     generated records (progress on stderr). With --if-empty, only
-                     when the table holds no record at all.
-    healthcheck      GET /readyz of the service on SERVER_HOST:SERVER_PORT (127.0.0.1 when
-                     it listens on every address): exit 0 when ready, 1 otherwise. For
-                     container health checks: the image needs no curl or shell.
-    help             Show this text. `records-service COMMAND --help` shows the same.
-
-Configuration comes from the environment and from a .env file in the working directory;
-see .env.example and the README for every variable and its default.
-";
-
-enum Command {
-    Serve,
-    Migrate,
-    Seed { rows: i64, if_empty: bool },
-    Healthcheck,
-    Help,
+/// records-service: the records HTTP JSON API over PostgreSQL.
+#[derive(Parser)]
+#[command(
+    name = "records-service",
+    version,
+    after_help = "Configuration comes from the environment and from a .env file in the working \
+                  directory;\nsee .env.example and the README for every variable and its default."
+)]
+struct Cli {
+    /// What to do; without one, `serve`.
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn parse_args(args: &[String]) -> Result<Command, String> {
-    let mut it = args.iter().map(String::as_str);
-    let command = match it.next() {
-        None | Some("serve") => Command::Serve,
-        Some("migrate") => Command::Migrate,
-        Some("healthcheck") => Command::Healthcheck,
-        Some("seed") => {
-            let mut rows = None;
-            let mut if_empty = false;
-            while let Some(arg) = it.next() {
-                match arg {
-                    "--if-empty" => if_empty = true,
-                    "--rows" => {
-                        let value = it.next().ok_or("--rows needs a number")?;
-                        rows = Some(parse_rows(value)?);
-                    }
-                    a if a.starts_with("--rows=") => rows = Some(parse_rows(&a[7..])?),
-                    "-h" | "--help" => return Ok(Command::Help),
-                    other => return Err(format!("unexpected argument {other:?} for seed")),
-                }
-            }
-            return Ok(Command::Seed {
-                rows: rows.ok_or("seed needs --rows N")?,
-                if_empty,
-            });
-        }
-        Some("help" | "-h" | "--help") => Command::Help,
-        Some(other) => return Err(format!("unknown command {other:?}")),
-    };
-    match it.next() {
-        None => Ok(command),
-        Some("-h" | "--help") => Ok(Command::Help),
-        Some(other) => Err(format!("unexpected argument {other:?}")),
-    }
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP on SERVER_HOST:SERVER_PORT (the default command)
+    ///
+    /// Stops gracefully on SIGTERM or SIGINT.
+    Serve,
+    /// Apply the database migrations that are missing
+    ///
+    /// Safe to run twice, and from two processes at once.
+    Migrate,
+    /// Apply migrations, then top the records table up to ids 1..N with generated records
+    ///
+    /// Progress goes to stderr: a progress bar on a terminal, log lines (event seed_progress)
+    /// otherwise.
+    #[command(verbatim_doc_comment)]
+    Seed {
+        /// Top the table up to ids 1..N (0 to 2147483647)
+        #[arg(long, value_name = "N", value_parser = parse_rows, allow_negative_numbers = true)]
+        rows: i64,
+        /// Only when the table holds no record at all
+        #[arg(long)]
+        if_empty: bool,
+    },
+    /// GET /readyz of the local service: exit 0 when ready, 1 otherwise
+    ///
+    /// Asks SERVER_HOST:SERVER_PORT (127.0.0.1 when the service listens on every address).
+    /// For container health checks: the image needs no curl or shell.
+    #[command(verbatim_doc_comment)]
+    Healthcheck,
 }
 
 fn parse_rows(value: &str) -> Result<i64, String> {
@@ -89,19 +69,10 @@ fn parse_rows(value: &str) -> Result<i64, String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match parse_args(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}\n\n{HELP}");
-            return ExitCode::from(2);
-        }
-    };
-    // Help needs no configuration (a broken .env must not hide it).
-    if let Command::Help = command {
-        print!("{HELP}");
-        return ExitCode::SUCCESS;
-    }
+    // Help and --version print and exit 0; a mistake in the arguments prints itself, a usage
+    // line and a suggestion where one fits, and exits 2. All before the configuration is read,
+    // so that a broken .env does not hide the help.
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
     // Before any thread exists, so every thread inherits the mask and only the signal thread
     // receives SIGTERM and SIGINT.
     let signals = signals::block_termination_signals();
@@ -117,7 +88,6 @@ fn main() -> ExitCode {
     let log_guard = logging::init(log.json, log.level);
     logging::log_panics();
     let result = match command {
-        Command::Help => Ok(()),
         Command::Serve => serve(signals),
         Command::Migrate => run_migrate(),
         Command::Healthcheck => healthcheck(),
@@ -235,10 +205,13 @@ fn run_seed(rows: i64, if_empty: bool) -> Result<(), CommandError> {
     let empty =
         !if_empty || seed::is_empty(&client).map_err(|e| format!("cannot count records: {e}"))?;
     if empty {
-        seed::seed(&client, rows, &mut |line| {
-            tracing::info!(event = "seed_progress", "{line}")
-        })
-        .map_err(|e| format!("seeding failed: {e}"))?;
+        // A person watching gets a bar; a file, a pipe or a container's log gets log events.
+        let mut progress: Box<dyn seed::Progress> = if std::io::stderr().is_terminal() {
+            Box::new(SeedBar::new())
+        } else {
+            Box::new(SeedLog::default())
+        };
+        seed::seed(&client, rows, progress.as_mut()).map_err(|e| format!("seeding failed: {e}"))?;
     } else {
         tracing::info!(
             event = "seed",
@@ -247,6 +220,82 @@ fn run_seed(rows: i64, if_empty: bool) -> Result<(), CommandError> {
     }
     client.close();
     Ok(())
+}
+
+/// `seed`'s progress as log events: every step, and the rows each time another tenth of them
+/// is in (a line per INSERT would be a hundred lines for ten million rows).
+#[derive(Default)]
+struct SeedLog {
+    tenths: i64,
+}
+
+impl seed::Progress for SeedLog {
+    fn step(&mut self, line: &str) {
+        tracing::info!(event = "seed_progress", "{line}");
+    }
+
+    fn rows(&mut self, done: i64, total: i64, line: &str) {
+        let tenths = done * 10 / total.max(1);
+        if tenths > self.tenths || done >= total {
+            self.tenths = tenths;
+            tracing::info!(event = "seed_progress", "{line}");
+        }
+    }
+}
+
+/// `seed`'s progress on a terminal: a bar of the rows this run inserts, their rate and the
+/// time left, redrawn in place; each step printed above it. Left as it stands at the end (a
+/// failure shows where it stopped).
+struct SeedBar(ProgressBar);
+
+impl SeedBar {
+    fn new() -> SeedBar {
+        // Until the first rows are in (the plan, a first INSERT): a spinner and the time.
+        let bar = ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .expect("a valid template"),
+        );
+        bar.set_message("seed");
+        // Redrawn while one INSERT or the index build runs, so the clock moves.
+        bar.enable_steady_tick(Duration::from_millis(200));
+        SeedBar(bar)
+    }
+}
+
+impl seed::Progress for SeedBar {
+    fn step(&mut self, line: &str) {
+        self.0.println(line);
+    }
+
+    fn rows(&mut self, done: i64, total: i64, _line: &str) {
+        let bar = &self.0;
+        if bar.length().is_none() {
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "[{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows, \
+                     {per_sec:0}, {eta} left",
+                )
+                .expect("a valid template"),
+            );
+            bar.set_length(total.max(0) as u64);
+        }
+        bar.set_position(done.max(0) as u64);
+        if done >= total {
+            // What follows (index build, statistics) adds no rows: a rate would only decay.
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "[{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows",
+                )
+                .expect("a valid template"),
+            );
+        }
+    }
+}
+
+impl Drop for SeedBar {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
 }
 
 fn serve(signals: signals::TerminationSignals) -> Result<(), CommandError> {

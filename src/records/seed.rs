@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::pg::{self, Client};
 
-const CHUNK: i64 = 1_000_000;
+/// Rows per INSERT: small enough for progress to move several times a second, large enough
+/// that the statement's own cost is nothing next to its rows'.
+const CHUNK: i64 = 100_000;
 const BULK_THRESHOLD: i64 = 1_000_000;
 const TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -31,8 +33,26 @@ pub fn is_empty(client: &Client) -> Result<bool, pg::Error> {
     Ok(reply.rows.is_empty())
 }
 
+/// How `seed` reports its progress. The caller decides how to show it (log lines, a progress
+/// bar); a closure taking each line in words is one.
+pub trait Progress {
+    /// A step, in words: the plan, the index build, the end.
+    fn step(&mut self, line: &str);
+    /// `done` of the `total` rows this run inserts are in; `line` says so in words.
+    fn rows(&mut self, done: i64, total: i64, line: &str);
+}
+
+impl<F: FnMut(&str)> Progress for F {
+    fn step(&mut self, line: &str) {
+        self(line)
+    }
+    fn rows(&mut self, _done: i64, _total: i64, line: &str) {
+        self(line)
+    }
+}
+
 /// Tops `records` up to `rows` rows with ids 1..rows; returns how many were inserted.
-pub fn seed(client: &Client, rows: i64, progress: &mut dyn FnMut(&str)) -> Result<i64, pg::Error> {
+pub fn seed(client: &Client, rows: i64, progress: &mut dyn Progress) -> Result<i64, pg::Error> {
     let started = Instant::now();
     let reply = client.simple_query("SELECT coalesce(max(id), 0) FROM records", TIMEOUT)?;
     let max_id: i64 = reply
@@ -42,14 +62,14 @@ pub fn seed(client: &Client, rows: i64, progress: &mut dyn FnMut(&str)) -> Resul
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
     if max_id >= rows {
-        progress(&format!(
+        progress.step(&format!(
             "seed: the table already holds ids up to {max_id}; nothing to do"
         ));
         return Ok(0);
     }
     let to_add = rows - max_id;
     let bulk = to_add >= BULK_THRESHOLD;
-    progress(&format!(
+    progress.step(&format!(
         "seed: inserting ids {} to {rows} ({to_add} rows{})",
         max_id + 1,
         if bulk {
@@ -83,15 +103,19 @@ pub fn seed(client: &Client, rows: i64, progress: &mut dyn FnMut(&str)) -> Resul
                 ),
                 TIMEOUT,
             )?;
-            progress(&format!(
-                "seed: {to}/{rows} rows ({:.0}%, {:.1} s)",
-                to as f64 * 100.0 / rows as f64,
-                started.elapsed().as_secs_f64()
-            ));
+            progress.rows(
+                to - max_id,
+                to_add,
+                &format!(
+                    "seed: {to}/{rows} rows ({:.0}%, {:.1} s)",
+                    to as f64 * 100.0 / rows as f64,
+                    started.elapsed().as_secs_f64()
+                ),
+            );
             from = to + 1;
         }
         if bulk {
-            progress("seed: building the primary key and the email index");
+            progress.step("seed: building the primary key and the email index");
             client.simple_query(
                 "ALTER TABLE records ADD CONSTRAINT records_pkey PRIMARY KEY (id), \
                  ADD CONSTRAINT records_email_key UNIQUE (email);",
@@ -109,7 +133,7 @@ pub fn seed(client: &Client, rows: i64, progress: &mut dyn FnMut(&str)) -> Resul
         return Err(e);
     }
     client.simple_query("ANALYZE records", TIMEOUT)?;
-    progress(&format!(
+    progress.step(&format!(
         "seed: done, {to_add} rows in {:.1} s",
         started.elapsed().as_secs_f64()
     ));

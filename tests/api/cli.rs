@@ -22,15 +22,64 @@ fn run(env: &[(String, String)], args: &[&str]) -> (i32, String) {
 fn help_explains_each_command() {
     let (code, text) = run(&[], &["--help"]);
     assert_eq!(code, 0);
-    for word in ["serve", "migrate", "seed --rows N"] {
+    for word in ["serve", "migrate", "seed", "healthcheck", ".env"] {
         assert!(text.contains(word), "{word} missing from help:\n{text}");
     }
     let (code, text) = run(&[], &["frobnicate"]);
     assert_eq!(code, 2);
-    assert!(text.contains("unknown command \"frobnicate\""), "{text}");
+    assert!(
+        text.contains("unrecognized subcommand 'frobnicate'"),
+        "{text}"
+    );
     let (code, text) = run(&[], &["seed", "--rows", "-5"]);
     assert_eq!(code, 2);
     assert!(text.contains("--rows must be a whole number"), "{text}");
+    let (code, text) = run(&[], &["seed"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("--rows <N>"), "seed needs --rows: {text}");
+}
+
+#[test]
+fn version_prints_the_version() {
+    let (code, text) = run(&[], &["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        text.trim(),
+        format!("records-service {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// `help seed` and `seed --help` both show seed's own flags, not only the command list.
+#[test]
+fn each_command_has_its_own_help() {
+    for args in [&["help", "seed"][..], &["seed", "--help"]] {
+        let (code, text) = run(&[], args);
+        assert_eq!(code, 0, "{args:?}: {text}");
+        for flag in ["--rows <N>", "--if-empty", "Usage: records-service seed"] {
+            assert!(text.contains(flag), "{args:?}: {flag} missing:\n{text}");
+        }
+    }
+    let (code, text) = run(&[], &["help", "healthcheck"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("/readyz"), "{text}");
+}
+
+/// A mistyped command names the one meant, in a few lines, not the whole help.
+#[test]
+fn a_mistyped_command_gets_a_suggestion() {
+    let (code, text) = run(&[], &["serv"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("similar") && text.contains("'serve'"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("healthcheck") && text.lines().count() < 10,
+        "the mistake, not the whole help:\n{text}"
+    );
+    let (code, text) = run(&[], &["seed", "--row", "5"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("'--rows'"), "{text}");
 }
 
 #[test]
@@ -202,6 +251,38 @@ fn seed_tops_the_table_up_to_contiguous_ids() {
             .as_deref(),
         Some("1501")
     );
+}
+
+/// With stderr not a terminal (a pipe here, a file or a container's log in production), seed's
+/// progress is log events, not a progress bar: no escape codes, no carriage returns.
+#[test]
+fn seed_progress_to_a_pipe_is_log_lines() {
+    let db = TestDb::new();
+    let env = env_for(&db.server, &db.name);
+    let out = command(&env)
+        .args(["seed", "--rows", "250000"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run records-service seed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains('\x1b') && !err.contains('\r'),
+        "terminal control in a pipe: {err:?}"
+    );
+    let progress: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("seed_progress"))
+        .collect();
+    let text = readable(&progress.join("\n"));
+    for line in [
+        "inserting ids 1 to 250000",
+        "100000/250000 rows",
+        "250000/250000 rows",
+        "done, 250000 rows",
+    ] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
 }
 
 /// `healthcheck` (what the image's HEALTHCHECK runs): 0 against a ready service, 1 against a

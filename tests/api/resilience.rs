@@ -282,8 +282,8 @@ fn sigterm_under_load_finishes_requests_and_exits_zero() {
     );
 }
 
-/// A schema change under the running service (issue 9: `ALTER TABLE records ALTER COLUMN id
-/// TYPE bigint` made every `GET /user/{id}` answer 500 until a restart: "cached plan must not
+/// A schema change under the running service (`ALTER TABLE records ALTER COLUMN id TYPE
+/// bigint` used to make every `GET /user/{id}` answer 500 until a restart: "cached plan must not
 /// change result type", 0A000). The statement is prepared again and the lookup retried.
 #[test]
 fn a_column_widened_under_the_running_service_keeps_lookups_working() {

@@ -206,7 +206,8 @@ fn connection_limit_answers_503_and_frees_its_slots() {
     assert_eq!(b.response().status, 200);
 }
 
-/// Issue 3: every response carries Date, the 503 for an over-limit connection included (it
+/// Every response carries Date (RFC 9110 6.6.1: an origin server with a clock must send it),
+/// the 503 for an over-limit connection included (it
 /// used to be a fixed byte string without one; `refuse_busy` now writes it as any error).
 #[test]
 fn connection_limit_503_carries_a_date() {

@@ -265,7 +265,8 @@ fn a_byte_trickled_after_a_large_body_costs_what_it_costs_after_a_small_one() {
 }
 
 /// Resident memory per open keep-alive connection that has been served a request: what its
-/// coroutine stack and buffers touch (issue 14). A connection used to start with an 8 KiB
+/// coroutine stack and buffers touch, which bounds how many idle clients one instance can
+/// hold. A connection used to start with an 8 KiB
 /// zeroed input buffer and an 8 KiB output buffer: 17 KiB each, measured with this test; it
 /// starts at 2 KiB and 1 KiB now: 7 KiB. With 32 header slots instead of 100 (3.2 KB) and no
 /// response-body buffer until a body is written: 4.x KiB; with the connection's state boxed

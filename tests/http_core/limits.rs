@@ -43,8 +43,8 @@ fn one_hundred_header_fields_are_served_and_the_101st_gets_431() {
     assert_eq!(server.seen(), ["/fields"]);
 }
 
-/// A connection starts with fewer header slots than the limit (issue 14: 100 slots are 3.2
-/// KB per connection) and grows them when a head has more fields, parsing it again: every
+/// A connection starts with fewer header slots than the limit (100 slots are 3.2 KB per
+/// connection, most of an idle connection's memory) and grows them when a head has more fields, parsing it again: every
 /// field count up to the limit is served whole, on one connection and in one pipelined
 /// batch, and the limit still holds after the growth.
 #[test]

@@ -53,7 +53,8 @@ fn graceful_shutdown_closes_idle_finishes_in_flight_and_refuses_new() {
     assert_eq!(server.handle.active_connections(), 0);
 }
 
-/// Issue 3: "in-flight requests finish with `Connection: close`". The decision used to be made
+/// In-flight requests finish with `Connection: close`, so the client knows not to send another
+/// request on a connection that is about to close. The decision used to be made
 /// from `shared.draining()` *before* the handler ran, so a request already in the handler when
 /// shutdown started went out without `Connection: close` (and the connection closed
 /// unannounced); dispatch.rs now reads `draining()` after the handler.

@@ -1,15 +1,13 @@
-//! The pipelined PostgreSQL client (issue 4) against a real PostgreSQL started by the harness:
+//! The pipelined PostgreSQL client against a real PostgreSQL started by the harness:
 //! ordering under concurrency, every authentication method, typed errors, timeouts, overload,
 //! killed sessions and a server restart.
-
-#[path = "support/mod.rs"]
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::pg::{server, Cluster, TestDb, AUTH_USERS};
 use records_service::pg::{self, Client, ErrorKind, Param, Statement};
-use support::pg::{server, Cluster, TestDb, AUTH_USERS};
 
 const ECHO: Statement = Statement {
     name: "echo",
@@ -139,7 +137,7 @@ fn every_authentication_method_and_clear_startup_errors() {
     }
     for (user, password, method) in AUTH_USERS {
         // Plain TCP: cleartext and MD5 passwords need require_auth to name them (the default
-        // refuses them without TLS; tests/pg_tls.rs covers that).
+        // refuses them without TLS; the `tls` module covers that).
         let mut p = pg::ConnectParams::new(&s.host, s.port, user, Some(password), "postgres");
         p.require_auth = Some(vec![auth_method(method)]);
         let c = pg::connect_once(&p).unwrap_or_else(|e| panic!("{method} as {user}: {e}"));

@@ -4,16 +4,14 @@
 //! statements do not survive (42P05 at startup, 26000 later) and switches to preparing them in
 //! each transaction.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
+use crate::support;
+use crate::support::app::{env_for, App};
+use crate::support::http::{get, request};
+use crate::support::pg::TestDb;
+use crate::support::pgbouncer::{PgBouncer, PoolMode};
 use records_service::pg::{self, Client, ErrorKind, Param, Statement, StatementMode};
-use support::app::{env_for, App};
-use support::http::{get, request};
-use support::pg::TestDb;
-use support::pgbouncer::{PgBouncer, PoolMode};
 use support::wait::eventually;
 
 const T: Duration = Duration::from_secs(10);

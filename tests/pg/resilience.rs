@@ -1,19 +1,18 @@
-//! The client's guarantees under trouble (issue 9's defects), each crossed against a real
-//! PostgreSQL, or, for what no real server does (absurd lengths, FATAL with odd SQLSTATEs), a
-//! scripted peer: the in-flight bound under a stalled server, no write reaching the server after
-//! its caller was told it failed, FATAL by severity, the message length cap, one pinned session
-//! for multi-message transactions, reconnect backoff, and stale cached plans.
-
-#[path = "support/mod.rs"]
-mod support;
+//! The client's guarantees under trouble, each a defect found once and kept from coming back,
+//! crossed against a real PostgreSQL, or, for what no real server does (absurd lengths, FATAL
+//! with odd SQLSTATEs), a scripted peer: the in-flight bound under a stalled server, no write
+//! reaching the server after its caller was told it failed, FATAL by severity, the message
+//! length cap, one pinned session for multi-message transactions, reconnect backoff, and stale
+//! cached plans.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::fakepg::{self, FakePg};
+use crate::support::pg::TestDb;
 use records_service::pg::{self, Client, ErrorKind, Param, Statement};
-use support::fakepg::{self, FakePg};
-use support::pg::TestDb;
 use support::wait::eventually;
 
 const T: Duration = Duration::from_secs(30);
@@ -138,7 +137,8 @@ fn a_stalled_server_gets_overload_errors_at_once_and_the_client_recovers() {
     c.close();
 }
 
-/// The lost update of issue 9: a write that timed out while still unsent must never run later.
+/// The lost update: a write that timed out while still unsent must never run later, or a caller
+/// told "failed" who retries would see its retry overwritten by the first attempt.
 /// A row lock stalls the connection; big writes behind it fill the socket so the writer cannot
 /// send more; a write queued then times out (its caller told "failed"), the client retries it
 /// on another connection and succeeds; when the lock goes, the stalled connection drains. The

@@ -1,17 +1,14 @@
-//! Head-of-line blocking (issue 4): a client paging with `offset` 5,000,000 must not stall the
+//! Head-of-line blocking: a client paging with `offset` 5,000,000 must not stall the
 //! point lookups of everyone else. Listings run on their own connections; without that, every
 //! lookup pipelined behind a multi-second listing would wait for it.
-
-#[path = "support/mod.rs"]
-mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::app::{command, env_for, App};
-use support::http::Conn;
-use support::pg::TestDb;
+use crate::support::app::{command, env_for, App};
+use crate::support::http::Conn;
+use crate::support::pg::TestDb;
 
 const ROWS: u32 = 5_000_000;
 

@@ -1,4 +1,4 @@
-//! Read replicas and failover (issue 11), by the harness and without Docker: a primary and a
+//! Read replicas and failover, by the harness and without Docker: a primary and a
 //! streaming standby made with `pg_basebackup` on this machine.
 //!
 //! - Failover: synchronous replication and a client given both hosts with
@@ -9,17 +9,15 @@
 //!   served by the standby (its counters move), writes by the primary, and when the standby
 //!   stops, reads go on from the primary.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::app::{command, App};
+use crate::support::http::{get, request};
+use crate::support::pg::{Cluster, Server};
 use records_service::pg::{Client, Param, Statement, TargetSessionAttrs};
-use support::app::{command, App};
-use support::http::{get, request};
-use support::pg::{Cluster, Server};
 use support::wait::eventually;
 
 fn replicated_pair(settings: &[String]) -> (Cluster, Cluster) {

@@ -1,20 +1,20 @@
-//! TLS and the authentication policy (issue 9) against real PostgreSQL servers started with
+//! TLS and the authentication policy against real PostgreSQL servers started with
 //! `ssl = on` and a test CA made with the `openssl` command: every sslmode, certificate
 //! verification errors, SCRAM-SHA-256-PLUS channel binding, the default refusal of cleartext
 //! and MD5 passwords without TLS, client certificates, pg_hba.conf rejections explained,
 //! several hosts with target_session_attrs, and a pipelined load over one TLS session.
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support;
+use crate::support::pg::{
+    ed25519_signed_server, server, tls_server, wrong_name_server, Server, TestPki,
+};
 use records_service::pg::{
     self, AuthMethod, ChannelBinding, Client, ConnectParams, ErrorKind, Param, RootCert, SslMode,
     Statement, TargetSessionAttrs,
 };
-use support::pg::{ed25519_signed_server, server, tls_server, wrong_name_server, Server, TestPki};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -509,8 +509,8 @@ fn bytes_injected_before_the_handshake_are_refused() {
 /// pg_hba.conf accepts this user over TLS only; `sslmode=disable` is refused with the reason.
 #[test]
 fn the_service_connects_with_each_documented_sslmode() {
-    use support::app::{command, App};
-    use support::http::{get, request};
+    use crate::support::app::{command, App};
+    use crate::support::http::{get, request};
     let s = tls_server();
     let pki = TestPki::get();
     let db = format!("e2e_{}", std::process::id());
