@@ -654,9 +654,18 @@ impl Pipeline {
                 match msg {
                     Message::DataRow(body) => {
                         if reply.rows.is_empty() {
+                            // The first row of a reply: some query must be waiting for it.
+                            // Kept, rows meant for nobody grow without bound (no deadline or
+                            // stall rule runs on an idle connection) and join the next
+                            // reply. Later rows of the reply belong to the same query.
+                            if !self.head_awaits_rows() {
+                                return unsolicited("a DataRow");
+                            }
                             reply_bytes = 0;
                         }
-                        reply_bytes += body.buffer().len();
+                        // The `Row` kept for it counts too: a zero-column row has no bytes of
+                        // its own but costs memory all the same.
+                        reply_bytes += body.buffer().len() + ROW_OVERHEAD;
                         if reply_bytes > self.limits.max_message_bytes {
                             return Error::new(
                                 ErrorKind::Protocol,
@@ -676,15 +685,21 @@ impl Pipeline {
                             .and_then(|tag| tag.rsplit(' ').next())
                             .and_then(|n| n.parse().ok())
                             .unwrap_or(0);
-                        if let Some(slot) = self.pop_shared() {
-                            self.finish(&slot, Delivery::Done(Ok(std::mem::take(&mut reply))));
+                        match self.pop_answered() {
+                            Head::Shared(slot) => {
+                                self.finish(&slot, Delivery::Done(Ok(std::mem::take(&mut reply))))
+                            }
+                            Head::UntilReady => {}
+                            Head::Nobody => return unsolicited("a CommandComplete"),
                         }
                     }
-                    Message::EmptyQueryResponse => {
-                        if let Some(slot) = self.pop_shared() {
-                            self.finish(&slot, Delivery::Done(Ok(std::mem::take(&mut reply))));
+                    Message::EmptyQueryResponse => match self.pop_answered() {
+                        Head::Shared(slot) => {
+                            self.finish(&slot, Delivery::Done(Ok(std::mem::take(&mut reply))))
                         }
-                    }
+                        Head::UntilReady => {}
+                        Head::Nobody => return unsolicited("an EmptyQueryResponse"),
+                    },
                     Message::ErrorResponse(body) => {
                         let error = server_error(body);
                         if error.is_fatal() {
@@ -695,16 +710,16 @@ impl Pipeline {
                             return error.into_connection_lost();
                         }
                         reply = Reply::default();
-                        match self.pop_shared() {
-                            Some(slot) => {
+                        match self.pop_answered() {
+                            Head::Shared(slot) => {
                                 self.finish(&slot, Delivery::Done(Err(error)));
                                 // The server skips the rest of the group until its Sync.
                                 while let Some(skipped) = self.pop_shared() {
                                     self.finish(&skipped, Delivery::Skipped);
                                 }
                             }
-                            None if self.head_awaits_ready() => failure = Some(error),
-                            None => {
+                            Head::UntilReady => failure = Some(error),
+                            Head::Nobody => {
                                 // Nothing is waiting for an error here (an empty queue, or only
                                 // a group's Sync): a buggy proxy. Pinning it on the next query
                                 // would report a write as failed that then commits.
@@ -799,10 +814,28 @@ impl Pipeline {
         }
     }
 
-    /// Whether the head of the queue is answered at its ReadyForQuery (an own-Sync query or a
-    /// simple query), so an ErrorResponse now is its own.
-    fn head_awaits_ready(&self) -> bool {
-        matches!(lock(&self.outbox).queue.front(), Some(Entry::UntilReady(_)))
+    /// Whether the head of the queue is a query (not a group's Sync, not nothing), so a row
+    /// now is its own.
+    fn head_awaits_rows(&self) -> bool {
+        matches!(
+            lock(&self.outbox).queue.front(),
+            Some(Entry::Shared(_) | Entry::UntilReady(_))
+        )
+    }
+
+    /// For the end of one statement's answer: pops the head of the queue if it is a
+    /// shared-Sync query (answered now); an own-Sync or simple query stays (answered at
+    /// ReadyForQuery).
+    fn pop_answered(&self) -> Head {
+        let mut outbox = lock(&self.outbox);
+        match outbox.queue.front() {
+            Some(Entry::Shared(_)) => match outbox.pop() {
+                Some(Entry::Shared(slot)) => Head::Shared(slot),
+                _ => Head::Nobody,
+            },
+            Some(Entry::UntilReady(_)) => Head::UntilReady,
+            Some(Entry::Sync) | None => Head::Nobody,
+        }
     }
 
     /// Pops the head of the queue if it is a shared-Sync query.
@@ -816,4 +849,25 @@ impl Pipeline {
             _ => None,
         }
     }
+}
+
+/// Who the end of a statement's answer is for; see [`Pipeline::pop_answered`].
+enum Head {
+    Shared(Arc<Slot>),
+    UntilReady,
+    /// A group's Sync or an empty queue: nobody. A buggy or hostile proxy.
+    Nobody,
+}
+
+/// What a reply's rows cost beyond their column bytes, counted toward the reply cap.
+const ROW_OVERHEAD: usize = std::mem::size_of::<Row>();
+
+/// Out of line: the reader's loop keeps only the call.
+#[cold]
+#[inline(never)]
+fn unsolicited(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("{what} arrived while no query was waiting for one"),
+    )
 }

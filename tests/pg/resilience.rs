@@ -538,3 +538,101 @@ fn a_session_does_not_share_its_transaction() {
     );
     c.close();
 }
+
+/// Waits until the connection the script ended (or the client dropped) was replaced, and
+/// returns why the first one ended.
+fn replaced(c: &Client) -> pg::Error {
+    assert!(
+        eventually(Duration::from_secs(5), || c.connects() >= 2
+            && c.is_connected()),
+        "the first connection was dropped and a new one made"
+    );
+    c.last_error().expect("why the first connection ended")
+}
+
+/// The stray messages of a broken proxy, sent while the connection is idle: the connection is
+/// dropped as a protocol error, and a query on the next connection gets its own rows only.
+fn a_stray_message_ends_the_connection(script: fn(&mut std::net::TcpStream, usize)) {
+    support::init_runtime();
+    let fake = FakePg::start(script);
+    // Not `started`: the first connection may be gone already when the client is asked.
+    let c = Client::start(fake_params(fake.port), &[ECHO]);
+    let e = replaced(&c);
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert!(e.message().contains("no query was waiting"), "{e}");
+    let reply = c.query_read(ECHO.name, &[Param::Int4(1)], T).unwrap();
+    assert_eq!(reply.rows.len(), 1, "only its own row");
+    c.close();
+}
+
+/// Zero-column DataRows streamed while idle: kept, they grew memory without bound (a `Row`
+/// each, which the reply cap did not count) and were handed to the next query as its own.
+#[test]
+fn stray_rows_while_idle_end_the_connection() {
+    a_stray_message_ends_the_connection(|conn, n| {
+        use std::io::Write;
+        if n == 0 {
+            let _ = conn.write_all(&fakepg::message(b'D', &[0, 0]).repeat(1000));
+            fakepg::drain(conn);
+        } else {
+            fakepg::serve(conn);
+        }
+    });
+}
+
+#[test]
+fn a_stray_command_complete_ends_the_connection() {
+    a_stray_message_ends_the_connection(|conn, n| {
+        use std::io::Write;
+        if n == 0 {
+            let _ = conn.write_all(&fakepg::message(b'C', b"SELECT 0\0"));
+            fakepg::drain(conn);
+        } else {
+            fakepg::serve(conn);
+        }
+    });
+}
+
+#[test]
+fn a_stray_empty_query_response_ends_the_connection() {
+    a_stray_message_ends_the_connection(|conn, n| {
+        use std::io::Write;
+        if n == 0 {
+            let _ = conn.write_all(&fakepg::message(b'I', &[]));
+            fakepg::drain(conn);
+        } else {
+            fakepg::serve(conn);
+        }
+    });
+}
+
+/// A row's own overhead counts toward the reply cap: zero-column rows, counted by their column
+/// bytes, counted nothing and made a reply of any length.
+#[test]
+fn zero_column_rows_count_toward_the_reply_cap() {
+    support::init_runtime();
+    let fake = FakePg::start(|conn, _| {
+        use std::io::Write;
+        if fakepg::read_until_sync(conn).is_ok() {
+            // 700 kB on the wire, 100 000 rows.
+            let mut out = fakepg::message(b'D', &[0, 0]).repeat(100_000);
+            out.extend(fakepg::message(b'C', b"SELECT 100000\0"));
+            out.extend(fakepg::message(b'Z', b"I"));
+            let _ = conn.write_all(&out);
+        }
+        fakepg::drain(conn);
+    });
+    let mut params = fake_params(fake.port);
+    params.max_message_bytes = 64 << 10;
+    let c = started(params, &[ECHO]);
+    let e = match c.query_read(ECHO.name, &[Param::Int4(1)], Duration::from_secs(10)) {
+        Ok(reply) => panic!("not cut: a reply of {} rows", reply.rows.len()),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{e}");
+    assert!(
+        e.message().contains("reply of more than 65536 bytes"),
+        "{e}"
+    );
+    c.close();
+}
