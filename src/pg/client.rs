@@ -256,6 +256,7 @@ impl Client {
         // the session's transaction (and vanish with its ROLLBACK).
         let client = super::connect_once(&self.inner.params)?;
         let pipeline = client.pipeline()?;
+        pipeline.pin_to_session();
         Ok(Session { client, pipeline })
     }
 

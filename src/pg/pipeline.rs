@@ -282,6 +282,9 @@ pub(crate) struct Pipeline {
     writer: OnceLock<may::coroutine::Coroutine>,
     limits: Limits,
     broken: AtomicBool,
+    /// Set on a connection pinned to one [`Session`](super::client::Session): only there may a
+    /// transaction stay open between messages.
+    session: AtomicBool,
     /// Shuts the socket down; its own duplicate of the descriptor.
     socket: ShutdownHandle,
     stats: Arc<Stats>,
@@ -320,6 +323,7 @@ impl Pipeline {
             writer: OnceLock::new(),
             limits,
             broken: AtomicBool::new(false),
+            session: AtomicBool::new(false),
             socket,
             stats,
         });
@@ -503,6 +507,12 @@ impl Pipeline {
             self.wake_writer();
         }
         Ok(())
+    }
+
+    /// Lets this connection's server session stay in a transaction between messages: for a
+    /// pinned [`Session`](super::client::Session), before anything is sent on it.
+    pub(crate) fn pin_to_session(&self) {
+        self.session.store(true, Ordering::Relaxed);
     }
 
     /// Queries queued or sent and not yet answered.
@@ -732,7 +742,14 @@ impl Pipeline {
                             }
                         }
                     }
-                    Message::ReadyForQuery(_) => {
+                    Message::ReadyForQuery(body) => {
+                        // Anything but idle on a shared connection: a transaction left open
+                        // (`T`) or failed (`E`) would take in the next callers' writes, to
+                        // commit or vanish with it. Checked before the entry is popped, so
+                        // its caller too learns that the outcome is unknown.
+                        if body.status() != b'I' && !self.session.load(Ordering::Relaxed) {
+                            return not_idle(body.status());
+                        }
                         let entry = lock(&self.outbox).pop();
                         match entry {
                             Some(Entry::Sync) => {}
@@ -869,5 +886,18 @@ fn unsolicited(what: &str) -> Error {
     Error::new(
         ErrorKind::Protocol,
         format!("{what} arrived while no query was waiting for one"),
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn not_idle(status: u8) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!(
+            "ReadyForQuery with transaction status {:?} on a shared connection, which must be \
+             idle between queries",
+            status as char
+        ),
     )
 }

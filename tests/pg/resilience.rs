@@ -636,3 +636,35 @@ fn zero_column_rows_count_toward_the_reply_cap() {
     );
     c.close();
 }
+
+/// ReadyForQuery saying "in a transaction" (`T`, or `E`: failed) on the shared connection: the
+/// next callers' writes would join that transaction, and vanish with it. The write is not
+/// reported as done; the connection is dropped as a protocol error.
+#[test]
+fn a_shared_connection_left_in_a_transaction_is_dropped() {
+    support::init_runtime();
+    let fake = FakePg::start(|conn, n| {
+        use std::io::Write;
+        if n == 0 {
+            if fakepg::read_until_sync(conn).is_ok() {
+                let mut out = fakepg::message(b'2', &[]);
+                out.extend(fakepg::message(b'C', b"UPDATE 1\0"));
+                out.extend(fakepg::message(b'Z', b"T"));
+                let _ = conn.write_all(&out);
+            }
+            fakepg::drain(conn);
+        } else {
+            fakepg::serve(conn);
+        }
+    });
+    let c = started(fake_params(fake.port), &[SET_TEXT]);
+    let e = c
+        .query(SET_TEXT.name, &[Param::Text("x"), Param::Int4(1)], T)
+        .expect_err("not committed");
+    assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{e}");
+    let why = replaced(&c);
+    assert_eq!(why.kind(), ErrorKind::Protocol, "{why}");
+    c.query(SET_TEXT.name, &[Param::Text("x"), Param::Int4(1)], T)
+        .expect("the next connection serves");
+    c.close();
+}
