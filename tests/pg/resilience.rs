@@ -668,3 +668,46 @@ fn a_shared_connection_left_in_a_transaction_is_dropped() {
         .expect("the next connection serves");
     c.close();
 }
+
+/// A FATAL 26000 (or 0A000) ends the connection: a write sent on it has an unknown outcome
+/// and is not sent again (on the next connection it could run twice); its caller gets
+/// ConnectionLost (503), the statement mode stays as it was, and the next connection serves.
+#[test]
+fn a_write_ended_by_a_fatal_error_is_not_sent_again() {
+    use std::sync::atomic::AtomicUsize;
+    static BINDS: AtomicUsize = AtomicUsize::new(0);
+    support::init_runtime();
+    let fake = FakePg::start(|conn, n| {
+        use std::io::Write;
+        while let Ok(batch) = fakepg::read_batch(conn) {
+            let binds = batch.iter().filter(|(kind, _)| *kind == b'B').count();
+            BINDS.fetch_add(binds, Ordering::SeqCst);
+            if n == 0 && binds > 0 {
+                let _ = conn.write_all(&fakepg::error_response(
+                    "FATAL",
+                    "26000",
+                    "prepared statement does not exist",
+                ));
+                fakepg::drain(conn);
+                return;
+            }
+            if conn.write_all(&fakepg::obliging_answers(&batch)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut params = fake_params(fake.port);
+    params.statement_mode = pg::StatementMode::Auto;
+    let c = started(params, &[SET_TEXT]);
+    let e = c
+        .query(SET_TEXT.name, &[Param::Text("x"), Param::Int4(1)], T)
+        .expect_err("FATAL");
+    assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{e}");
+    assert_eq!(e.code(), Some("26000"), "{e}");
+    replaced(&c);
+    assert_eq!(BINDS.load(Ordering::SeqCst), 1, "sent once");
+    assert!(!c.prepares_per_transaction());
+    c.query(SET_TEXT.name, &[Param::Text("x"), Param::Int4(1)], T)
+        .expect("the next connection serves");
+    c.close();
+}
