@@ -2,8 +2,9 @@
 //! crossed against a real PostgreSQL, or, for what no real server does (absurd lengths, FATAL
 //! with odd SQLSTATEs), a scripted peer: the in-flight bound under a stalled server, no write
 //! reaching the server after its caller was told it failed, FATAL by severity, the message
-//! length cap, one pinned session for multi-message transactions, reconnect backoff, and stale
-//! cached plans.
+//! length cap, one pinned session for multi-message transactions, reconnect backoff, stale
+//! cached plans, answers no query waits for, a shared session left in a transaction, no resend
+//! after a FATAL, and a failed re-prepare.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
