@@ -198,7 +198,10 @@ impl Client {
                     encode_query(encoding, statement, params, buf, prepared)
                 });
             let code = match &result {
-                Err(e) if !retried => e.code(),
+                // Not when the error ended the connection (a FATAL 26000 or 0A000): whatever
+                // it says of the statement, a write's outcome on it is unknown, and sending
+                // it again could run it twice.
+                Err(e) if !retried && !e.is_connection_error() => e.code(),
                 _ => return result,
             };
             retried = true;
@@ -256,6 +259,7 @@ impl Client {
         // the session's transaction (and vanish with its ROLLBACK).
         let client = super::connect_once(&self.inner.params)?;
         let pipeline = client.pipeline()?;
+        pipeline.pin_to_session();
         Ok(Session { client, pipeline })
     }
 

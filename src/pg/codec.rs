@@ -35,7 +35,10 @@ pub(crate) fn check_frame(buf: &[u8], max: usize) -> Result<(), Error> {
 pub(crate) enum Encoding {
     /// Bind to the statement prepared on this connection under its name.
     Named,
-    /// Close and Parse the named statement again first (its cached plan went stale).
+    /// Close and Parse the named statement again first (its cached plan went stale), after
+    /// a trial Parse of the unnamed statement: should the SQL no longer parse, the server
+    /// skips the rest, Close included, and the old statement stays (closed, it would be
+    /// missing, and `auto` mode would take that for a transaction pooler).
     Reprepare,
     /// Parse it as the unnamed statement, in the same message: lives until the next Parse.
     Unnamed,
@@ -61,6 +64,7 @@ pub(crate) fn encode_query(
     let name = match encoding {
         Encoding::Named => name,
         Encoding::Reprepare => {
+            frontend::parse("", sql, std::iter::empty(), buf).map_err(parse_error)?;
             frontend::close(b'S', name, buf).map_err(parse_error)?;
             frontend::parse(name, sql, std::iter::empty(), buf).map_err(parse_error)?;
             name

@@ -282,6 +282,9 @@ pub(crate) struct Pipeline {
     writer: OnceLock<may::coroutine::Coroutine>,
     limits: Limits,
     broken: AtomicBool,
+    /// Set on a connection pinned to one [`Session`](super::client::Session): only there may a
+    /// transaction stay open between messages.
+    session: AtomicBool,
     /// Shuts the socket down; its own duplicate of the descriptor.
     socket: ShutdownHandle,
     stats: Arc<Stats>,
@@ -320,6 +323,7 @@ impl Pipeline {
             writer: OnceLock::new(),
             limits,
             broken: AtomicBool::new(false),
+            session: AtomicBool::new(false),
             socket,
             stats,
         });
@@ -505,6 +509,12 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Lets this connection's server session stay in a transaction between messages: for a
+    /// pinned [`Session`](super::client::Session), before anything is sent on it.
+    pub(crate) fn pin_to_session(&self) {
+        self.session.store(true, Ordering::Relaxed);
+    }
+
     /// Queries queued or sent and not yet answered.
     pub(crate) fn in_flight(&self) -> usize {
         lock(&self.outbox).queries
@@ -654,9 +664,18 @@ impl Pipeline {
                 match msg {
                     Message::DataRow(body) => {
                         if reply.rows.is_empty() {
+                            // The first row of a reply: some query must be waiting for it.
+                            // Kept, rows meant for nobody grow without bound (no deadline or
+                            // stall rule runs on an idle connection) and join the next
+                            // reply. Later rows of the reply belong to the same query.
+                            if !self.head_awaits_rows() {
+                                return unsolicited("a DataRow");
+                            }
                             reply_bytes = 0;
                         }
-                        reply_bytes += body.buffer().len();
+                        // The `Row` kept for it counts too: a zero-column row has no bytes of
+                        // its own but costs memory all the same.
+                        reply_bytes += body.buffer().len() + ROW_OVERHEAD;
                         if reply_bytes > self.limits.max_message_bytes {
                             return Error::new(
                                 ErrorKind::Protocol,
@@ -676,15 +695,21 @@ impl Pipeline {
                             .and_then(|tag| tag.rsplit(' ').next())
                             .and_then(|n| n.parse().ok())
                             .unwrap_or(0);
-                        if let Some(slot) = self.pop_shared() {
-                            self.finish(&slot, Delivery::Done(Ok(std::mem::take(&mut reply))));
+                        match self.pop_answered() {
+                            Head::Shared(slot) => {
+                                self.finish(&slot, Delivery::Done(Ok(std::mem::take(&mut reply))))
+                            }
+                            Head::UntilReady => {}
+                            Head::Nobody => return unsolicited("a CommandComplete"),
                         }
                     }
-                    Message::EmptyQueryResponse => {
-                        if let Some(slot) = self.pop_shared() {
-                            self.finish(&slot, Delivery::Done(Ok(std::mem::take(&mut reply))));
+                    Message::EmptyQueryResponse => match self.pop_answered() {
+                        Head::Shared(slot) => {
+                            self.finish(&slot, Delivery::Done(Ok(std::mem::take(&mut reply))))
                         }
-                    }
+                        Head::UntilReady => {}
+                        Head::Nobody => return unsolicited("an EmptyQueryResponse"),
+                    },
                     Message::ErrorResponse(body) => {
                         let error = server_error(body);
                         if error.is_fatal() {
@@ -695,16 +720,16 @@ impl Pipeline {
                             return error.into_connection_lost();
                         }
                         reply = Reply::default();
-                        match self.pop_shared() {
-                            Some(slot) => {
+                        match self.pop_answered() {
+                            Head::Shared(slot) => {
                                 self.finish(&slot, Delivery::Done(Err(error)));
                                 // The server skips the rest of the group until its Sync.
                                 while let Some(skipped) = self.pop_shared() {
                                     self.finish(&skipped, Delivery::Skipped);
                                 }
                             }
-                            None if self.head_awaits_ready() => failure = Some(error),
-                            None => {
+                            Head::UntilReady => failure = Some(error),
+                            Head::Nobody => {
                                 // Nothing is waiting for an error here (an empty queue, or only
                                 // a group's Sync): a buggy proxy. Pinning it on the next query
                                 // would report a write as failed that then commits.
@@ -717,7 +742,14 @@ impl Pipeline {
                             }
                         }
                     }
-                    Message::ReadyForQuery(_) => {
+                    Message::ReadyForQuery(body) => {
+                        // Anything but idle on a shared connection: a transaction left open
+                        // (`T`) or failed (`E`) would take in the next callers' writes, to
+                        // commit or vanish with it. Checked before the entry is popped, so
+                        // its caller too learns that the outcome is unknown.
+                        if body.status() != b'I' && !self.session.load(Ordering::Relaxed) {
+                            return not_idle(body.status());
+                        }
                         let entry = lock(&self.outbox).pop();
                         match entry {
                             Some(Entry::Sync) => {}
@@ -799,10 +831,28 @@ impl Pipeline {
         }
     }
 
-    /// Whether the head of the queue is answered at its ReadyForQuery (an own-Sync query or a
-    /// simple query), so an ErrorResponse now is its own.
-    fn head_awaits_ready(&self) -> bool {
-        matches!(lock(&self.outbox).queue.front(), Some(Entry::UntilReady(_)))
+    /// Whether the head of the queue is a query (not a group's Sync, not nothing), so a row
+    /// now is its own.
+    fn head_awaits_rows(&self) -> bool {
+        matches!(
+            lock(&self.outbox).queue.front(),
+            Some(Entry::Shared(_) | Entry::UntilReady(_))
+        )
+    }
+
+    /// For the end of one statement's answer: pops the head of the queue if it is a
+    /// shared-Sync query (answered now); an own-Sync or simple query stays (answered at
+    /// ReadyForQuery).
+    fn pop_answered(&self) -> Head {
+        let mut outbox = lock(&self.outbox);
+        match outbox.queue.front() {
+            Some(Entry::Shared(_)) => match outbox.pop() {
+                Some(Entry::Shared(slot)) => Head::Shared(slot),
+                _ => Head::Nobody,
+            },
+            Some(Entry::UntilReady(_)) => Head::UntilReady,
+            Some(Entry::Sync) | None => Head::Nobody,
+        }
     }
 
     /// Pops the head of the queue if it is a shared-Sync query.
@@ -816,4 +866,38 @@ impl Pipeline {
             _ => None,
         }
     }
+}
+
+/// Who the end of a statement's answer is for; see [`Pipeline::pop_answered`].
+enum Head {
+    Shared(Arc<Slot>),
+    UntilReady,
+    /// A group's Sync or an empty queue: nobody. A buggy or hostile proxy.
+    Nobody,
+}
+
+/// What a reply's rows cost beyond their column bytes, counted toward the reply cap.
+const ROW_OVERHEAD: usize = std::mem::size_of::<Row>();
+
+/// Out of line: the reader's loop keeps only the call.
+#[cold]
+#[inline(never)]
+fn unsolicited(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!("{what} arrived while no query was waiting for one"),
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn not_idle(status: u8) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!(
+            "ReadyForQuery with transaction status {:?} on a shared connection, which must be \
+             idle between queries",
+            status as char
+        ),
+    )
 }

@@ -2,8 +2,9 @@
 //! crossed against a real PostgreSQL, or, for what no real server does (absurd lengths, FATAL
 //! with odd SQLSTATEs), a scripted peer: the in-flight bound under a stalled server, no write
 //! reaching the server after its caller was told it failed, FATAL by severity, the message
-//! length cap, one pinned session for multi-message transactions, reconnect backoff, and stale
-//! cached plans.
+//! length cap, one pinned session for multi-message transactions, reconnect backoff, stale
+//! cached plans, answers no query waits for, a shared session left in a transaction, no resend
+//! after a FATAL, and a failed re-prepare.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -536,5 +537,262 @@ fn a_session_does_not_share_its_transaction() {
         db.scalar("SELECT text FROM t WHERE id = 2").as_deref(),
         Some("two")
     );
+    c.close();
+}
+
+/// Waits until the connection the script ended (or the client dropped) was replaced, and
+/// returns why the first one ended.
+fn replaced(c: &Client) -> pg::Error {
+    assert!(
+        eventually(Duration::from_secs(5), || c.connects() >= 2
+            && c.is_connected()),
+        "the first connection was dropped and a new one made"
+    );
+    c.last_error().expect("why the first connection ended")
+}
+
+/// The stray messages of a broken proxy, sent while the connection is idle: the connection is
+/// dropped as a protocol error, and a query on the next connection gets its own rows only.
+fn a_stray_message_ends_the_connection(script: fn(&mut std::net::TcpStream, usize)) {
+    support::init_runtime();
+    let fake = FakePg::start(script);
+    // Not `started`: the first connection may be gone already when the client is asked.
+    let c = Client::start(fake_params(fake.port), &[ECHO]);
+    let e = replaced(&c);
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert!(e.message().contains("no query was waiting"), "{e}");
+    let reply = c.query_read(ECHO.name, &[Param::Int4(1)], T).unwrap();
+    assert_eq!(reply.rows.len(), 1, "only its own row");
+    c.close();
+}
+
+/// Zero-column DataRows streamed while idle: kept, they grew memory without bound (a `Row`
+/// each, which the reply cap did not count) and were handed to the next query as its own.
+#[test]
+fn stray_rows_while_idle_end_the_connection() {
+    a_stray_message_ends_the_connection(|conn, n| {
+        use std::io::Write;
+        if n == 0 {
+            let _ = conn.write_all(&fakepg::message(b'D', &[0, 0]).repeat(1000));
+            fakepg::drain(conn);
+        } else {
+            fakepg::serve(conn);
+        }
+    });
+}
+
+#[test]
+fn a_stray_command_complete_ends_the_connection() {
+    a_stray_message_ends_the_connection(|conn, n| {
+        use std::io::Write;
+        if n == 0 {
+            let _ = conn.write_all(&fakepg::message(b'C', b"SELECT 0\0"));
+            fakepg::drain(conn);
+        } else {
+            fakepg::serve(conn);
+        }
+    });
+}
+
+#[test]
+fn a_stray_empty_query_response_ends_the_connection() {
+    a_stray_message_ends_the_connection(|conn, n| {
+        use std::io::Write;
+        if n == 0 {
+            let _ = conn.write_all(&fakepg::message(b'I', &[]));
+            fakepg::drain(conn);
+        } else {
+            fakepg::serve(conn);
+        }
+    });
+}
+
+/// A row's own overhead counts toward the reply cap: zero-column rows, counted by their column
+/// bytes, counted nothing and made a reply of any length.
+#[test]
+fn zero_column_rows_count_toward_the_reply_cap() {
+    support::init_runtime();
+    let fake = FakePg::start(|conn, _| {
+        use std::io::Write;
+        if fakepg::read_until_sync(conn).is_ok() {
+            // 700 kB on the wire, 100 000 rows.
+            let mut out = fakepg::message(b'D', &[0, 0]).repeat(100_000);
+            out.extend(fakepg::message(b'C', b"SELECT 100000\0"));
+            out.extend(fakepg::message(b'Z', b"I"));
+            let _ = conn.write_all(&out);
+        }
+        fakepg::drain(conn);
+    });
+    let mut params = fake_params(fake.port);
+    params.max_message_bytes = 64 << 10;
+    let c = started(params, &[ECHO]);
+    let e = match c.query_read(ECHO.name, &[Param::Int4(1)], Duration::from_secs(10)) {
+        Ok(reply) => panic!("not cut: a reply of {} rows", reply.rows.len()),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{e}");
+    assert!(
+        e.message().contains("reply of more than 65536 bytes"),
+        "{e}"
+    );
+    c.close();
+}
+
+/// A FATAL 26000 (or 0A000) ends the connection: a write sent on it has an unknown outcome
+/// and is not sent again (on the next connection it could run twice); its caller gets
+/// ConnectionLost (503), the statement mode stays as it was, and the next connection serves.
+#[test]
+fn a_write_ended_by_a_fatal_error_is_not_sent_again() {
+    use std::sync::atomic::AtomicUsize;
+    static BINDS: AtomicUsize = AtomicUsize::new(0);
+    support::init_runtime();
+    let fake = FakePg::start(|conn, n| {
+        use std::io::Write;
+        while let Ok(batch) = fakepg::read_batch(conn) {
+            let binds = batch.iter().filter(|(kind, _)| *kind == b'B').count();
+            BINDS.fetch_add(binds, Ordering::SeqCst);
+            if n == 0 && binds > 0 {
+                let _ = conn.write_all(&fakepg::error_response(
+                    "FATAL",
+                    "26000",
+                    "prepared statement does not exist",
+                ));
+                fakepg::drain(conn);
+                return;
+            }
+            if conn.write_all(&fakepg::obliging_answers(&batch)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut params = fake_params(fake.port);
+    params.statement_mode = pg::StatementMode::Auto;
+    let c = started(params, &[SET_TEXT]);
+    let e = c
+        .query(SET_TEXT.name, &[Param::Text("x"), Param::Int4(1)], T)
+        .expect_err("FATAL");
+    assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{e}");
+    assert_eq!(e.code(), Some("26000"), "{e}");
+    replaced(&c);
+    assert_eq!(BINDS.load(Ordering::SeqCst), 1, "sent once");
+    assert!(!c.prepares_per_transaction());
+    c.query(SET_TEXT.name, &[Param::Text("x"), Param::Int4(1)], T)
+        .expect("the next connection serves");
+    c.close();
+}
+
+/// ReadyForQuery saying "in a transaction" (`T`, or `E`: failed) on the shared connection: the
+/// next callers' writes would join that transaction, and vanish with it. The write is not
+/// reported as done; the connection is dropped as a protocol error.
+#[test]
+fn a_shared_connection_left_in_a_transaction_is_dropped() {
+    support::init_runtime();
+    let fake = FakePg::start(|conn, n| {
+        use std::io::Write;
+        if n == 0 {
+            if fakepg::read_until_sync(conn).is_ok() {
+                let mut out = fakepg::message(b'2', &[]);
+                out.extend(fakepg::message(b'C', b"UPDATE 1\0"));
+                out.extend(fakepg::message(b'Z', b"T"));
+                let _ = conn.write_all(&out);
+            }
+            fakepg::drain(conn);
+        } else {
+            fakepg::serve(conn);
+        }
+    });
+    let c = started(fake_params(fake.port), &[SET_TEXT]);
+    let e = c
+        .query(SET_TEXT.name, &[Param::Text("x"), Param::Int4(1)], T)
+        .expect_err("not committed");
+    assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{e}");
+    let why = replaced(&c);
+    assert_eq!(why.kind(), ErrorKind::Protocol, "{why}");
+    c.query(SET_TEXT.name, &[Param::Text("x"), Param::Int4(1)], T)
+        .expect("the next connection serves");
+    c.close();
+}
+
+/// Preparing a stale statement again whose new Parse fails (here: the schema change that
+/// staled it dropped a column it reads) keeps the old statement: closed first, it was gone,
+/// the next query found it missing (26000) and `auto` mode took that for a transaction pooler.
+#[test]
+fn a_failed_re_prepare_keeps_the_statement() {
+    use std::sync::atomic::AtomicBool;
+    /// The peer's schema change: Parse fails and the prepared statement's plan is stale.
+    static CHANGED: AtomicBool = AtomicBool::new(false);
+    /// Whether the peer's session still has the statement.
+    static PREPARED: AtomicBool = AtomicBool::new(false);
+    support::init_runtime();
+    let fake = FakePg::start(|conn, _| {
+        use std::io::Write;
+        let error = |code, text| fakepg::error_response("ERROR", code, text);
+        while let Ok(batch) = fakepg::read_batch(conn) {
+            let changed = CHANGED.load(Ordering::SeqCst);
+            let mut out = Vec::new();
+            // After an error the server skips everything up to the Sync.
+            let mut failed = false;
+            for (kind, body) in &batch {
+                match kind {
+                    b'S' => {
+                        out.extend(fakepg::message(b'Z', b"I"));
+                        failed = false;
+                    }
+                    _ if failed => {}
+                    b'P' if changed => {
+                        out.extend(error("42703", "column \"v\" does not exist"));
+                        failed = true;
+                    }
+                    b'P' => {
+                        if !fakepg::cstr(body, 0).is_empty() {
+                            PREPARED.store(true, Ordering::SeqCst);
+                        }
+                        out.extend(fakepg::message(b'1', &[]));
+                    }
+                    b'C' => {
+                        if !fakepg::cstr(&body[1..], 0).is_empty() {
+                            PREPARED.store(false, Ordering::SeqCst);
+                        }
+                        out.extend(fakepg::message(b'3', &[]));
+                    }
+                    b'B' if !fakepg::cstr(body, 1).is_empty()
+                        && !PREPARED.load(Ordering::SeqCst) =>
+                    {
+                        out.extend(error("26000", "prepared statement does not exist"));
+                        failed = true;
+                    }
+                    b'B' if changed && !fakepg::cstr(body, 1).is_empty() => {
+                        out.extend(error("0A000", "cached plan must not change result type"));
+                        failed = true;
+                    }
+                    b'B' => out.extend(fakepg::message(b'2', &[])),
+                    b'E' => {
+                        out.extend(fakepg::int4_row(1));
+                        out.extend(fakepg::message(b'C', b"SELECT 1\0"));
+                    }
+                    _ => {}
+                }
+            }
+            if conn.write_all(&out).is_err() {
+                return;
+            }
+        }
+    });
+    let mut params = fake_params(fake.port);
+    params.statement_mode = pg::StatementMode::Auto;
+    let c = started(params, &[ECHO]);
+    CHANGED.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        let e = c
+            .query_read(ECHO.name, &[Param::Int4(1)], T)
+            .expect_err("the new Parse fails");
+        assert_eq!(e.code(), Some("42703"), "{e}");
+        assert!(PREPARED.load(Ordering::SeqCst), "the old statement is kept");
+    }
+    assert!(!c.prepares_per_transaction(), "no pooler was seen");
+    CHANGED.store(false, Ordering::SeqCst);
+    let reply = c.query_read(ECHO.name, &[Param::Int4(1)], T).unwrap();
+    assert_eq!(reply.rows.len(), 1);
+    assert_eq!(c.connects(), 1, "served on the same connection throughout");
     c.close();
 }
