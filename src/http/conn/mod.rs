@@ -366,7 +366,12 @@ impl Conn<'_> {
         let (since, mut scanned) = match self.reading {
             Reading::Head { since, scanned } => (since, scanned.saturating_sub(blank)),
             _ if self.input.is_empty() && blank == 0 => return Step::NeedInput,
-            // The header timeout runs from the first byte, blank lines included.
+            // Only empty lines after an answered request: still between requests, under the
+            // idle timeout. Starting the header timeout here would end in a 408 nobody asked
+            // for, which a pooled client takes for the answer to its next request.
+            _ if self.input.is_empty() && self.served_any => return Step::NeedInput,
+            // The header timeout runs from the first byte, blank lines before a connection's
+            // first request included (they must not hold a new connection open for ever).
             _ => (self.last_read, 0),
         };
         if self.input.is_empty() {
