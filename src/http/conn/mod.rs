@@ -228,6 +228,7 @@ impl<'s> Conn<'s> {
             fields: Vec::new(),
             reading: Reading::Idle,
             served_any: false,
+            linger_on_close: true,
             drained: false,
             client_slower: false,
             last_read: Instant::now(),
@@ -258,6 +259,8 @@ struct Conn<'s> {
     fields: Vec<(Span, Span)>,
     reading: Reading,
     served_any: bool,
+    /// Whether closing with unread input lingers (see [`Conn::refuse`]).
+    linger_on_close: bool,
     /// The last read emptied the socket (see [`read_until`]'s `wait_first`); cleared when
     /// may's blocking write was used since (it may have consumed a read event).
     drained: bool,
@@ -584,6 +587,18 @@ impl Conn<'_> {
     #[inline(never)]
     fn refuse(&mut self, refusal: Refusal) {
         self.shared.stats.core_response(refusal.status);
+        // A client whose first request never got past its head (a head timeout, a malformed
+        // head) is owed no answer that lingering would protect, and lingering would let a
+        // slowloris hold the slot for the whole linger time with a byte now and then: close at
+        // once, as nginx does. A refused body (413, say) may still be on its way: linger.
+        let head = !matches!(self.reading, Reading::Body { .. });
+        let ends_the_head = matches!(
+            refusal.status,
+            Status::BAD_REQUEST | Status::REQUEST_TIMEOUT
+        );
+        if !self.served_any && head && ends_the_head {
+            self.linger_on_close = false;
+        }
         let head_only = self.front_is_head();
         write_error(
             &mut self.out,
