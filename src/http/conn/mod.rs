@@ -28,7 +28,8 @@ use httparse::Header;
 use may::net::TcpStream;
 
 use self::budget::BASE_INPUT;
-use self::io::{read_until, write_all, ReadNotes};
+pub(crate) use self::io::unsent_bytes;
+use self::io::{read_until, set_send_buffer, write_all, ReadNotes};
 pub(crate) use self::linger::{linger, urgent_data_inline};
 use super::buffer::InBuf;
 use super::chunked::{Chunked, Decoder};
@@ -52,6 +53,10 @@ const INITIAL_OUTPUT: usize = 1024;
 /// 3.2 KB, more than the buffers of a connection under load.
 const INITIAL_HEADER_SLOTS: usize = 32;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Output written since the kernel's send queue was last looked at, past which the next batch
+/// looks (one `SIOCOUTQ` per this much output, not one per request): what a client that never
+/// reads can leave in the kernel unwatched, besides a send queue that filled (always looked at).
+const UNWATCHED_OUTPUT: usize = 64 * 1024;
 
 /// Where the request at the front of the input stands.
 enum Reading {
@@ -199,6 +204,7 @@ pub(crate) fn run<S: Service>(
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shared.config.timeouts.write));
+    set_send_buffer(stream, shared.config.limits.send_buffer_bytes);
     urgent_data_inline(stream);
     Conn::boxed(stream, shared, entry, conn_id).serve(stream, service);
 }
@@ -229,6 +235,8 @@ impl<'s> Conn<'s> {
             reading: Reading::Idle,
             served_any: false,
             linger_on_close: true,
+            unwatched: 0,
+            queue_watched: false,
             drained: false,
             client_slower: false,
             last_read: Instant::now(),
@@ -261,6 +269,11 @@ struct Conn<'s> {
     served_any: bool,
     /// Whether closing with unread input lingers (see [`Conn::refuse`]).
     linger_on_close: bool,
+    /// Output written since the kernel's send queue was last looked at.
+    unwatched: usize,
+    /// The kernel's send queue held answers when last looked at: the write deadline stays
+    /// armed until it drains (see [`Conn::watch_send_queue`]).
+    queue_watched: bool,
     /// The last read emptied the socket (see [`read_until`]'s `wait_first`); cleared when
     /// may's blocking write was used since (it may have consumed a read event).
     drained: bool,
@@ -631,8 +644,12 @@ impl Conn<'_> {
             .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         let written = match result {
-            Ok(()) => {
+            Ok(filled) => {
                 self.shared.stats.sent(self.out.len());
+                self.unwatched += self.out.len();
+                if filled || self.queue_watched || self.unwatched >= UNWATCHED_OUTPUT {
+                    self.watch_send_queue(stream);
+                }
                 true
             }
             Err(e) => {
@@ -645,6 +662,26 @@ impl Conn<'_> {
         };
         self.out.clear();
         written
+    }
+
+    /// After a write the kernel took: answers it still holds for the client must be delivered
+    /// within the write timeout too (a client that never reads would otherwise pin them, outside
+    /// every budget, until the idle timeout). While they are queued the write deadline stays
+    /// armed, from the end of this write; the watchdog looks at the queue when it passes, and
+    /// cuts the connection if it has not drained.
+    #[cold]
+    #[inline(never)]
+    fn watch_send_queue(&mut self, stream: &TcpStream) {
+        use std::os::fd::AsRawFd;
+        self.unwatched = 0;
+        self.queue_watched = unsent_bytes(stream.as_raw_fd()) > 0;
+        if self.queue_watched {
+            let deadline = self
+                .shared
+                .clock_ms()
+                .saturating_add(millis(self.shared.config.timeouts.write));
+            self.entry.write_deadline.store(deadline, Ordering::Release);
+        }
     }
 
     /// Waits for more input under the deadline that applies to where the front request stands.
