@@ -374,6 +374,12 @@ pub const VARIABLES: &[Setting] = &[
         description: "input discarded while closing with unread input",
     },
     Setting {
+        name: "HTTP_SEND_BUFFER_BYTES",
+        default: Some("262144"),
+        bounds: Some((0, 1 << 30)),
+        description: "kernel send buffer per connection (SO_SNDBUF; 0: the kernel's default)",
+    },
+    Setting {
         name: "HTTP_HEADER_TIMEOUT_MS",
         default: Some("10000"),
         bounds: Some((1, DAY_MS)),
@@ -689,6 +695,7 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             max_output_bytes: self.number("HTTP_MAX_OUTPUT_BYTES")?,
             max_buffered_bytes: self.number("HTTP_MAX_BUFFERED_BYTES")?,
             max_linger_bytes: self.number("HTTP_MAX_LINGER_BYTES")?,
+            send_buffer_bytes: self.number("HTTP_SEND_BUFFER_BYTES")?,
         };
         let timeouts = Timeouts {
             header: self.millis("HTTP_HEADER_TIMEOUT_MS")?,

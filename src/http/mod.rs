@@ -145,6 +145,12 @@ pub struct Limits {
     /// Input read and discarded while closing a connection that has unread input (lingering
     /// close), at most.
     pub max_linger_bytes: usize,
+    /// Each connection's kernel send buffer (`SO_SNDBUF`; Linux doubles it for its own
+    /// bookkeeping); 0 keeps the kernel's default, which grows to `tcp_wmem`'s maximum (4 MiB).
+    /// Answers the kernel holds for a client that does not read are memory outside the budget
+    /// until the write timeout cuts the connection: 256 KiB bounds that and still fills a
+    /// 20 Mbit/s path with 100 ms of round trip.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -158,6 +164,7 @@ impl Default for Limits {
             max_output_bytes: 256 * 1024,
             max_buffered_bytes: 256 * 1024 * 1024,
             max_linger_bytes: 16 * 1024 * 1024,
+            send_buffer_bytes: 256 * 1024,
         }
     }
 }
@@ -175,7 +182,9 @@ pub struct Timeouts {
     /// Idle keep-alive connection between requests (nginx keepalive_timeout 75 s).
     pub idle: Duration,
     /// Sending one batch of answers (nginx send_timeout 60 s is per write; this bounds the
-    /// batch, whatever the client sends meanwhile). On expiry the connection is cut.
+    /// batch, whatever the client sends meanwhile), delivery included: answers the kernel still
+    /// holds this long after the last write are late too. On expiry the connection is cut with
+    /// a reset, so the kernel frees what it held.
     pub write: Duration,
     /// Lingering close, in all (nginx lingering_time, 30 s).
     pub linger: Duration,

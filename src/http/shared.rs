@@ -17,6 +17,7 @@ use std::time::Instant;
 use may::io::WaitIoWaker;
 
 use super::buffer::Budget;
+use super::conn::unsent_bytes;
 use super::stats::{Stats, Timeout};
 use super::HttpConfig;
 
@@ -105,8 +106,9 @@ impl ServerShared {
         }
     }
 
-    /// Cuts connections whose answers were not sent by their write deadline, and wakes those
-    /// waiting for input past their read deadline.
+    /// Cuts connections whose answers were not sent by their write deadline (written into the
+    /// kernel is not sent: a connection whose kernel send queue has not drained by then is late
+    /// too), and wakes those waiting for input past their read deadline.
     pub(super) fn cut_late_connections(&self) {
         let now = self.clock_ms();
         for entry in self.registry().values() {
@@ -118,20 +120,44 @@ impl ServerShared {
             let deadline = entry.write_deadline.load(Ordering::Acquire);
             // Cleared by compare-and-swap: a connection that finished this write and began
             // the next one in the meantime has a new deadline, which is not cut.
-            if deadline != 0
-                && deadline <= now
-                && entry
-                    .write_deadline
-                    .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
+            if deadline == 0 || deadline > now {
+                continue;
+            }
+            // A queue that drained in time (the client read its answers) is not late; looked
+            // at only once a deadline passed, never per request.
+            let late = unsent_bytes(entry.fd) > 0;
+            if entry
+                .write_deadline
+                .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+                && late
             {
                 self.stats.timed_out(Timeout::Write);
-                // SAFETY: as in evict_oldest_idle. The blocked write fails with EPIPE.
-                unsafe {
-                    libc::shutdown(entry.fd, libc::SHUT_RDWR);
-                }
+                cut_with_reset(entry.fd);
             }
         }
+    }
+}
+
+/// Cuts a late connection: its blocked write fails with EPIPE, its read returns, and when it
+/// closes, the kernel resets the connection and frees its send queue at once (a plain close
+/// would keep trying to deliver it).
+fn cut_with_reset(fd: i32) {
+    let abort = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: as in evict_oldest_idle: the descriptor is open (its entry is in the registry,
+    // whose lock the caller holds). setsockopt reads a valid `linger` of the stated length.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&abort as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+        libc::shutdown(fd, libc::SHUT_RDWR);
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::limits::request_with_fields;
-use crate::support::{config, eventually, raise_fd_limit, TestServer};
+use crate::support::{config, eventually, raise_fd_limit, EchoBody, TestServer};
 
 #[test]
 fn head_response_has_content_length_and_no_body() {
@@ -159,6 +159,31 @@ fn idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
         elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2),
         "idle close after {elapsed:?} for a 300 ms idle timeout"
     );
+}
+
+/// Empty lines after an answered request (a client that ends its request with one CRLF too
+/// many) are ignored (RFC 9112 2.2) and leave the connection idle: they used to start the
+/// header timeout, and the unsolicited 408 it ended in reads, to a pooled client, as the answer
+/// to its next request.
+#[test]
+fn empty_lines_after_a_request_leave_the_connection_idle() {
+    let server = TestServer::start(config(|c| {
+        c.timeouts.header = Duration::from_millis(200);
+        c.timeouts.idle = Duration::from_secs(10);
+    }));
+    let mut c = server.client();
+    c.send(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+    // A measurement window five times the header timeout: nothing may arrive in it.
+    assert!(
+        c.silent_for(Duration::from_millis(1000)),
+        "an answer nobody asked for, or a close: {:?}",
+        c.next_response(false).map(|r| r.status)
+    );
+    c.send(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200, "{:?}", r.text());
+    assert_eq!(r.echo().path, "/second");
 }
 
 #[test]

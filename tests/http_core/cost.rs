@@ -301,3 +301,57 @@ fn an_open_connection_costs_little_resident_memory() {
         "{per_connection} bytes per connection, bound {BOUND_BYTES}"
     );
 }
+
+/// Reads one whole response (head and Content-Length body); returns its body length.
+fn read_whole_response(s: &mut TcpStream) -> usize {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a Content-Length");
+            if got.len() >= end + 4 + len {
+                return len;
+            }
+        }
+        let n = s.read(&mut chunk).expect("read the answer");
+        assert!(n > 0, "closed before the whole answer");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// What a keep-alive connection keeps between requests after a large answer: its output and
+/// response-body buffers, at most 64 KiB each (more is returned once written). The output
+/// buffer used to be kept up to `HTTP_MAX_OUTPUT_BYTES` (256 KiB), outside the memory budget:
+/// about 200 KiB resident per connection after a 200 KB answer. Bound: 64 KiB per connection.
+#[test]
+fn a_connection_served_a_large_answer_keeps_little_of_it() {
+    const CONNECTIONS: usize = 200;
+    const BOUND_BYTES: u64 = 64 * 1024;
+    let server = ChildServer::start();
+    let mut warm = server.connect();
+    warm.write_all(b"GET /big?n=200000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_whole_response(&mut warm), 200_000);
+    let before = server.rss_kib();
+    let mut open = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let mut s = server.connect();
+        s.write_all(b"GET /big?n=200000 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_whole_response(&mut s), 200_000);
+        open.push(s);
+    }
+    let per_connection = server.rss_kib().saturating_sub(before) * 1024 / CONNECTIONS as u64;
+    eprintln!(
+        "{CONNECTIONS} connections after a 200 KB answer: {per_connection} bytes resident each"
+    );
+    assert!(
+        per_connection <= BOUND_BYTES,
+        "{per_connection} bytes per connection, bound {BOUND_BYTES}"
+    );
+}

@@ -210,3 +210,107 @@ fn a_request_starting_with_an_urgent_byte_is_served_by_the_idle_deadline() {
         start.elapsed()
     );
 }
+
+/// A client socket whose receive buffer is set to `bytes` before it connects (so its window
+/// stays small): answers larger than that wait in the server's kernel until it reads.
+fn connect_with_receive_buffer(addr: std::net::SocketAddr, bytes: libc::c_int) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(v4) = addr else {
+        panic!("the test server listens on IPv4")
+    };
+    // SAFETY: plain socket calls on a descriptor created here, with valid pointers and
+    // lengths; the descriptor is handed to the TcpStream, which owns it from then on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let connected = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+/// The write deadline covers delivery, not only the hand-over to the kernel: an answer the
+/// kernel took whole (so the server's write returned at once) but the client never reads used
+/// to sit in the kernel until the idle timeout, and many such clients pinned gigabytes. It is
+/// cut at the write timeout, with a reset, so the kernel frees what it held.
+#[test]
+fn an_answer_the_kernel_holds_for_a_client_that_never_reads_is_cut_at_the_write_timeout() {
+    answer_held_by_the_kernel_is_cut(records_service::http::Limits::default().send_buffer_bytes);
+}
+
+/// As above, with the kernel's own send buffer (which grows to megabytes): the queue is
+/// watched after enough output even where no write filled it.
+#[test]
+fn an_answer_held_by_a_default_kernel_send_buffer_is_cut_at_the_write_timeout() {
+    answer_held_by_the_kernel_is_cut(0);
+}
+
+fn answer_held_by_the_kernel_is_cut(send_buffer_bytes: usize) {
+    use std::io::{ErrorKind, Read};
+    let server = TestServer::start(config(|c| {
+        c.timeouts.write = Duration::from_millis(1000);
+        c.timeouts.idle = Duration::from_secs(30);
+        c.limits.send_buffer_bytes = send_buffer_bytes;
+    }));
+    let mut s = connect_with_receive_buffer(server.addr(), 4096);
+    s.write_all(b"GET /big?n=262144 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let sent = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || server.handle.stats().accepted
+            == 1),
+        "the connection was never accepted"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || server
+            .handle
+            .active_connections()
+            == 0),
+        "the connection is still open, its answer held by the kernel"
+    );
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "cut {took:?} after the request, write timeout 1 s"
+    );
+    let stats = server.handle.stats();
+    let count = |kind: Timeout| stats.timeouts.iter().find(|(k, _)| *k == kind).unwrap().1;
+    assert_eq!(count(Timeout::Write), 1, "{stats:?}");
+    // A reset, not a close: after a close the kernel would go on delivering the answer.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = 0usize;
+    let mut chunk = [0u8; 64 * 1024];
+    let end = loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break Ok(()),
+            Ok(n) => got += n,
+            Err(e) => break Err(e),
+        }
+    };
+    match end {
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("not reset: {other:?} after {got} bytes"),
+    }
+    assert!(got < 262_144, "the whole answer arrived ({got} bytes)");
+}

@@ -95,20 +95,56 @@ fn more_pipelined_after_connection_close_does_not_destroy_the_answer() {
     );
 }
 
-#[test]
-fn a_request_timeout_is_answered_though_the_client_goes_on_sending() {
-    let server = TestServer::start(config(|c| c.timeouts.header = Duration::from_millis(300)));
+/// Sends `first`, waits for the answer to begin with `status_line` (peek blocks until it
+/// arrives), then trickles a byte every 100 ms, as a slowloris would, and returns how long the
+/// server kept the connection after the answer arrived. Lingering after a refusal of a
+/// client's never-completed first request let such a client hold a slot for the header timeout
+/// plus the whole linger time, for a few bytes.
+fn held_while_trickling(server: &TestServer, first: &[u8], status_line: &[u8; 12]) -> Duration {
     let mut s = TcpStream::connect(server.addr()).unwrap();
-    s.write_all(b"GET /slowloris HTTP/1.1\r\nHost: a\r\n")
-        .unwrap();
-    // Wait for the 408 to be sent (peek blocks until it arrives), then send more, as a
-    // client that did not notice would.
+    s.write_all(first).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut first = [0u8; 12];
-    assert_eq!(s.peek(&mut first).unwrap(), 12);
-    assert_eq!(&first, b"HTTP/1.1 408");
-    let got = send_all_then_read(&mut s, &junk(1 << 20));
-    assert_eq!(statuses(&got), [408]);
+    let mut got = [0u8; 12];
+    assert_eq!(s.peek(&mut got).unwrap(), 12);
+    assert_eq!(&got, status_line, "{:?}", String::from_utf8_lossy(&got));
+    let answered = Instant::now();
+    let mut writer = s.try_clone().unwrap();
+    let pacer = std::thread::spawn(move || {
+        // Paces the input, until the server cuts us (the write fails) or 5 s pass.
+        while answered.elapsed() < Duration::from_secs(5) && writer.write_all(b"x").is_ok() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || server
+            .handle
+            .active_connections()
+            == 0),
+        "the server still holds the connection (lingering)"
+    );
+    let held = answered.elapsed();
+    drop(s);
+    pacer.join().unwrap();
+    held
+}
+
+#[test]
+fn a_request_timeout_on_a_first_request_closes_at_once_though_the_client_trickles() {
+    let server = TestServer::start(config(|c| c.timeouts.header = Duration::from_millis(300)));
+    let held = held_while_trickling(
+        &server,
+        b"GET /slowloris HTTP/1.1\r\nHost: a\r\n",
+        b"HTTP/1.1 408",
+    );
+    // The linger time is 30 s, its read wait 5 s: either would show.
+    assert!(held < Duration::from_secs(1), "held {held:?} after the 408");
+}
+
+#[test]
+fn a_malformed_first_request_closes_at_once_though_the_client_trickles() {
+    let server = TestServer::default_config();
+    let held = held_while_trickling(&server, b"BAD REQUEST\r\n\r\n", b"HTTP/1.1 400");
+    assert!(held < Duration::from_secs(1), "held {held:?} after the 400");
 }
 
 #[test]

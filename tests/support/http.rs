@@ -323,6 +323,13 @@ impl Conn {
         std::mem::take(&mut self.buf)
     }
 
+    /// Whether the server stays silent for `within`: sends nothing and does not close. What
+    /// arrives meanwhile is kept for the next response.
+    pub fn silent_for(&mut self, within: Duration) -> bool {
+        let before = self.buf.len();
+        !self.closed_within(within) && self.buf.len() == before
+    }
+
     /// Whether the server has closed, waiting at most `within` for a sign either way; bytes
     /// that arrive meanwhile are kept for the next response.
     pub fn closed_within(&mut self, within: Duration) -> bool {

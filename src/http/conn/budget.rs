@@ -13,7 +13,9 @@ use crate::http::chunked::MAX_SIZE_LINE;
 /// Input buffer a connection may grow to outside the shared budget (the connection cap bounds
 /// these); growth past it is taken from the budget.
 pub(super) const BASE_INPUT: usize = 8 * 1024;
-/// Output and response-body buffers are kept between requests up to this size.
+/// Output and response-body buffers are kept between requests up to this size each; larger
+/// ones are returned once written (kept, they would be memory outside the budget for as long
+/// as the connection idles).
 const KEEP_OUTPUT: usize = 64 * 1024;
 
 impl Drop for Conn<'_> {
@@ -116,7 +118,7 @@ impl Conn<'_> {
     /// and gives their budget back.
     #[inline(never)]
     pub(super) fn drop_large_output(&mut self) {
-        if self.out.capacity() > KEEP_OUTPUT.max(self.shared.config.limits.max_output_bytes) {
+        if self.out.capacity() > KEEP_OUTPUT {
             let kept = std::mem::take(&mut self.out);
             // Room for a refusal written after what is kept, without growing again.
             self.out = Vec::with_capacity(INITIAL_OUTPUT.max(kept.len() + 512));

@@ -2,7 +2,8 @@
 //! refused body, requests pipelined after `Connection: close`), the answer is sent, the write
 //! side shut, and input read and discarded for a bounded time and amount before the socket
 //! closes, so the client's kernel does not turn the unread bytes into a reset that destroys the
-//! answer before the client reads it. Also used for a connection refused at the cap.
+//! answer before the client reads it. Also used for a connection refused at the cap. Not used
+//! for a client that never completed a request head: it is owed no answer worth protecting.
 //!
 //! Must never read without a bound: each read waits at most `linger_read`, the whole at most
 //! `linger`, and at most `max_linger_bytes` are discarded.
@@ -20,11 +21,12 @@ use crate::http::shared::{ConnEntry, ServerShared};
 
 impl Conn<'_> {
     /// Closes after the last answer. If input may still be on its way (a request was being
-    /// received, or more was pipelined behind the last answer), closes lingering.
+    /// received, or more was pipelined behind the last answer), closes lingering, unless the
+    /// refusal said not to ([`Conn::refuse`]).
     #[inline(never)]
     pub(super) fn close(&mut self, stream: &mut TcpStream) {
         let unread = !self.input.is_empty() || !matches!(self.reading, Reading::Idle);
-        if unread {
+        if unread && self.linger_on_close {
             self.release_input();
             linger(stream, self.shared, &mut self.input, Some(self.entry));
         }

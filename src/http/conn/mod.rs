@@ -28,7 +28,8 @@ use httparse::Header;
 use may::net::TcpStream;
 
 use self::budget::BASE_INPUT;
-use self::io::{read_until, write_all, ReadNotes};
+pub(crate) use self::io::unsent_bytes;
+use self::io::{read_until, set_send_buffer, write_all, ReadNotes};
 pub(crate) use self::linger::{linger, urgent_data_inline};
 use super::buffer::InBuf;
 use super::chunked::{Chunked, Decoder};
@@ -52,6 +53,10 @@ const INITIAL_OUTPUT: usize = 1024;
 /// 3.2 KB, more than the buffers of a connection under load.
 const INITIAL_HEADER_SLOTS: usize = 32;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Output written since the kernel's send queue was last looked at, past which the next batch
+/// looks (one `SIOCOUTQ` per this much output, not one per request): what a client that never
+/// reads can leave in the kernel unwatched, besides a send queue that filled (always looked at).
+const UNWATCHED_OUTPUT: usize = 64 * 1024;
 
 /// Where the request at the front of the input stands.
 enum Reading {
@@ -199,6 +204,7 @@ pub(crate) fn run<S: Service>(
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shared.config.timeouts.write));
+    set_send_buffer(stream, shared.config.limits.send_buffer_bytes);
     urgent_data_inline(stream);
     Conn::boxed(stream, shared, entry, conn_id).serve(stream, service);
 }
@@ -228,6 +234,9 @@ impl<'s> Conn<'s> {
             fields: Vec::new(),
             reading: Reading::Idle,
             served_any: false,
+            linger_on_close: true,
+            unwatched: 0,
+            queue_watched: false,
             drained: false,
             client_slower: false,
             last_read: Instant::now(),
@@ -258,6 +267,13 @@ struct Conn<'s> {
     fields: Vec<(Span, Span)>,
     reading: Reading,
     served_any: bool,
+    /// Whether closing with unread input lingers (see [`Conn::refuse`]).
+    linger_on_close: bool,
+    /// Output written since the kernel's send queue was last looked at.
+    unwatched: usize,
+    /// The kernel's send queue held answers when last looked at: the write deadline stays
+    /// armed until it drains (see [`Conn::watch_send_queue`]).
+    queue_watched: bool,
     /// The last read emptied the socket (see [`read_until`]'s `wait_first`); cleared when
     /// may's blocking write was used since (it may have consumed a read event).
     drained: bool,
@@ -366,7 +382,12 @@ impl Conn<'_> {
         let (since, mut scanned) = match self.reading {
             Reading::Head { since, scanned } => (since, scanned.saturating_sub(blank)),
             _ if self.input.is_empty() && blank == 0 => return Step::NeedInput,
-            // The header timeout runs from the first byte, blank lines included.
+            // Only empty lines after an answered request: still between requests, under the
+            // idle timeout. Starting the header timeout here would end in a 408 nobody asked
+            // for, which a pooled client takes for the answer to its next request.
+            _ if self.input.is_empty() && self.served_any => return Step::NeedInput,
+            // The header timeout runs from the first byte, blank lines before a connection's
+            // first request included (they must not hold a new connection open for ever).
             _ => (self.last_read, 0),
         };
         if self.input.is_empty() {
@@ -579,6 +600,18 @@ impl Conn<'_> {
     #[inline(never)]
     fn refuse(&mut self, refusal: Refusal) {
         self.shared.stats.core_response(refusal.status);
+        // A client whose first request never got past its head (a head timeout, a malformed
+        // head) is owed no answer that lingering would protect, and lingering would let a
+        // slowloris hold the slot for the whole linger time with a byte now and then: close at
+        // once, as nginx does. A refused body (413, say) may still be on its way: linger.
+        let head = !matches!(self.reading, Reading::Body { .. });
+        let ends_the_head = matches!(
+            refusal.status,
+            Status::BAD_REQUEST | Status::REQUEST_TIMEOUT
+        );
+        if !self.served_any && head && ends_the_head {
+            self.linger_on_close = false;
+        }
         let head_only = self.front_is_head();
         write_error(
             &mut self.out,
@@ -611,8 +644,12 @@ impl Conn<'_> {
             .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         let written = match result {
-            Ok(()) => {
+            Ok(filled) => {
                 self.shared.stats.sent(self.out.len());
+                self.unwatched += self.out.len();
+                if filled || self.queue_watched || self.unwatched >= UNWATCHED_OUTPUT {
+                    self.watch_send_queue(stream);
+                }
                 true
             }
             Err(e) => {
@@ -625,6 +662,26 @@ impl Conn<'_> {
         };
         self.out.clear();
         written
+    }
+
+    /// After a write the kernel took: answers it still holds for the client must be delivered
+    /// within the write timeout too (a client that never reads would otherwise pin them, outside
+    /// every budget, until the idle timeout). While they are queued the write deadline stays
+    /// armed, from the end of this write; the watchdog looks at the queue when it passes, and
+    /// cuts the connection if it has not drained.
+    #[cold]
+    #[inline(never)]
+    fn watch_send_queue(&mut self, stream: &TcpStream) {
+        use std::os::fd::AsRawFd;
+        self.unwatched = 0;
+        self.queue_watched = unsent_bytes(stream.as_raw_fd()) > 0;
+        if self.queue_watched {
+            let deadline = self
+                .shared
+                .clock_ms()
+                .saturating_add(millis(self.shared.config.timeouts.write));
+            self.entry.write_deadline.store(deadline, Ordering::Release);
+        }
     }
 
     /// Waits for more input under the deadline that applies to where the front request stands.
