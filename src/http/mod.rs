@@ -15,6 +15,7 @@ pub mod request_id;
 mod response;
 mod server;
 mod shared;
+mod socket;
 mod stats;
 mod status;
 

@@ -17,7 +17,7 @@ use std::time::Instant;
 use may::io::WaitIoWaker;
 
 use super::buffer::Budget;
-use super::conn::unsent_bytes;
+use super::socket::{cut_with_reset, unsent_bytes};
 use super::stats::{Stats, Timeout};
 use super::HttpConfig;
 
@@ -136,28 +136,6 @@ impl ServerShared {
                 cut_with_reset(entry.fd);
             }
         }
-    }
-}
-
-/// Cuts a late connection: its blocked write fails with EPIPE, its read returns, and when it
-/// closes, the kernel resets the connection and frees its send queue at once (a plain close
-/// would keep trying to deliver it).
-fn cut_with_reset(fd: i32) {
-    let abort = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: as in evict_oldest_idle: the descriptor is open (its entry is in the registry,
-    // whose lock the caller holds). setsockopt reads a valid `linger` of the stated length.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&abort as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-        libc::shutdown(fd, libc::SHUT_RDWR);
     }
 }
 

@@ -14,8 +14,9 @@ use postgres_protocol::message::frontend;
 
 use super::codec::{encode_query, Encoding};
 use super::error::{Error, ErrorKind};
-use super::pipeline::{Isolation, Limits, Pipeline, Protocol, Reply, Stats};
+use super::pipeline::{Isolation, Limits, Pipeline, Protocol, Reply};
 use super::startup::{establish, Statement};
+use super::stats::Stats;
 use super::{ConnectParams, Param, StatementMode};
 use crate::logging::Untrusted;
 

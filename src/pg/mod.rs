@@ -12,6 +12,7 @@ mod error;
 mod pipeline;
 mod row;
 mod startup;
+mod stats;
 mod tls;
 mod transport;
 
@@ -22,9 +23,10 @@ pub use conninfo::{
     env_variable_for, parse_env, parse_url, ConnInfo, DEFAULT_PORT, PG_ENV_VARIABLES,
 };
 pub use error::{kind_of_sqlstate, Error, ErrorKind};
-pub use pipeline::{Isolation, Reply, Stats};
+pub use pipeline::{Isolation, Reply};
 pub use row::Row;
 pub use startup::Statement;
+pub use stats::Stats;
 
 /// A query parameter, sent in binary format.
 #[derive(Debug, Clone, Copy)]

@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -30,12 +30,12 @@ use may::sync::Blocker;
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
-use crate::metrics::{Histogram, HistogramSnapshot, Striped};
 use crate::sync::lock;
 
 use super::codec::check_frame;
 use super::error::{server_error, Error, ErrorKind};
 use super::row::Row;
+use super::stats::Stats;
 use super::transport::{ReadHalf, ShutdownHandle, Stream, WriteHalf};
 
 /// How often the watchdog looks for callers whose deadline has passed: the most a deadline can
@@ -227,52 +227,6 @@ impl Outbox {
             self.batched = self.batched.saturating_sub(1);
         }
         true
-    }
-}
-
-/// Counters kept across reconnects: how many queries were queued and in how many socket writes
-/// they left. Their ratio is the pipelining depth actually achieved.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub queries: AtomicU64,
-    pub writes: AtomicU64,
-    /// Queries per write, as a histogram ([`Stats::batches`]). Written by the writer coroutine
-    /// only.
-    batch: BatchCells,
-    /// Shared-Sync queries sent again because another query of their group failed.
-    pub resent: AtomicU64,
-    /// Statements prepared again after the server found their cached plan stale (0A000).
-    pub reprepared: AtomicU64,
-}
-
-/// Buckets of [`Stats::batches`]: queries per write.
-pub const BATCH_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-];
-
-const BATCH: Histogram = Histogram {
-    base: 0,
-    bounds: BATCH_BUCKETS,
-};
-
-struct BatchCells(Striped);
-
-impl Default for BatchCells {
-    fn default() -> Self {
-        BatchCells(Striped::new(Histogram::cells(BATCH_BUCKETS), 1))
-    }
-}
-
-impl std::fmt::Debug for BatchCells {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BatchCells")
-    }
-}
-
-impl Stats {
-    /// Queries per socket write so far: the pipelining depth achieved, as a histogram.
-    pub fn batches(&self) -> HistogramSnapshot {
-        BATCH.snapshot(&self.batch.0, 1.0)
     }
 }
 
@@ -549,7 +503,7 @@ impl Pipeline {
                     outbox.unsent.clear();
                     let batched = std::mem::take(&mut outbox.batched);
                     if batched > 0 {
-                        BATCH.observe_count(&self.stats.batch.0, batched);
+                        self.stats.observe_batch(batched);
                     }
                 }
             }

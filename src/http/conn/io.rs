@@ -107,37 +107,3 @@ pub(super) fn write_all(
     }
     Ok(false)
 }
-
-/// Bytes written to socket `fd` that its peer has not acknowledged yet (`SIOCOUTQ`: sent and
-/// unacknowledged, or not sent at all); 0 if the kernel will not say.
-pub(crate) fn unsent_bytes(fd: i32) -> usize {
-    let mut queued: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ (TIOCOUTQ for sockets) writes one int through a valid pointer.
-    let ok = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued as *mut libc::c_int) } == 0;
-    if ok {
-        usize::try_from(queued).unwrap_or(0)
-    } else {
-        0
-    }
-}
-
-/// Sets `stream`'s kernel send buffer (`SO_SNDBUF`) to `bytes`; 0 leaves the kernel's default.
-pub(super) fn set_send_buffer(stream: &TcpStream, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    let Ok(value) = libc::c_int::try_from(bytes) else {
-        return;
-    };
-    if value == 0 {
-        return;
-    }
-    // SAFETY: setsockopt on a socket we own, with a valid pointer and length.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}

@@ -28,8 +28,7 @@ use httparse::Header;
 use may::net::TcpStream;
 
 use self::budget::BASE_INPUT;
-pub(crate) use self::io::unsent_bytes;
-use self::io::{read_until, set_send_buffer, write_all, ReadNotes};
+use self::io::{read_until, write_all, ReadNotes};
 pub(crate) use self::linger::{linger, urgent_data_inline};
 use super::buffer::InBuf;
 use super::chunked::{Chunked, Decoder};
@@ -37,6 +36,7 @@ use super::dispatch::dispatch;
 use super::head::{parse_head, BodyFraming, HeadError, HeadInfo};
 use super::response::write_error;
 use super::shared::{ConnEntry, ServerShared};
+use super::socket::{set_send_buffer, unsent_bytes};
 use super::stats::{Refused, Timeout};
 use super::{request_id, NextRead, Request, Service, Status};
 
