@@ -180,13 +180,17 @@ fn establish_host(
             }
             if !params.max_standby_lag.is_zero() {
                 let lag = conn.replay_lag()?;
-                if lag > params.max_standby_lag {
+                if lag.is_none_or(|lag| lag > params.max_standby_lag) {
+                    let said = match lag {
+                        Some(lag) => format!("{lag:?}"),
+                        None => "not a finite age (Infinity, NaN or negative)".to_string(),
+                    };
                     tracing::warn!(
                         event = "standby_lagging",
                         host = %host,
                         port,
-                        lag_ms = lag.as_millis() as u64,
-                        "pg: passing over standby {host}:{port}: replay lag {lag:?} is over {:?} \
+                        lag_ms = lag.map(|lag| lag.as_millis() as u64),
+                        "pg: passing over standby {host}:{port}: replay lag {said} is over {:?} \
                          (PG_MAX_STANDBY_LAG_MS)",
                         params.max_standby_lag
                     );
@@ -402,6 +406,22 @@ fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<std::net::Soc
     }
 }
 
+/// The replay lag query's answer, in seconds (float8 text); `None` when it is no age at all:
+/// `Infinity` (an infinite replay timestamp), `NaN`, a negative value (the standby's clock
+/// ahead of the primary's while it lags) or one beyond `Duration`. Such a standby is treated as
+/// too far behind: nothing says it is fresh, and `Duration::from_secs_f64` panics on most of
+/// them.
+fn parse_replay_lag(text: &[u8]) -> Result<Option<Duration>, Error> {
+    let seconds: f64 = std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| unexpected("a replay lag"))?;
+    if seconds.is_nan() || seconds < 0.0 {
+        return Ok(None);
+    }
+    Ok(Duration::try_from_secs_f64(seconds).ok())
+}
+
 /// The largest message accepted during startup (authentication requests, parameter status,
 /// errors: all small), whatever `max_message_bytes` allows later.
 const STARTUP_MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -491,18 +511,15 @@ impl Handshake {
     /// this session is read-only (a hot standby, or default_transaction_read_only = on).
     /// How far behind its primary a standby's replay is: zero when it has replayed all it
     /// received, else the age of the last transaction it replayed (an idle primary sends
-    /// nothing, so a standby that is caught up does not look older and older).
-    fn replay_lag(&mut self) -> Result<Duration, Error> {
+    /// nothing, so a standby that is caught up does not look older and older). `None`: the
+    /// answer is no finite age, and the standby counts as too far behind.
+    fn replay_lag(&mut self) -> Result<Option<Duration>, Error> {
         let text = self.simple_value(
             "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
              ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) \
              END::float8",
         )?;
-        let seconds: f64 = std::str::from_utf8(&text)
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| unexpected("a replay lag"))?;
-        Ok(Duration::from_secs_f64(seconds.max(0.0)))
+        parse_replay_lag(&text)
     }
 
     /// The first column of the first row of a simple query, as text.
@@ -800,7 +817,36 @@ fn lost(e: std::io::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::Statement;
+    use std::time::Duration;
+
+    use super::{parse_replay_lag, Statement};
+
+    /// float8's text for values that are no age: PostgreSQL prints `Infinity` when
+    /// `pg_last_xact_replay_timestamp()` is infinite, and clocks that disagree give a negative
+    /// lag. None of them says the standby is fresh.
+    #[test]
+    fn a_replay_lag_that_is_no_finite_age_is_too_far_behind() {
+        for (text, why) in [
+            ("Infinity", "Duration::from_secs_f64 panics on it"),
+            ("-Infinity", "clamped to 0 it would read as caught up"),
+            ("NaN", "NaN.max(0.0) is 0: caught up"),
+            (
+                "-1.5",
+                "a standby clock ahead of the primary's: no lag known",
+            ),
+            ("1e300", "beyond Duration: from_secs_f64 panics on it"),
+        ] {
+            let lag = std::panic::catch_unwind(|| parse_replay_lag(text.as_bytes()))
+                .unwrap_or_else(|_| panic!("{text}: panicked ({why})"));
+            assert_eq!(lag.unwrap(), None, "{text}: {why}");
+        }
+        assert_eq!(parse_replay_lag(b"0").unwrap(), Some(Duration::ZERO));
+        assert_eq!(
+            parse_replay_lag(b"1.5").unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(parse_replay_lag(b"soon").is_err(), "not a number at all");
+    }
 
     #[test]
     fn wire_names_carry_the_sql() {
