@@ -64,8 +64,25 @@ pub(crate) fn establish(
     statements: &[Statement],
 ) -> Result<Established, Error> {
     // The CA file and client certificate are read at every attempt (a renewed file is picked
-    // up); an error in them ends the attempt before any connection.
-    let tls = TlsConfig::load(&params.tls)?;
+    // up), off the worker (a slow disk must not stall its coroutines); an error in them ends
+    // the attempt before any connection.
+    let tls = if params.tls.mode == SslMode::Disable {
+        TlsConfig::disabled()
+    } else {
+        let settings = params.tls.clone();
+        off_worker(
+            "pg-tls-load",
+            Instant::now() + params.connect_timeout,
+            move || TlsConfig::load(&settings),
+        )
+        .unwrap_or_else(|| {
+            Err(Error::new(
+                ErrorKind::ConnectFailed,
+                "reading the TLS files (sslrootcert, sslcert, sslkey) took longer than \
+                 connect_timeout",
+            ))
+        })?
+    };
     let hosts = std::iter::once((params.host.as_str(), params.port))
         .chain(params.more_hosts.iter().map(|(h, p)| (h.as_str(), *p)));
     // libpq's prefer-standby: a pass for standbys only, then one for any host.
@@ -373,37 +390,46 @@ fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<std::net::Soc
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(vec![std::net::SocketAddr::new(ip, port)]);
     }
-    let (tx, rx) = may::sync::mpsc::channel();
     let name = host.to_string();
-    std::thread::Builder::new()
-        .name("pg-resolve".into())
-        .spawn(move || {
-            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
-        })
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::ConnectFailed,
-                format!("cannot resolve {host}: {e}"),
-            )
-        })?;
-    // Bounded by the connect deadline: a stalled resolver must not hold the supervisor (the
-    // lookup thread finishes on its own and its answer is dropped).
-    let wait = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(wait) {
-        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
-        Ok(Ok(_)) => Err(Error::new(
+    let lookup = off_worker("pg-resolve", deadline, move || {
+        (name.as_str(), port).to_socket_addrs().map(Vec::from_iter)
+    });
+    match lookup {
+        Some(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
+        Some(Ok(_)) => Err(Error::new(
             ErrorKind::ConnectFailed,
             format!("{host}:{port} resolves to no address"),
         )),
-        Ok(Err(e)) => Err(Error::new(
+        Some(Err(e)) => Err(Error::new(
             ErrorKind::ConnectFailed,
             format!("cannot resolve {host}:{port}: {e}"),
         )),
-        Err(_) => Err(Error::new(
+        None => Err(Error::new(
             ErrorKind::ConnectFailed,
             format!("cannot resolve {host}:{port}"),
         )),
     }
+}
+
+/// Runs `work` on a short-lived thread named `name` while this coroutine waits on a may
+/// channel, so that the worker serves its other coroutines meanwhile: for work that blocks its
+/// thread (getaddrinfo, file reads) or keeps the CPU for milliseconds (PBKDF2). `None` if the
+/// thread could not start or `deadline` passed first; the thread then finishes on its own and
+/// its answer is dropped, so a stalled resolver or disk does not hold the supervisor.
+fn off_worker<T: Send + 'static>(
+    name: &str,
+    deadline: Instant,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = may::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .ok()?;
+    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .ok()
 }
 
 /// The replay lag query's answer, in seconds (float8 text); `None` when it is no age at all:
@@ -654,9 +680,9 @@ impl Handshake {
                     .map_err(protocol)?;
                 self.send(&mut out)?;
                 match self.next()? {
-                    Message::AuthenticationSaslContinue(body) => scram
-                        .update(body.data())
-                        .map_err(|e| Error::new(ErrorKind::AuthFailed, format!("SCRAM: {e}")))?,
+                    Message::AuthenticationSaslContinue(body) => {
+                        scram = client_final(scram, body.data(), self.deadline)?;
+                    }
                     Message::ErrorResponse(body) => return Err(server_error(body)),
                     _ => return Err(unexpected("SCRAM continue")),
                 }
@@ -684,6 +710,65 @@ impl Handshake {
             Message::ErrorResponse(body) => Err(server_error(body)),
             _ => Err(unexpected("AuthenticationOk")),
         }
+    }
+}
+
+/// SCRAM's client-final step for the server-first message `server_first`, off the worker: the
+/// server picks the PBKDF2 iteration count (postgres-protocol accepts up to 100,000, tens of
+/// milliseconds of CPU), and every coroutine on this worker would wait that long at every
+/// reconnect.
+fn client_final(
+    scram: sasl::ScramSha256,
+    server_first: &[u8],
+    deadline: Instant,
+) -> Result<sasl::ScramSha256, Error> {
+    let server_first = server_first.to_vec();
+    off_worker("pg-scram", deadline, move || {
+        derive_scram_keys(scram, &server_first)
+    })
+    .unwrap_or_else(|| {
+        Err(Error::new(
+            ErrorKind::ConnectFailed,
+            "PostgreSQL startup timed out (deriving SCRAM's keys)",
+        ))
+    })
+}
+
+/// PBKDF2 over the password, with the salt and iteration count the server chose.
+fn derive_scram_keys(
+    mut scram: sasl::ScramSha256,
+    server_first: &[u8],
+) -> Result<sasl::ScramSha256, Error> {
+    #[cfg(test)]
+    ran_on::note("scram");
+    scram
+        .update(server_first)
+        .map_err(|e| Error::new(ErrorKind::AuthFailed, format!("SCRAM: {e}")))?;
+    Ok(scram)
+}
+
+/// Where each piece of blocking startup work ran: its name, and whether on a coroutine (so on
+/// a may worker, stalling every other coroutine there). For the tests that keep it off.
+#[cfg(test)]
+pub(crate) mod ran_on {
+    use std::sync::{Mutex, PoisonError};
+
+    static LOG: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
+
+    pub(crate) fn note(what: impl Into<String>) {
+        LOG.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((what.into(), may::coroutine::is_coroutine()));
+    }
+
+    /// For each time `what` ran: whether on a coroutine.
+    pub(crate) fn of(what: &str) -> Vec<bool> {
+        LOG.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(w, _)| w == what)
+            .map(|(_, on_coroutine)| *on_coroutine)
+            .collect()
     }
 }
 
@@ -817,9 +902,12 @@ fn lost(e: std::io::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
-    use super::{parse_replay_lag, Statement};
+    use postgres_protocol::authentication::sasl;
+
+    use super::{client_final, establish, parse_replay_lag, ran_on, Statement};
+    use crate::pg::{ConnectParams, RootCert, SslMode};
 
     /// float8's text for values that are no age: PostgreSQL prints `Infinity` when
     /// `pg_last_xact_replay_timestamp()` is infinite, and clocks that disagree give a negative
@@ -846,6 +934,54 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert!(parse_replay_lag(b"soon").is_err(), "not a number at all");
+    }
+
+    /// PBKDF2 with the server's iteration count (up to 100,000 in postgres-protocol, tens of
+    /// milliseconds) must not run on a may worker: every coroutine there would wait for it.
+    #[test]
+    fn scram_key_derivation_runs_off_the_workers() {
+        let scram = sasl::ScramSha256::new(b"secret", sasl::ChannelBinding::unsupported());
+        let client_first = String::from_utf8(scram.message().to_vec()).unwrap();
+        let nonce = client_first.rsplit("r=").next().unwrap().to_string();
+        let server_first = format!("r={nonce}fromtheserver,s=c2FsdA==,i=4096");
+        let derived = may::go!(move || {
+            client_final(
+                scram,
+                server_first.as_bytes(),
+                Instant::now() + Duration::from_secs(10),
+            )
+            .map(|scram| !scram.message().is_empty())
+        })
+        .join()
+        .unwrap();
+        assert!(derived.unwrap(), "a client-final message");
+        let ran = ran_on::of("scram");
+        assert!(!ran.is_empty(), "the key derivation ran");
+        assert!(
+            ran.iter().all(|on_coroutine| !on_coroutine),
+            "PBKDF2 ran on a coroutine, blocking its worker"
+        );
+    }
+
+    /// The CA file (and client certificate and key) are read at every connection attempt: a
+    /// slow disk or network file system must not stall a may worker meanwhile.
+    #[test]
+    fn tls_files_are_read_off_the_workers() {
+        let ca = std::env::temp_dir().join(format!("no-such-ca-{}.pem", std::process::id()));
+        let mut params = ConnectParams::new("127.0.0.1", 1, "u", None, "db");
+        params.tls.mode = SslMode::VerifyFull;
+        params.tls.root_cert = Some(RootCert::File(ca.clone()));
+        let e = may::go!(move || establish(&params, &[]).map(drop))
+            .join()
+            .unwrap()
+            .unwrap_err();
+        assert!(e.message().contains("sslrootcert"), "{e}");
+        let ran = ran_on::of(&format!("tls {}", ca.display()));
+        assert!(!ran.is_empty(), "the TLS files were read");
+        assert!(
+            ran.iter().all(|on_coroutine| !on_coroutine),
+            "the TLS files were read on a coroutine, blocking its worker"
+        );
     }
 
     #[test]
