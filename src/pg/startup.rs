@@ -370,9 +370,9 @@ fn explain_pg_hba(e: Error, params: &ConnectParams, tls_up: bool) -> Error {
     )
 }
 
-/// `e` with another message; its kind, SQLSTATE and severity kept.
+/// `e` with another message; its kind, SQLSTATE, severity and TLS verdict kept.
 fn reword(e: &Error, message: String) -> Error {
-    match e.code() {
+    let reworded = match e.code() {
         Some(code) => Error::from_server(
             if e.is_fatal() { "FATAL" } else { "ERROR" },
             code,
@@ -380,6 +380,11 @@ fn reword(e: &Error, message: String) -> Error {
             message,
         ),
         None => Error::new(e.kind(), message),
+    };
+    if e.is_tls_misconfigured() {
+        reworded.tls_misconfigured()
+    } else {
+        reworded
     }
 }
 

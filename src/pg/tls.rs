@@ -151,7 +151,7 @@ pub(crate) fn mode_name(mode: SslMode) -> &'static str {
 }
 
 fn config_error(message: impl Into<String>) -> Error {
-    Error::new(ErrorKind::ConnectFailed, message)
+    Error::new(ErrorKind::ConnectFailed, message).tls_misconfigured()
 }
 
 fn describe_roots(root: &RootCert) -> String {
