@@ -75,8 +75,10 @@ impl Client {
         let supervisor = inner.clone();
         let spawned = may::coroutine::Builder::new().name("pg-supervisor".into());
         // SAFETY: may's spawn is unsafe because a coroutine must not block its worker thread
-        // with thread-blocking calls or hold thread-locals across yields; the supervisor only
-        // does may I/O and may sleeps.
+        // with thread-blocking calls or hold thread-locals across yields; the supervisor does
+        // may I/O and may sleeps, and hands what would block its thread (getaddrinfo, reading
+        // the TLS files, SCRAM's PBKDF2) to short-lived threads it waits for on a may channel
+        // (`off_worker` in startup.rs).
         unsafe { spawned.spawn(move || supervise(&supervisor)) }
             .expect("spawning a coroutine only fails when out of memory");
         Client { inner }

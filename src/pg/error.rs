@@ -47,6 +47,9 @@ pub struct Error {
     message: String,
     /// The server sent it with severity FATAL or PANIC: the session is ending.
     fatal: bool,
+    /// The client's TLS settings cannot work: unreadable or unusable files, or a server
+    /// certificate that fails verification against them.
+    tls_misconfigured: bool,
 }
 
 impl Error {
@@ -57,6 +60,7 @@ impl Error {
             constraint: None,
             message: message.into(),
             fatal: false,
+            tls_misconfigured: false,
         }
     }
 
@@ -78,6 +82,23 @@ impl Error {
             constraint,
             message,
             fatal: matches!(severity, "FATAL" | "PANIC"),
+            tls_misconfigured: false,
+        }
+    }
+
+    /// Whether the TLS settings are at fault: a CA file, client certificate or key that cannot
+    /// be read or used, or a server certificate that fails verification against sslrootcert
+    /// (unknown CA, wrong host name, expired). Retrying cannot help until the settings or the
+    /// server's certificate change.
+    pub fn is_tls_misconfigured(&self) -> bool {
+        self.tls_misconfigured
+    }
+
+    /// The same error, marked as [`Error::is_tls_misconfigured`].
+    pub(crate) fn tls_misconfigured(self) -> Error {
+        Error {
+            tls_misconfigured: true,
+            ..self
         }
     }
 

@@ -64,8 +64,25 @@ pub(crate) fn establish(
     statements: &[Statement],
 ) -> Result<Established, Error> {
     // The CA file and client certificate are read at every attempt (a renewed file is picked
-    // up); an error in them ends the attempt before any connection.
-    let tls = TlsConfig::load(&params.tls)?;
+    // up), off the worker (a slow disk must not stall its coroutines); an error in them ends
+    // the attempt before any connection.
+    let tls = if params.tls.mode == SslMode::Disable {
+        TlsConfig::disabled()
+    } else {
+        let settings = params.tls.clone();
+        off_worker(
+            "pg-tls-load",
+            Instant::now() + params.connect_timeout,
+            move || TlsConfig::load(&settings),
+        )
+        .unwrap_or_else(|| {
+            Err(Error::new(
+                ErrorKind::ConnectFailed,
+                "reading the TLS files (sslrootcert, sslcert, sslkey) took longer than \
+                 connect_timeout",
+            ))
+        })?
+    };
     let hosts = std::iter::once((params.host.as_str(), params.port))
         .chain(params.more_hosts.iter().map(|(h, p)| (h.as_str(), *p)));
     // libpq's prefer-standby: a pass for standbys only, then one for any host.
@@ -180,13 +197,17 @@ fn establish_host(
             }
             if !params.max_standby_lag.is_zero() {
                 let lag = conn.replay_lag()?;
-                if lag > params.max_standby_lag {
+                if lag.is_none_or(|lag| lag > params.max_standby_lag) {
+                    let said = match lag {
+                        Some(lag) => format!("{lag:?}"),
+                        None => "not a finite age (Infinity, NaN or negative)".to_string(),
+                    };
                     tracing::warn!(
                         event = "standby_lagging",
                         host = %host,
                         port,
-                        lag_ms = lag.as_millis() as u64,
-                        "pg: passing over standby {host}:{port}: replay lag {lag:?} is over {:?} \
+                        lag_ms = lag.map(|lag| lag.as_millis() as u64),
+                        "pg: passing over standby {host}:{port}: replay lag {said} is over {:?} \
                          (PG_MAX_STANDBY_LAG_MS)",
                         params.max_standby_lag
                     );
@@ -349,9 +370,9 @@ fn explain_pg_hba(e: Error, params: &ConnectParams, tls_up: bool) -> Error {
     )
 }
 
-/// `e` with another message; its kind, SQLSTATE and severity kept.
+/// `e` with another message; its kind, SQLSTATE, severity and TLS verdict kept.
 fn reword(e: &Error, message: String) -> Error {
-    match e.code() {
+    let reworded = match e.code() {
         Some(code) => Error::from_server(
             if e.is_fatal() { "FATAL" } else { "ERROR" },
             code,
@@ -359,6 +380,11 @@ fn reword(e: &Error, message: String) -> Error {
             message,
         ),
         None => Error::new(e.kind(), message),
+    };
+    if e.is_tls_misconfigured() {
+        reworded.tls_misconfigured()
+    } else {
+        reworded
     }
 }
 
@@ -369,37 +395,62 @@ fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<std::net::Soc
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(vec![std::net::SocketAddr::new(ip, port)]);
     }
-    let (tx, rx) = may::sync::mpsc::channel();
     let name = host.to_string();
-    std::thread::Builder::new()
-        .name("pg-resolve".into())
-        .spawn(move || {
-            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Vec::from_iter));
-        })
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::ConnectFailed,
-                format!("cannot resolve {host}: {e}"),
-            )
-        })?;
-    // Bounded by the connect deadline: a stalled resolver must not hold the supervisor (the
-    // lookup thread finishes on its own and its answer is dropped).
-    let wait = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(wait) {
-        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
-        Ok(Ok(_)) => Err(Error::new(
+    let lookup = off_worker("pg-resolve", deadline, move || {
+        (name.as_str(), port).to_socket_addrs().map(Vec::from_iter)
+    });
+    match lookup {
+        Some(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
+        Some(Ok(_)) => Err(Error::new(
             ErrorKind::ConnectFailed,
             format!("{host}:{port} resolves to no address"),
         )),
-        Ok(Err(e)) => Err(Error::new(
+        Some(Err(e)) => Err(Error::new(
             ErrorKind::ConnectFailed,
             format!("cannot resolve {host}:{port}: {e}"),
         )),
-        Err(_) => Err(Error::new(
+        None => Err(Error::new(
             ErrorKind::ConnectFailed,
             format!("cannot resolve {host}:{port}"),
         )),
     }
+}
+
+/// Runs `work` on a short-lived thread named `name` while this coroutine waits on a may
+/// channel, so that the worker serves its other coroutines meanwhile: for work that blocks its
+/// thread (getaddrinfo, file reads) or keeps the CPU for milliseconds (PBKDF2). `None` if the
+/// thread could not start or `deadline` passed first; the thread then finishes on its own and
+/// its answer is dropped, so a stalled resolver or disk does not hold the supervisor.
+fn off_worker<T: Send + 'static>(
+    name: &str,
+    deadline: Instant,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = may::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .ok()?;
+    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .ok()
+}
+
+/// The replay lag query's answer, in seconds (float8 text); `None` when it is no age at all:
+/// `Infinity` (an infinite replay timestamp), `NaN`, a negative value (the standby's clock
+/// ahead of the primary's while it lags) or one beyond `Duration`. Such a standby is treated as
+/// too far behind: nothing says it is fresh, and `Duration::from_secs_f64` panics on most of
+/// them.
+fn parse_replay_lag(text: &[u8]) -> Result<Option<Duration>, Error> {
+    let seconds: f64 = std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| unexpected("a replay lag"))?;
+    if seconds.is_nan() || seconds < 0.0 {
+        return Ok(None);
+    }
+    Ok(Duration::try_from_secs_f64(seconds).ok())
 }
 
 /// The largest message accepted during startup (authentication requests, parameter status,
@@ -491,18 +542,15 @@ impl Handshake {
     /// this session is read-only (a hot standby, or default_transaction_read_only = on).
     /// How far behind its primary a standby's replay is: zero when it has replayed all it
     /// received, else the age of the last transaction it replayed (an idle primary sends
-    /// nothing, so a standby that is caught up does not look older and older).
-    fn replay_lag(&mut self) -> Result<Duration, Error> {
+    /// nothing, so a standby that is caught up does not look older and older). `None`: the
+    /// answer is no finite age, and the standby counts as too far behind.
+    fn replay_lag(&mut self) -> Result<Option<Duration>, Error> {
         let text = self.simple_value(
             "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
              ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) \
              END::float8",
         )?;
-        let seconds: f64 = std::str::from_utf8(&text)
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .ok_or_else(|| unexpected("a replay lag"))?;
-        Ok(Duration::from_secs_f64(seconds.max(0.0)))
+        parse_replay_lag(&text)
     }
 
     /// The first column of the first row of a simple query, as text.
@@ -637,9 +685,9 @@ impl Handshake {
                     .map_err(protocol)?;
                 self.send(&mut out)?;
                 match self.next()? {
-                    Message::AuthenticationSaslContinue(body) => scram
-                        .update(body.data())
-                        .map_err(|e| Error::new(ErrorKind::AuthFailed, format!("SCRAM: {e}")))?,
+                    Message::AuthenticationSaslContinue(body) => {
+                        scram = client_final(scram, body.data(), self.deadline)?;
+                    }
                     Message::ErrorResponse(body) => return Err(server_error(body)),
                     _ => return Err(unexpected("SCRAM continue")),
                 }
@@ -667,6 +715,65 @@ impl Handshake {
             Message::ErrorResponse(body) => Err(server_error(body)),
             _ => Err(unexpected("AuthenticationOk")),
         }
+    }
+}
+
+/// SCRAM's client-final step for the server-first message `server_first`, off the worker: the
+/// server picks the PBKDF2 iteration count (postgres-protocol accepts up to 100,000, tens of
+/// milliseconds of CPU), and every coroutine on this worker would wait that long at every
+/// reconnect.
+fn client_final(
+    scram: sasl::ScramSha256,
+    server_first: &[u8],
+    deadline: Instant,
+) -> Result<sasl::ScramSha256, Error> {
+    let server_first = server_first.to_vec();
+    off_worker("pg-scram", deadline, move || {
+        derive_scram_keys(scram, &server_first)
+    })
+    .unwrap_or_else(|| {
+        Err(Error::new(
+            ErrorKind::ConnectFailed,
+            "PostgreSQL startup timed out (deriving SCRAM's keys)",
+        ))
+    })
+}
+
+/// PBKDF2 over the password, with the salt and iteration count the server chose.
+fn derive_scram_keys(
+    mut scram: sasl::ScramSha256,
+    server_first: &[u8],
+) -> Result<sasl::ScramSha256, Error> {
+    #[cfg(test)]
+    ran_on::note("scram");
+    scram
+        .update(server_first)
+        .map_err(|e| Error::new(ErrorKind::AuthFailed, format!("SCRAM: {e}")))?;
+    Ok(scram)
+}
+
+/// Where each piece of blocking startup work ran: its name, and whether on a coroutine (so on
+/// a may worker, stalling every other coroutine there). For the tests that keep it off.
+#[cfg(test)]
+pub(crate) mod ran_on {
+    use std::sync::{Mutex, PoisonError};
+
+    static LOG: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
+
+    pub(crate) fn note(what: impl Into<String>) {
+        LOG.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((what.into(), may::coroutine::is_coroutine()));
+    }
+
+    /// For each time `what` ran: whether on a coroutine.
+    pub(crate) fn of(what: &str) -> Vec<bool> {
+        LOG.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(w, _)| w == what)
+            .map(|(_, on_coroutine)| *on_coroutine)
+            .collect()
     }
 }
 
@@ -800,7 +907,87 @@ fn lost(e: std::io::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::Statement;
+    use std::time::{Duration, Instant};
+
+    use postgres_protocol::authentication::sasl;
+
+    use super::{client_final, establish, parse_replay_lag, ran_on, Statement};
+    use crate::pg::{ConnectParams, RootCert, SslMode};
+
+    /// float8's text for values that are no age: PostgreSQL prints `Infinity` when
+    /// `pg_last_xact_replay_timestamp()` is infinite, and clocks that disagree give a negative
+    /// lag. None of them says the standby is fresh.
+    #[test]
+    fn a_replay_lag_that_is_no_finite_age_is_too_far_behind() {
+        for (text, why) in [
+            ("Infinity", "Duration::from_secs_f64 panics on it"),
+            ("-Infinity", "clamped to 0 it would read as caught up"),
+            ("NaN", "NaN.max(0.0) is 0: caught up"),
+            (
+                "-1.5",
+                "a standby clock ahead of the primary's: no lag known",
+            ),
+            ("1e300", "beyond Duration: from_secs_f64 panics on it"),
+        ] {
+            let lag = std::panic::catch_unwind(|| parse_replay_lag(text.as_bytes()))
+                .unwrap_or_else(|_| panic!("{text}: panicked ({why})"));
+            assert_eq!(lag.unwrap(), None, "{text}: {why}");
+        }
+        assert_eq!(parse_replay_lag(b"0").unwrap(), Some(Duration::ZERO));
+        assert_eq!(
+            parse_replay_lag(b"1.5").unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(parse_replay_lag(b"soon").is_err(), "not a number at all");
+    }
+
+    /// PBKDF2 with the server's iteration count (up to 100,000 in postgres-protocol, tens of
+    /// milliseconds) must not run on a may worker: every coroutine there would wait for it.
+    #[test]
+    fn scram_key_derivation_runs_off_the_workers() {
+        let scram = sasl::ScramSha256::new(b"secret", sasl::ChannelBinding::unsupported());
+        let client_first = String::from_utf8(scram.message().to_vec()).unwrap();
+        let nonce = client_first.rsplit("r=").next().unwrap().to_string();
+        let server_first = format!("r={nonce}fromtheserver,s=c2FsdA==,i=4096");
+        let derived = may::go!(move || {
+            client_final(
+                scram,
+                server_first.as_bytes(),
+                Instant::now() + Duration::from_secs(10),
+            )
+            .map(|scram| !scram.message().is_empty())
+        })
+        .join()
+        .unwrap();
+        assert!(derived.unwrap(), "a client-final message");
+        let ran = ran_on::of("scram");
+        assert!(!ran.is_empty(), "the key derivation ran");
+        assert!(
+            ran.iter().all(|on_coroutine| !on_coroutine),
+            "PBKDF2 ran on a coroutine, blocking its worker"
+        );
+    }
+
+    /// The CA file (and client certificate and key) are read at every connection attempt: a
+    /// slow disk or network file system must not stall a may worker meanwhile.
+    #[test]
+    fn tls_files_are_read_off_the_workers() {
+        let ca = std::env::temp_dir().join(format!("no-such-ca-{}.pem", std::process::id()));
+        let mut params = ConnectParams::new("127.0.0.1", 1, "u", None, "db");
+        params.tls.mode = SslMode::VerifyFull;
+        params.tls.root_cert = Some(RootCert::File(ca.clone()));
+        let e = may::go!(move || establish(&params, &[]).map(drop))
+            .join()
+            .unwrap()
+            .unwrap_err();
+        assert!(e.message().contains("sslrootcert"), "{e}");
+        let ran = ran_on::of(&format!("tls {}", ca.display()));
+        assert!(!ran.is_empty(), "the TLS files were read");
+        assert!(
+            ran.iter().all(|on_coroutine| !on_coroutine),
+            "the TLS files were read on a coroutine, blocking its worker"
+        );
+    }
 
     #[test]
     fn wire_names_carry_the_sql() {

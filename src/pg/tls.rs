@@ -54,6 +54,10 @@ impl TlsConfig {
     /// Reads the CA file (or the system store) and the client certificate and key the settings
     /// name, and builds the rustls configuration. Errors name the setting at fault.
     pub(crate) fn load(settings: &TlsSettings) -> Result<TlsConfig, Error> {
+        #[cfg(test)]
+        if let Some(RootCert::File(path)) = &settings.root_cert {
+            super::startup::ran_on::note(format!("tls {}", path.display()));
+        }
         if settings.mode == SslMode::Disable {
             return Ok(TlsConfig::disabled());
         }
@@ -147,7 +151,7 @@ pub(crate) fn mode_name(mode: SslMode) -> &'static str {
 }
 
 fn config_error(message: impl Into<String>) -> Error {
-    Error::new(ErrorKind::ConnectFailed, message)
+    Error::new(ErrorKind::ConnectFailed, message).tls_misconfigured()
 }
 
 fn describe_roots(root: &RootCert) -> String {

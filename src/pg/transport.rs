@@ -461,10 +461,16 @@ pub(crate) fn negotiate(
         if let Err(e) = conn.process_new_packets() {
             // Send the alert rustls queued, best effort.
             let _ = conn.write_tls(&mut tcp);
-            return Err(Error::new(
+            let error = Error::new(
                 ErrorKind::ConnectFailed,
                 tls::describe(&e, host, tls.roots.as_deref()),
-            ));
+            );
+            // Our verification refused the certificate: the same at every attempt until
+            // sslrootcert, the host name or the server's certificate changes.
+            return Err(match e {
+                rustls::Error::InvalidCertificate(_) => error.tls_misconfigured(),
+                _ => error,
+            });
         }
     }
     // Encrypt whatever the pipeline hands over in one go, without a cap.

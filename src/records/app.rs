@@ -29,8 +29,10 @@ pub struct Running {
 /// Why the service could not start.
 #[derive(Debug)]
 pub enum StartError {
-    /// The database refused this configuration (credentials, database name): retrying will not
-    /// help. The message says where and which settings to check.
+    /// The database refused this configuration (credentials, database name, pg_hba.conf), or
+    /// the TLS settings cannot work (unreadable files, a server certificate that fails
+    /// verification): retrying will not help. The message says where and which settings to
+    /// check.
     Database(String),
     /// A listening socket could not be opened.
     Listen {
@@ -60,7 +62,8 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// Starts everything `cfg` describes: waits for the database's first answer (an outage is
-/// logged and served as 503 until it ends; a refused configuration is an error), then listens.
+/// logged and served as 503 until it ends; a refused configuration or a certificate that fails
+/// verification is an error), then listens.
 pub fn build(cfg: &Config) -> Result<Running, StartError> {
     let db = &cfg.database;
     let metrics = Arc::new(Metrics::new(cfg.workers + 2, cfg.metrics));
@@ -71,7 +74,12 @@ pub fn build(cfg: &Config) -> Result<Running, StartError> {
         Ok(()) => tracing::info!(event = "database_reachable", database = %db.servers()),
         Err(e) => {
             let message = describe_db_error(db, &e);
-            if matches!(e.kind(), ErrorKind::AuthFailed | ErrorKind::UnknownDatabase) {
+            // Configuration errors: retrying will not help, so say so now rather than serve
+            // 503 until someone reads the log. A certificate that fails verification is one,
+            // as a pg_hba.conf rejection is.
+            let misconfigured = e.is_tls_misconfigured()
+                || matches!(e.kind(), ErrorKind::AuthFailed | ErrorKind::UnknownDatabase);
+            if misconfigured {
                 for client in repo.clients() {
                     client.close();
                 }

@@ -336,3 +336,51 @@ fn a_standby_too_far_behind_is_passed_over() {
         app.log_text()
     );
 }
+
+/// A standby whose replay lag is no finite age (float8 `Infinity`, `NaN`) is too far behind:
+/// the connect goes on to the next host. `Infinity` must not panic the whole connect (no host
+/// after it would be tried), nor `NaN` pass for a lag of zero. The first host is a scripted
+/// standby; the second a real server whose session is read-only for this role, so it passes
+/// for a standby that is caught up (no WAL received: no lag).
+#[test]
+fn a_standby_whose_lag_is_not_a_finite_age_is_passed_over() {
+    use crate::support::fakepg::{standby_with_lag, FakePg};
+    use crate::support::pg::server;
+    let real = server();
+    let role = format!("stand_in_{}", std::process::id());
+    real.execute(&format!(
+        "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD 'stand-in'; \
+         ALTER ROLE {role} SET default_transaction_read_only = on"
+    ));
+    type Script = fn(&mut std::net::TcpStream, usize);
+    let scripts: [(&str, Script); 2] = [
+        ("Infinity", |conn, _| standby_with_lag(conn, "Infinity")),
+        ("NaN", |conn, _| standby_with_lag(conn, "NaN")),
+    ];
+    for (lag, script) in scripts {
+        let fake = FakePg::start(script);
+        let mut params = real.params(&real.admin_db);
+        params.host = "127.0.0.1".into();
+        params.port = fake.port;
+        params.more_hosts = vec![(real.host.clone(), real.port)];
+        params.user = role.clone();
+        params.password = Some("stand-in".into());
+        params.target_session_attrs = TargetSessionAttrs::PreferStandby;
+        params.max_standby_lag = Duration::from_secs(10);
+        let client = Client::start(params, &[]);
+        client
+            .wait_connected(Duration::from_secs(15))
+            .unwrap_or_else(|e| panic!("lag {lag}: {e}"));
+        // The scripted peer answers no query: an answer comes from the real server.
+        let port = client
+            .simple_query("SHOW port", Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("lag {lag}: connected to the scripted standby: {e}"));
+        assert_eq!(
+            port.rows[0].text(0).unwrap(),
+            Some(real.port.to_string().as_str()),
+            "lag {lag}"
+        );
+        client.close();
+    }
+    real.execute(&format!("DROP ROLE IF EXISTS {role}"));
+}

@@ -601,3 +601,62 @@ fn channel_binding_is_not_silently_dropped() {
         "channel_binding=disable: SCRAM without binding"
     );
 }
+
+/// A server certificate that fails verification is a configuration error, as a pg_hba.conf
+/// rejection is: the service stops at start and says why, instead of serving 503 for as long
+/// as nobody reads its log.
+#[test]
+fn the_service_stops_at_start_when_the_certificate_fails_verification() {
+    use crate::support::app::command;
+    use std::process::Stdio;
+    let s = tls_server();
+    let pki = TestPki::get();
+    let url = format!(
+        "postgres://ssl_only:ssl-secret@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        s.port,
+        pki.other_ca.display()
+    );
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", url),
+        ("SERVER_PORT", "0".into()),
+        ("WORKERS", "1".into()),
+        (
+            "STATIC_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let child = command(&env)
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start records-service");
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: signalling our own child process; its output arrives below.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let out = rx.recv().unwrap().unwrap();
+            panic!(
+                "still running 30 s after start; its log:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the server's certificate is not signed by a CA in sslrootcert"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ssl-secret"), "{stderr}");
+}

@@ -187,3 +187,26 @@ pub fn serve(conn: &mut TcpStream) {
         }
     }
 }
+
+/// The answer to a simple query whose result is one row of one text column, `value`:
+/// DataRow, CommandComplete, ReadyForQuery (no RowDescription: the client reads values only).
+pub fn one_value(value: &str) -> Vec<u8> {
+    let mut row = 1i16.to_be_bytes().to_vec();
+    row.extend((value.len() as i32).to_be_bytes());
+    row.extend(value.as_bytes());
+    let mut out = message(b'D', &row);
+    out.extend(message(b'C', b"SELECT 1\0"));
+    out.extend(message(b'Z', b"I"));
+    out
+}
+
+/// Plays a hot standby to target_session_attrs's checks: `on` to `SHOW transaction_read_only`,
+/// then `lag` as the replay lag in seconds; then drains.
+pub fn standby_with_lag(conn: &mut TcpStream, lag: &str) {
+    for value in ["on", lag] {
+        if read_until_sync(conn).is_err() || conn.write_all(&one_value(value)).is_err() {
+            return;
+        }
+    }
+    drain(conn);
+}
