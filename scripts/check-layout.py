@@ -6,7 +6,7 @@
    `crate::...` or `super::...` path in the code before the file's `#[cfg(test)]` module; a
    name a folder's `mod.rs` re-exports (`pub use conn::Conn`) counts as an import of the file
    it comes from, since that is where a reader has to go.
-2. No file under `src/` is over MAX_LINES lines before its `#[cfg(test)]` module.
+2. No file under `src/` is over MAX_LINES lines, leaving out its `#[cfg(test)]` modules.
 
 Prints every circle and every long file, and exits 1 when there is one. `--graph` also prints
 each folder's edges.
@@ -36,16 +36,33 @@ def strip_comments_and_strings(text: str) -> str:
 
 
 def code_before_tests(path: Path) -> tuple[str, int]:
-    """The file's text before its `#[cfg(test)]` module, and that part's line count."""
+    """The file's text without its `#[cfg(test)]` modules, and that text's line count.
+
+    A test module is usually last, but a `#[cfg(test)]` helper module may sit between items:
+    only the module itself (to its closing brace) is left out, not what follows it.
+    """
     lines = path.read_text(encoding="utf-8").splitlines()
-    end = len(lines)
-    for i, line in enumerate(lines):
-        if line.strip() == "#[cfg(test)]":
-            following = next((lines[j] for j in range(i + 1, len(lines)) if lines[j].strip()), "")
-            if re.match(r"\s*(pub(\(crate\))?\s+)?mod\s", following):
-                end = i
-                break
-    return "\n".join(lines[:end]), end
+    kept: list[str] = []
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() == "#[cfg(test)]":
+            j = i + 1
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            if j < len(lines) and re.match(r"\s*(pub(\(crate\))?\s+)?mod\s+\w+\s*\{", lines[j]):
+                depth = 0
+                k = j
+                while k < len(lines):
+                    code = strip_comments_and_strings(lines[k])
+                    depth += code.count("{") - code.count("}")
+                    k += 1
+                    if depth <= 0:
+                        break
+                i = k
+                continue
+        kept.append(lines[i])
+        i += 1
+    return "\n".join(kept), len(kept)
 
 
 def module_of(path: Path) -> tuple[str, ...]:

@@ -78,7 +78,7 @@ impl Client {
         // with thread-blocking calls or hold thread-locals across yields; the supervisor does
         // may I/O and may sleeps, and hands what would block its thread (getaddrinfo, reading
         // the TLS files, SCRAM's PBKDF2) to short-lived threads it waits for on a may channel
-        // (`off_worker` in startup.rs).
+        // (`off_worker` in blocking.rs).
         unsafe { spawned.spawn(move || supervise(&supervisor)) }
             .expect("spawning a coroutine only fails when out of memory");
         Client { inner }

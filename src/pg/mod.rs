@@ -5,6 +5,7 @@
 //! by name, rows are handed over without copying, and a dead connection fails its callers at
 //! once and is re-established in the background. Knows nothing of HTTP or of the service.
 
+mod blocking;
 mod client;
 mod codec;
 mod conninfo;

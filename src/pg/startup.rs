@@ -16,6 +16,9 @@ use may::net::TcpStream;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend::Message, frontend};
 
+use super::blocking::off_worker;
+#[cfg(test)]
+use super::blocking::ran_on;
 use super::codec::check_frame;
 use super::error::{server_error, Error, ErrorKind};
 use super::tls::TlsConfig;
@@ -416,27 +419,6 @@ fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<std::net::Soc
     }
 }
 
-/// Runs `work` on a short-lived thread named `name` while this coroutine waits on a may
-/// channel, so that the worker serves its other coroutines meanwhile: for work that blocks its
-/// thread (getaddrinfo, file reads) or keeps the CPU for milliseconds (PBKDF2). `None` if the
-/// thread could not start or `deadline` passed first; the thread then finishes on its own and
-/// its answer is dropped, so a stalled resolver or disk does not hold the supervisor.
-fn off_worker<T: Send + 'static>(
-    name: &str,
-    deadline: Instant,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let (tx, rx) = may::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let _ = tx.send(work());
-        })
-        .ok()?;
-    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .ok()
-}
-
 /// The replay lag query's answer, in seconds (float8 text); `None` when it is no age at all:
 /// `Infinity` (an infinite replay timestamp), `NaN`, a negative value (the standby's clock
 /// ahead of the primary's while it lags) or one beyond `Duration`. Such a standby is treated as
@@ -750,31 +732,6 @@ fn derive_scram_keys(
         .update(server_first)
         .map_err(|e| Error::new(ErrorKind::AuthFailed, format!("SCRAM: {e}")))?;
     Ok(scram)
-}
-
-/// Where each piece of blocking startup work ran: its name, and whether on a coroutine (so on
-/// a may worker, stalling every other coroutine there). For the tests that keep it off.
-#[cfg(test)]
-pub(crate) mod ran_on {
-    use std::sync::{Mutex, PoisonError};
-
-    static LOG: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());
-
-    pub(crate) fn note(what: impl Into<String>) {
-        LOG.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((what.into(), may::coroutine::is_coroutine()));
-    }
-
-    /// For each time `what` ran: whether on a coroutine.
-    pub(crate) fn of(what: &str) -> Vec<bool> {
-        LOG.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter(|(w, _)| w == what)
-            .map(|(_, on_coroutine)| *on_coroutine)
-            .collect()
-    }
 }
 
 /// libpq's `require_auth`: the methods the server may use. Unset: any, except a cleartext or

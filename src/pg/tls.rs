@@ -56,7 +56,7 @@ impl TlsConfig {
     pub(crate) fn load(settings: &TlsSettings) -> Result<TlsConfig, Error> {
         #[cfg(test)]
         if let Some(RootCert::File(path)) = &settings.root_cert {
-            super::startup::ran_on::note(format!("tls {}", path.display()));
+            super::blocking::ran_on::note(format!("tls {}", path.display()));
         }
         if settings.mode == SslMode::Disable {
             return Ok(TlsConfig::disabled());
