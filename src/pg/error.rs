@@ -45,12 +45,17 @@ pub struct Error {
     code: Option<[u8; 5]>,
     constraint: Option<String>,
     message: String,
-    /// The server sent it with severity FATAL or PANIC: the session is ending.
-    fatal: bool,
-    /// The client's TLS settings cannot work: unreadable or unusable files, or a server
-    /// certificate that fails verification against them.
-    tls_misconfigured: bool,
+    /// [`FATAL`] and [`TLS_MISCONFIGURED`], in one byte: with `kind` and `code` it fills one
+    /// word, so the error stays 56 bytes. Every `Result` on the request path carries it, and
+    /// each byte more widens the frames of a request waiting for PostgreSQL.
+    marks: u8,
 }
+
+/// The server sent it with severity FATAL or PANIC: the session is ending.
+const FATAL: u8 = 1;
+/// The client's TLS settings cannot work: unreadable or unusable files, or a server certificate
+/// that fails verification against them.
+const TLS_MISCONFIGURED: u8 = 2;
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
@@ -59,8 +64,7 @@ impl Error {
             code: None,
             constraint: None,
             message: message.into(),
-            fatal: false,
-            tls_misconfigured: false,
+            marks: 0,
         }
     }
 
@@ -81,8 +85,11 @@ impl Error {
             code: Some(sqlstate),
             constraint,
             message,
-            fatal: matches!(severity, "FATAL" | "PANIC"),
-            tls_misconfigured: false,
+            marks: if matches!(severity, "FATAL" | "PANIC") {
+                FATAL
+            } else {
+                0
+            },
         }
     }
 
@@ -91,20 +98,20 @@ impl Error {
     /// (unknown CA, wrong host name, expired). Retrying cannot help until the settings or the
     /// server's certificate change.
     pub fn is_tls_misconfigured(&self) -> bool {
-        self.tls_misconfigured
+        self.marks & TLS_MISCONFIGURED != 0
     }
 
     /// The same error, marked as [`Error::is_tls_misconfigured`].
     pub(crate) fn tls_misconfigured(self) -> Error {
         Error {
-            tls_misconfigured: true,
+            marks: self.marks | TLS_MISCONFIGURED,
             ..self
         }
     }
 
     /// Whether the server sent this with severity FATAL or PANIC (it then ends the session).
     pub fn is_fatal(&self) -> bool {
-        self.fatal
+        self.marks & FATAL != 0
     }
 
     /// The same error, as seen by a caller whose query was on a connection that ended: the
@@ -209,6 +216,17 @@ pub(crate) fn server_error(body: postgres_protocol::message::backend::ErrorRespo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error rides in every `Result` of the request path, up to the frames that stay on a
+    /// waiting request's stack: it must not grow unnoticed (`make test-stack` has the budget).
+    #[test]
+    fn an_error_is_seven_words() {
+        assert_eq!(std::mem::size_of::<Error>(), 56);
+        let marked = Error::from_server("FATAL", "57P01", None, "bye".into()).tls_misconfigured();
+        assert!(marked.is_fatal() && marked.is_tls_misconfigured());
+        let plain = Error::new(ErrorKind::Protocol, "x");
+        assert!(!plain.is_fatal() && !plain.is_tls_misconfigured());
+    }
 
     #[test]
     fn sqlstates_map_to_kinds() {

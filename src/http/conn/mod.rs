@@ -54,7 +54,7 @@ const INITIAL_OUTPUT: usize = 1024;
 const INITIAL_HEADER_SLOTS: usize = 32;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Output written since the kernel's send queue was last looked at, past which the next batch
-/// looks (one `SIOCOUTQ` per this much output, not one per request): what a client that never
+/// looks (one `SIOCOUTQNSD` per this much output, not one per request): what a client that never
 /// reads can leave in the kernel unwatched, besides a send queue that filled (always looked at).
 const UNWATCHED_OUTPUT: usize = 64 * 1024;
 
