@@ -18,7 +18,9 @@ ports:
   3. with METRICS_ADDR set: the public port answers 404 for metrics and the live panel must say
      so instead of breaking;
   4. /docs (Swagger UI) and /redoc (ReDoc): every operation of /openapi.json rendered, and
-     Swagger UI's "Try it out" on GET /user/{id} answering the record a direct GET returns.
+     Swagger UI's "Try it out" on GET /user/{id} answering the record a direct GET returns;
+  5. the bytes a first and a second visit to /docs and to /redoc cost (resource timing): the
+     first compressed, the second revalidated or from the cache, so far less.
 The browser resolves no host but 127.0.0.1: every page must work offline (no CDN).
 Every wait is a bounded poll, never a fixed sleep. Everything started is stopped at the end.
 Prints PASS or FAIL; the exit status is 0 only on PASS.
@@ -607,6 +609,63 @@ def test_api_docs(services, driver):
     log(f"/redoc: ReDoc renders all {len(ops)} documented operations")
 
 
+# Resource timing of the page and everything it loaded: transferSize counts the bytes that
+# came over the network, headers included (0 when served from the cache, only headers for a
+# 304); encodedBodySize the body as sent (compressed); decodedBodySize the body as used.
+PAGE_BYTES_JS = """
+return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))
+  .map(e => ({name: e.name, transfer: e.transferSize, encoded: e.encodedBodySize,
+              decoded: e.decodedBodySize}));
+"""
+
+# A second visit may fetch at most this share of the first visit's bytes: only the heads of the
+# revalidated answers (the pages, docs.js, /openapi.json), the vendored bundles from the cache.
+SECOND_VISIT_MAX_SHARE = 0.02
+
+
+def visit_bytes(driver, url, rendered, what):
+    """Loads `url` after a blank page (a new visit, not a reload), waits for `rendered`, and
+    returns the resource entries of the page."""
+    driver.get("about:blank")
+    driver.get(url)
+    wait_for(driver, what, rendered, timeout=30)
+    return driver.execute_script(PAGE_BYTES_JS)
+
+
+def test_docs_transfer(services, driver):
+    """What the documentation pages cost in bytes, on a fresh origin: a first visit gets the
+    compressed variants, a second one revalidates the pages (304) and takes the versioned
+    bundles from the cache."""
+    port = free_port()
+    proc = services.start("service-docs-bytes", port)
+    wait_listening(services, proc, port, "/readyz", want_status=200)
+    ops = documented_operations(port)
+    pages = {
+        "/docs": ("Swagger UI to render the operations", "swagger-ui-bundle.js",
+                  lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= len(ops)),
+        "/redoc": ("ReDoc to render the operations", "redoc.standalone.js",
+                   lambda d: len(d.find_elements(
+                       By.CSS_SELECTOR, "[data-section-id^='operation/']")) >= len(ops)),
+    }
+    for path, (what, bundle, rendered) in pages.items():
+        url = f"http://127.0.0.1:{port}{path}"
+        first = visit_bytes(driver, url, rendered, what)
+        second = visit_bytes(driver, url, rendered, what)
+        big = [e for e in first if e["name"].endswith(bundle)]
+        check(len(big) == 1, f"{path}: {bundle} not loaded: {[e['name'] for e in first]}")
+        check(0 < big[0]["encoded"] < big[0]["decoded"] / 2,
+              f"{path}: {bundle} not sent compressed: {big[0]}")
+        sent = [sum(e["transfer"] for e in visit) for visit in (first, second)]
+        decoded = sum(e["decoded"] for e in first)
+        for e in second:
+            log(f"{path}: second visit: {e['name'].split(str(port))[-1]}: "
+                f"{e['transfer']} bytes transferred")
+        log(f"{path}: first visit {sent[0]} bytes transferred ({decoded} decoded, "
+            f"{len(first)} resources), second visit {sent[1]} bytes")
+        check(sent[1] <= sent[0] * SECOND_VISIT_MAX_SHARE,
+              f"{path}: the second visit transferred {sent[1]} bytes, the first {sent[0]}")
+
+
 def seed():
     missing = [v for v in ("POSTGRES_DB_HOST", "POSTGRES_DB_NAME", "POSTGRES_DB_USER")
                if not os.environ.get(v)]
@@ -631,6 +690,7 @@ def main():
         test_without_database(services, driver)
         test_metrics_elsewhere(services, driver)
         test_api_docs(services, driver)
+        test_docs_transfer(services, driver)
         ok = True
     except Failure as e:
         log(f"failed: {e}")

@@ -3,6 +3,9 @@
 # /docs (Swagger UI) and /redoc (ReDoc) work offline: nothing is fetched from a CDN, ever.
 # They come from the projects' own npm packages, pinned by version and checksum. Run this only
 # to change the versions (then update the pins and README's "API documentation").
+# Each package goes into a directory named with its version, and the pages are pointed at it:
+# the service lets browsers cache those files for a year without asking again
+# (src/records/assets.rs), so a new version must be a new URL.
 #   scripts/vendor-docs-assets.sh
 # Needs: npm (only to download the tarballs), sha256sum, tar.
 set -euo pipefail
@@ -25,12 +28,16 @@ fetch swagger-ui-dist "$SWAGGER_VERSION" "$SWAGGER_SHA256"
 fetch redoc "$REDOC_VERSION" "$REDOC_SHA256"
 
 out=static/vendor
+swagger=swagger-ui-$SWAGGER_VERSION
+redoc=redoc-$REDOC_VERSION
 rm -rf "$out"
-mkdir -p "$out/swagger-ui" "$out/redoc"
+mkdir -p "$out/$swagger" "$out/$redoc"
 for f in swagger-ui-bundle.js swagger-ui.css LICENSE NOTICE; do
-  cp "$tmp/swagger-ui-dist/package/$f" "$out/swagger-ui/"
+  cp "$tmp/swagger-ui-dist/package/$f" "$out/$swagger/"
 done
-cp "$tmp/redoc/package/bundles/redoc.standalone.js" "$tmp/redoc/package/LICENSE" "$out/redoc/"
+cp "$tmp/redoc/package/bundles/redoc.standalone.js" "$tmp/redoc/package/LICENSE" "$out/$redoc/"
+sed -i -E "s#static/vendor/swagger-ui-[0-9.]+/#static/vendor/$swagger/#g" static/docs.html
+sed -i -E "s#static/vendor/redoc-[0-9.]+/#static/vendor/$redoc/#g" static/redoc.html
 cat >"$out/README.md" <<TXT
 # Vendored documentation assets
 
@@ -38,7 +45,7 @@ Served at /docs and /redoc; written by scripts/vendor-docs-assets.sh (do not edi
 
 | package | version | from | license |
 |---|---|---|---|
-| swagger-ui-dist | $SWAGGER_VERSION | npm | Apache-2.0 (swagger-ui/LICENSE, NOTICE) |
-| redoc | $REDOC_VERSION | npm | MIT (redoc/LICENSE) |
+| swagger-ui-dist | $SWAGGER_VERSION | npm | Apache-2.0 ($swagger/LICENSE, NOTICE) |
+| redoc | $REDOC_VERSION | npm | MIT ($redoc/LICENSE) |
 TXT
 du -sh "$out"/*

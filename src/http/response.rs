@@ -2,6 +2,7 @@
 //! `Content-Type`, `Content-Length`), straight into the connection's output buffer.
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Status;
@@ -17,13 +18,20 @@ macro_rules! server_name {
 const MAX_EXTRA_HEADERS: usize = 4;
 
 /// A response under construction. The handler sets the status, the content type, a few extra
-/// headers and writes the body into `body`; the connection loop serializes it.
+/// headers and writes the body into `body`, or hands over bytes made once and shared
+/// ([`Response::shared_body`]); the connection loop serializes it.
 pub struct Response<'a> {
     pub(crate) status: Status,
     pub(crate) content_type: &'static str,
     headers: [(&'static str, &'static str); MAX_EXTRA_HEADERS],
     n_headers: usize,
     body: &'a mut Vec<u8>,
+    /// Sent instead of `body` when set: bytes made once (a static file) that every answer
+    /// sending them shares, so the handler copies nothing and a HEAD touches none of them.
+    shared: Option<Arc<[u8]>>,
+    /// The `ETag` header's value: computed once with the bytes it tags, so shared too (extra
+    /// headers are `&'static`).
+    etag: Option<Arc<str>>,
     pub(crate) close: bool,
 }
 
@@ -36,6 +44,8 @@ impl<'a> Response<'a> {
             headers: [("", ""); MAX_EXTRA_HEADERS],
             n_headers: 0,
             body,
+            shared: None,
+            etag: None,
             close: false,
         }
     }
@@ -75,18 +85,44 @@ impl<'a> Response<'a> {
         self
     }
 
+    /// The body to write into; a shared body set before is dropped.
     pub fn body_mut(&mut self) -> &mut Vec<u8> {
+        self.shared = None;
         self.body
     }
 
+    /// The body that will be sent: the shared one when set, else what was written.
     pub fn body(&self) -> &[u8] {
-        self.body
+        match &self.shared {
+            Some(bytes) => bytes,
+            None => self.body,
+        }
+    }
+
+    /// Sends `bytes` as the body, shared rather than copied into this response (what was
+    /// written into the body is ignored).
+    pub fn shared_body(&mut self, bytes: Arc<[u8]>) -> &mut Self {
+        self.shared = Some(bytes);
+        self
+    }
+
+    /// Sets the `ETag` header. The value is the program's (a quoted entity tag it computed),
+    /// never a client's, so it cannot inject header lines.
+    pub fn etag(&mut self, tag: Arc<str>) -> &mut Self {
+        debug_assert!(
+            tag.len() >= 2 && tag.ends_with('"') && tag.bytes().all(|b| b.is_ascii_graphic()),
+            "an entity tag"
+        );
+        self.etag = Some(tag);
+        self
     }
 
     /// Sets a JSON error body `{"detail": "..."}` with `status`.
     pub fn error(&mut self, status: Status, detail: &str) -> &mut Self {
         self.status = status;
         self.content_type = "application/json";
+        self.shared = None;
+        self.etag = None;
         self.body.clear();
         write_detail(self.body, detail);
         self
@@ -97,6 +133,8 @@ impl<'a> Response<'a> {
         self.status = Status::OK;
         self.content_type = "application/json";
         self.n_headers = 0;
+        self.shared = None;
+        self.etag = None;
         self.body.clear();
     }
 
@@ -172,6 +210,10 @@ pub(crate) fn write_response(
         out.extend_from_slice(b"\r\nContent-Length: ");
         out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
     }
+    if let Some(tag) = &res.etag {
+        out.extend_from_slice(b"\r\nETag: ");
+        out.extend_from_slice(tag.as_bytes());
+    }
     for (name, value) in res.extra_headers() {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(name.as_bytes());
@@ -190,6 +232,8 @@ pub(crate) fn write_response(
     }
     out.extend_from_slice(b"\r\n\r\n");
     if !head_only {
+        // The one copy a shared body costs: into the output buffer, behind the head, where the
+        // connection's write path sends everything from.
         out.extend_from_slice(body);
     }
 }
@@ -289,6 +333,33 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 200 OK\r\nServer: records-service\r\nDate: "));
         assert!(text.contains("\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"));
         assert!(text.contains(" GMT\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_shared_body_is_sent_with_its_etag_and_left_out_for_head() {
+        let mut body = Vec::new();
+        let mut res = Response::new(&mut body);
+        res.body_mut().extend_from_slice(b"ignored");
+        res.shared_body(Arc::from(&b"shared"[..]))
+            .etag(Arc::from("\"t1\""));
+        let mut out = Vec::new();
+        write_response(&mut out, &res, false, Persistence::Default, None);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("\r\nContent-Length: 6\r\nETag: \"t1\"\r\n"),
+            "{text:?}"
+        );
+        assert!(text.ends_with("\r\n\r\nshared"), "{text:?}");
+        let mut out = Vec::new();
+        write_response(&mut out, &res, true, Persistence::Default, None);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Content-Length: 6\r\n") && text.ends_with("\r\n\r\n"),
+            "{text:?}"
+        );
+        res.error(Status::NOT_FOUND, "x");
+        assert_eq!(res.body(), br#"{"detail":"x"}"#);
+        assert!(res.etag.is_none());
     }
 
     #[test]

@@ -158,15 +158,12 @@ impl RecordsService {
         Ok(())
     }
 
-    pub(super) fn asset(&self, name: &str, res: &mut Response<'_>) -> Handled {
-        match self.assets.get(name) {
-            Some((content_type, bytes)) => {
-                res.content_type(content_type);
-                res.body_mut().extend_from_slice(bytes);
-                Ok(())
-            }
-            None => Err(Failure::not_found()),
-        }
+    /// A static file: its bytes are shared with the answer, not copied
+    /// ([`super::assets::Asset::answer`]).
+    pub(super) fn asset(&self, req: &Request<'_>, name: &str, res: &mut Response<'_>) -> Handled {
+        let asset = self.assets.get(name).ok_or_else(Failure::not_found)?;
+        asset.answer(req, res);
+        Ok(())
     }
 }
 

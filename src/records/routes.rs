@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::http::{Request, Response, ServerHandle, Service, Status};
 use crate::logging::{AccessLog, Untrusted};
 
-use super::assets::Assets;
+use super::assets::{Asset, Assets};
 use super::failure::{Failed, Failure, Handled};
 use super::metrics::{Exporter, Metrics, Page};
 use super::repo::Repository;
@@ -21,6 +21,9 @@ const OPENAPI: &str = include_str!("../../docs/openapi.json");
 pub struct RecordsService {
     pub(super) repo: Arc<Repository>,
     pub(super) assets: Arc<Assets>,
+    /// `/openapi.json`, served as a static file (compressed variants, ETag) from the
+    /// document built into the binary.
+    openapi: Arc<Asset>,
     /// Set when shutdown begins: `/readyz` turns 503 so a load balancer stops sending.
     pub(super) draining: Arc<AtomicBool>,
     pub(super) metrics: Arc<Metrics>,
@@ -46,6 +49,7 @@ impl RecordsService {
         RecordsService {
             repo,
             assets: Arc::new(Assets::load(static_dir)),
+            openapi: Arc::new(Asset::new("openapi.json", OPENAPI.as_bytes().to_vec())),
             draining,
             metrics,
             exporter,
@@ -61,6 +65,7 @@ impl RecordsService {
         RecordsService {
             repo: self.repo.clone(),
             assets: self.assets.clone(),
+            openapi: self.openapi.clone(),
             draining: self.draining.clone(),
             metrics: self.metrics.clone(),
             exporter: self.exporter.clone(),
@@ -108,13 +113,13 @@ impl RecordsService {
             (Route::Readyz, "GET") => self.readyz(affinity, res),
             (Route::Metrics, "GET") => self.metrics(req, res),
             (Route::OpenApi, "GET") => {
-                res.body_mut().extend_from_slice(OPENAPI.as_bytes());
+                self.openapi.answer(req, res);
                 Ok(())
             }
-            (Route::Docs, "GET") => self.asset("docs.html", res),
-            (Route::Redoc, "GET") => self.asset("redoc.html", res),
-            (Route::Index, "GET") => self.asset("index.html", res),
-            (Route::Static, "GET") => self.asset(&path["/static/".len()..], res),
+            (Route::Docs, "GET") => self.asset(req, "docs.html", res),
+            (Route::Redoc, "GET") => self.asset(req, "redoc.html", res),
+            (Route::Index, "GET") => self.asset(req, "index.html", res),
+            (Route::Static, "GET") => self.asset(req, &path["/static/".len()..], res),
             (Route::Unmatched, _) => Err(Failure::not_found()),
             // Every other route serves GET and HEAD only.
             (_, _) => Err(Failure::NotAllowed { allow: "GET, HEAD" }),

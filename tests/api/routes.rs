@@ -478,6 +478,226 @@ fn static_console_openapi_and_probes() {
     );
 }
 
+/// One request with extra header lines on a new connection, its answer unchecked.
+fn get_with(app: &App, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut c = Conn::connect(app.addr);
+    c.send(req.as_bytes());
+    c.raw_response(method == "HEAD")
+}
+
+/// The bytes of a file under static/, as the service must serve them.
+fn static_file(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/static/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// The body as sent, decoded per its Content-Encoding.
+fn decoded(r: &Response) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match r.header("content-encoding") {
+        None => out.extend_from_slice(&r.body),
+        Some("gzip") => {
+            flate2::read::GzDecoder::new(&r.body[..])
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        Some("br") => {
+            brotli::Decompressor::new(&r.body[..], 4096)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
+        Some(other) => panic!("unexpected Content-Encoding {other}"),
+    }
+    out
+}
+
+const SWAGGER_JS: &str = "vendor/swagger-ui-5.35.0/swagger-ui-bundle.js";
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// Text files are sent compressed as the client accepts (br first, then gzip; q=0 refuses a
+/// coding), always decoding to the file's bytes, with `Vary: Accept-Encoding`.
+#[test]
+fn static_files_are_compressed_as_the_client_accepts() {
+    let db = TestDb::new();
+    let app = App::start(&db);
+    for (path, file) in [
+        (format!("/static/{SWAGGER_JS}"), SWAGGER_JS),
+        ("/docs".to_string(), "docs.html"),
+        ("/".to_string(), "index.html"),
+        ("/static/app.js".to_string(), "app.js"),
+    ] {
+        let identity = static_file(file);
+        for (accept, want) in [
+            (None, None),
+            (Some("gzip, deflate, br, zstd"), Some("br")),
+            (Some("gzip"), Some("gzip")),
+            (Some("br;q=0, gzip"), Some("gzip")),
+            (Some("gzip;q=0.8, br;q=0.9"), Some("br")),
+            (Some("GZIP;Q=1, br;q=0.5"), Some("gzip")),
+            (Some("br;q=0, gzip;q=0"), None),
+            (Some("*"), Some("br")),
+            (Some("*;q=0, identity"), None),
+            (Some("deflate"), None),
+        ] {
+            let headers: Vec<(&str, &str)> =
+                accept.map(|a| ("Accept-Encoding", a)).into_iter().collect();
+            let r = get_with(&app, "GET", &path, &headers);
+            let case = format!("{path} with Accept-Encoding {accept:?}");
+            assert_eq!(r.status, 200, "{case}");
+            assert_eq!(r.header("content-encoding"), want, "{case}");
+            assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{case}");
+            assert!(decoded(&r) == identity, "{case}: decodes to the file");
+            if want.is_some() {
+                assert!(r.body.len() < identity.len(), "{case}: smaller");
+            }
+        }
+    }
+    // Not a text type: never compressed, so the answer does not vary.
+    let r = get_with(
+        &app,
+        "GET",
+        "/static/vendor/swagger-ui-5.35.0/LICENSE",
+        &[("Accept-Encoding", "br, gzip")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (r.header("content-encoding"), r.header("vary")),
+        (None, None)
+    );
+    assert!(r.body == static_file("vendor/swagger-ui-5.35.0/LICENSE"));
+}
+
+/// Each variant has its own strong ETag; If-None-Match with it (weak comparison, lists, `*`)
+/// is answered 304 with the validators and no body; anything else gets the file. Vendored
+/// files, versioned by their directory, are cached for a year; the pages are revalidated.
+#[test]
+fn static_files_are_cacheable_and_revalidated() {
+    let db = TestDb::new();
+    let app = App::start(&db);
+    let js = format!("/static/{SWAGGER_JS}");
+    let plain = get_with(&app, "GET", &js, &[]);
+    let br = get_with(&app, "GET", &js, &[("Accept-Encoding", "br")]);
+    let gzip = get_with(&app, "GET", &js, &[("Accept-Encoding", "gzip")]);
+    let tags: Vec<&str> = [&plain, &br, &gzip]
+        .iter()
+        .map(|r| r.header("etag").expect("an ETag"))
+        .collect();
+    for tag in &tags {
+        assert!(
+            tag.starts_with('"') && tag.ends_with('"') && tag.len() > 2,
+            "strong: {tag}"
+        );
+    }
+    assert!(
+        tags[0] != tags[1] && tags[1] != tags[2] && tags[0] != tags[2],
+        "{tags:?}"
+    );
+    assert_eq!(plain.header("cache-control"), Some(IMMUTABLE));
+
+    let br_tag = tags[1];
+    let weak = format!("W/{br_tag}");
+    let listed = format!("\"other\", {br_tag}");
+    let spaced = format!("\"a,b\" ,W/\"c\",{br_tag} ");
+    for inm in [br_tag, weak.as_str(), listed.as_str(), spaced.as_str(), "*"] {
+        let r = get_with(
+            &app,
+            "GET",
+            &js,
+            &[("Accept-Encoding", "br"), ("If-None-Match", inm)],
+        );
+        assert_eq!(r.status, 304, "If-None-Match: {inm}");
+        assert_eq!(r.header("etag"), Some(br_tag), "{inm}");
+        assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{inm}");
+        assert_eq!(r.header("cache-control"), Some(IMMUTABLE), "{inm}");
+        assert_eq!(r.header("content-length"), None, "{inm}");
+        assert!(r.body.is_empty(), "{inm}");
+    }
+    // Another variant's tag, or none that matches: the file.
+    for inm in [tags[2], "\"nope\"", "W/\"nope\", \"\""] {
+        let r = get_with(
+            &app,
+            "GET",
+            &js,
+            &[("Accept-Encoding", "br"), ("If-None-Match", inm)],
+        );
+        assert_eq!(r.status, 200, "If-None-Match: {inm}");
+        assert_eq!(r.header("etag"), Some(br_tag), "{inm}");
+        assert!(r.body == br.body, "{inm}");
+    }
+
+    for (path, cache) in [
+        ("/", "no-cache"),
+        ("/docs", "no-cache"),
+        ("/redoc", "no-cache"),
+        ("/static/app.js", "no-cache"),
+        ("/static/vendor/redoc-2.5.4/redoc.standalone.js", IMMUTABLE),
+        ("/static/vendor/swagger-ui-5.35.0/swagger-ui.css", IMMUTABLE),
+        ("/openapi.json", "no-cache"),
+    ] {
+        let r = get_with(&app, "GET", path, &[("Accept-Encoding", "gzip")]);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("cache-control"), Some(cache), "{path}");
+        let tag = r
+            .header("etag")
+            .unwrap_or_else(|| panic!("{path}: an ETag"));
+        let again = get_with(
+            &app,
+            "GET",
+            path,
+            &[("Accept-Encoding", "gzip"), ("If-None-Match", tag)],
+        );
+        assert_eq!(again.status, 304, "{path}");
+    }
+}
+
+/// HEAD gets the headers GET gets, the variant's Content-Length included, and no body: the
+/// next answer on the connection follows the head at once.
+#[test]
+fn head_of_a_static_file_is_its_get_without_the_body() {
+    let db = TestDb::new();
+    let app = App::start(&db);
+    let js = format!("/static/{SWAGGER_JS}");
+    for (accept, encoding) in [
+        ("br", Some("br")),
+        ("gzip", Some("gzip")),
+        ("identity", None),
+    ] {
+        let got = get_with(&app, "GET", &js, &[("Accept-Encoding", accept)]);
+        assert_eq!(got.header("content-encoding"), encoding, "{accept}");
+        let mut c = Conn::connect(app.addr);
+        let req = format!("HEAD {js} HTTP/1.1\r\nHost: test\r\nAccept-Encoding: {accept}\r\n\r\n");
+        c.send(format!("{req}GET /livez HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        let head = c.head_response();
+        assert_eq!(head.status, 200, "{accept}");
+        for name in [
+            "content-type",
+            "content-length",
+            "content-encoding",
+            "etag",
+            "vary",
+            "cache-control",
+        ] {
+            assert_eq!(head.header(name), got.header(name), "{accept}: {name}");
+        }
+        assert_eq!(
+            head.header("content-length"),
+            Some(got.body.len().to_string().as_str()),
+            "{accept}"
+        );
+        let next = c.response();
+        assert_eq!(
+            (next.status, next.text()),
+            (200, r#"{"status":"ok"}"#.to_string()),
+            "{accept}: no body between"
+        );
+    }
+}
+
 /// The OpenAPI document stays true: every documented path and method answers (not 404/405),
 /// and every route the service answers is documented.
 #[test]
