@@ -35,7 +35,8 @@ step "building the image"
 started=$(date +%s)
 compose build app >/dev/null || fail "docker build"
 step "built in $(( $(date +%s) - started )) s"
-image=$(compose config | awk '/image: records-service/ {print $2; exit}')
+# awk reads to the end: exiting at the first match can SIGPIPE compose (exit 141 under pipefail).
+image=$(compose config | awk '/image: records-service/ && !found {print $2; found = 1}')
 size=$(docker image inspect -f '{{.Size}}' "${image:-records-service:latest}")
 step "image size $((size / 1000000)) MB"
 [ "$size" -le 120000000 ] || fail "the image is $size bytes, over 120 MB"
