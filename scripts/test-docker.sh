@@ -4,6 +4,9 @@
 # the service), wait until the service's health check passes, then check
 #   - the runtime image is at most 120 MB and runs as a non-root user;
 #   - GET /user/1 answers the seeded record; a POST then a GET of the same email;
+#   - the Docker engine restarted under the deployment (as on a host reboot): the restart
+#     policies alone bring it back, GET /user/1 is served again and a record written before
+#     the restart is still there;
 #   - `docker stop` (SIGTERM) ends the service with exit status 0 within its shutdown deadline;
 # and tear everything down with its volumes. Any failure prints the compose logs and exits 1.
 set -euo pipefail
@@ -32,7 +35,8 @@ step "building the image"
 started=$(date +%s)
 compose build app >/dev/null || fail "docker build"
 step "built in $(( $(date +%s) - started )) s"
-image=$(compose config | awk '/image: records-service/ {print $2; exit}')
+# awk reads to the end: exiting at the first match can SIGPIPE compose (exit 141 under pipefail).
+image=$(compose config | awk '/image: records-service/ && !found {print $2; found = 1}')
 size=$(docker image inspect -f '{{.Size}}' "${image:-records-service:latest}")
 step "image size $((size / 1000000)) MB"
 [ "$size" -le 120000000 ] || fail "the image is $size bytes, over 120 MB"
@@ -59,6 +63,43 @@ status=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'content-type: appli
 body=$(curl -sS -w ' %{http_code}' "http://127.0.0.1:$PORT/user?email=$email")
 [ "$body" = '["from the test"] 200' ] || fail "GET /user?email: $body"
 step "GET /user/1, POST then GET: ok"
+
+# A host reboot, as Docker sees it: the engine restarts under the running deployment. Every
+# container stops with it; the restart policies alone must bring PostgreSQL and the service
+# back (no compose command runs), with the data written before. Other containers on this engine
+# stop too (those without a restart policy stay stopped).
+others=$(docker ps --format '{{.Names}}' | grep -v "^${COMPOSE_PROJECT_NAME}[-_]" || true)
+[ -z "$others" ] || step "warning: the engine restart also stops: $(echo "$others" | tr '\n' ' ')"
+restart_email="restart-$$@example.com"
+restart_text="written before the engine restart $$ $(date +%s%N)"
+status=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
+  -d "{\"text\":\"$restart_text\"}" "http://127.0.0.1:$PORT/user?email=$restart_email")
+[ "$status" = 200 ] || fail "POST /user before the engine restart: $status"
+app_started=$(docker inspect -f '{{.State.StartedAt}}' "$app")
+postgres=$(compose ps -q postgres)
+step "restarting the Docker engine"
+started=$(date +%s)
+docker_engine_restart || fail "restarting the Docker engine"
+step "engine back after $(( $(date +%s) - started )) s; waiting for GET /user/1 (at most 180 s)"
+deadline=$((SECONDS + 180))
+until body=$(curl -sS -m 5 -w ' %{http_code}' "http://127.0.0.1:$PORT/user/1" 2>&1) &&
+    [[ "$body" == *'"id":1,'*' 200' ]]; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    states=""
+    for id in "$postgres" "$app"; do
+      states+=" $(docker inspect -f '{{.Name}} {{.State.Status}} (exit {{.State.ExitCode}}, restart policy "{{.HostConfig.RestartPolicy.Name}}")' "$id" 2>/dev/null || echo "$id gone");"
+    done
+    ready=$(curl -sS -m 5 -w ' %{http_code}' "http://127.0.0.1:$PORT/readyz" 2>&1 || true)
+    fail "not served again 180 s after the engine restart: GET /user/1: $body; /readyz: $ready;$states"
+  fi
+  sleep 1
+done
+step "GET /user/1 served again $(( $(date +%s) - started )) s after the engine restart began"
+[ "$(docker inspect -f '{{.State.StartedAt}}' "$app")" != "$app_started" ] ||
+  fail "the service's container did not restart with the engine (live-restore?)"
+body=$(curl -sS -w ' %{http_code}' "http://127.0.0.1:$PORT/user?email=$restart_email")
+[ "$body" = "[\"$restart_text\"] 200" ] || fail "the record written before the restart: $body"
+step "after the engine restart: served by itself, with the data written before"
 
 started=$(date +%s%N)
 docker stop "$app" >/dev/null
