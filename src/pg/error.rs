@@ -109,6 +109,14 @@ impl Error {
         }
     }
 
+    /// The same error, without the mark of [`Error::tls_misconfigured`].
+    pub(crate) fn tls_settings_not_at_fault(self) -> Error {
+        Error {
+            marks: self.marks & !TLS_MISCONFIGURED,
+            ..self
+        }
+    }
+
     /// Whether the server sent this with severity FATAL or PANIC (it then ends the session).
     pub fn is_fatal(&self) -> bool {
         self.marks & FATAL != 0

@@ -583,6 +583,25 @@ impl Pipeline {
         }
     }
 
+    /// A shared connection left in a transaction: the connection must go. A statement that
+    /// failed inside the transaction block it opened (`BEGIN; ...; COMMIT` in one Query, status
+    /// `E`) has a known outcome, nothing committed: its caller gets the server's error. Every
+    /// other caller learns that its outcome is unknown, from `fail_all`.
+    #[cold]
+    #[inline(never)]
+    fn not_idle(&self, status: u8, failure: Option<Error>) -> Error {
+        if let (b'E', Some(e)) = (status, failure) {
+            let mut outbox = lock(&self.outbox);
+            if let Some(Entry::UntilReady(_)) = outbox.queue.front() {
+                if let Some(Entry::UntilReady(slot)) = outbox.pop() {
+                    drop(outbox);
+                    self.finish(&slot, Delivery::Done(Err(e)));
+                }
+            }
+        }
+        not_idle(status)
+    }
+
     fn finish(&self, slot: &Slot, delivery: Delivery) {
         slot.deliver(delivery);
     }
@@ -702,7 +721,7 @@ impl Pipeline {
                         // commit or vanish with it. Checked before the entry is popped, so
                         // its caller too learns that the outcome is unknown.
                         if body.status() != b'I' && !self.session.load(Ordering::Relaxed) {
-                            return not_idle(body.status());
+                            return self.not_idle(body.status(), failure.take());
                         }
                         let entry = lock(&self.outbox).pop();
                         match entry {

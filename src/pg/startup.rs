@@ -144,7 +144,20 @@ fn no_host(mut failures: Vec<(String, Option<Error>)>) -> Error {
             ErrorKind::ConnectFailed,
             format!("no host is writable (target_session_attrs=read-write): {listed}"),
         ),
-        Some(last) => reword(last, format!("no host accepted the connection: {listed}")),
+        Some(last) => {
+            let e = reword(last, format!("no host accepted the connection: {listed}"));
+            // A verdict on the TLS settings stops the service at start: only when every host
+            // gave it, so that it does not depend on which host came last (one that is down
+            // for a moment is no reason to stop).
+            let all_tls = failures
+                .iter()
+                .all(|(_, e)| e.as_ref().is_some_and(Error::is_tls_misconfigured));
+            if all_tls {
+                e
+            } else {
+                e.tls_settings_not_at_fault()
+            }
+        }
     }
 }
 
@@ -419,18 +432,26 @@ fn resolve(host: &str, port: u16, deadline: Instant) -> Result<Vec<std::net::Soc
     }
 }
 
+/// How far behind the primary's clock a standby's may be and its lag still be read as none: the
+/// lag is the standby's `now()` less the primary's commit time, so a standby replaying as it
+/// goes, whose clock is a few milliseconds behind, reads a small negative lag.
+const CLOCK_SKEW: f64 = 1.0;
+
 /// The replay lag query's answer, in seconds (float8 text); `None` when it is no age at all:
-/// `Infinity` (an infinite replay timestamp), `NaN`, a negative value (the standby's clock
-/// ahead of the primary's while it lags) or one beyond `Duration`. Such a standby is treated as
-/// too far behind: nothing says it is fresh, and `Duration::from_secs_f64` panics on most of
-/// them.
+/// `Infinity` (an infinite replay timestamp), `NaN`, a negative value beyond [`CLOCK_SKEW`]
+/// (clocks that far apart say nothing of the lag) or one beyond `Duration`. Such a standby is
+/// treated as too far behind: nothing says it is fresh, and `Duration::from_secs_f64` panics on
+/// most of them. A negative value within the skew is no lag.
 fn parse_replay_lag(text: &[u8]) -> Result<Option<Duration>, Error> {
     let seconds: f64 = std::str::from_utf8(text)
         .ok()
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| unexpected("a replay lag"))?;
-    if seconds.is_nan() || seconds < 0.0 {
+    if seconds.is_nan() {
         return Ok(None);
+    }
+    if seconds < 0.0 {
+        return Ok((seconds >= -CLOCK_SKEW).then_some(Duration::ZERO));
     }
     Ok(Duration::try_from_secs_f64(seconds).ok())
 }
@@ -882,7 +903,7 @@ mod tests {
             ("NaN", "NaN.max(0.0) is 0: caught up"),
             (
                 "-1.5",
-                "a standby clock ahead of the primary's: no lag known",
+                "a standby clock that far behind the primary's: no lag known",
             ),
             ("1e300", "beyond Duration: from_secs_f64 panics on it"),
         ] {
@@ -891,6 +912,11 @@ mod tests {
             assert_eq!(lag.unwrap(), None, "{text}: {why}");
         }
         assert_eq!(parse_replay_lag(b"0").unwrap(), Some(Duration::ZERO));
+        assert_eq!(
+            parse_replay_lag(b"-0.004").unwrap(),
+            Some(Duration::ZERO),
+            "a standby clock a few milliseconds behind: caught up, not passed over"
+        );
         assert_eq!(
             parse_replay_lag(b"1.5").unwrap(),
             Some(Duration::from_millis(1500))

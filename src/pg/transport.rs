@@ -466,9 +466,13 @@ pub(crate) fn negotiate(
                 tls::describe(&e, host, tls.roots.as_deref()),
             );
             // Our verification refused the certificate: the same at every attempt until
-            // sslrootcert, the host name or the server's certificate changes.
+            // sslrootcert, the host name or the server's certificate changes. Only when a
+            // verification was asked for (`roots`): without one, a malformed certificate is the
+            // peer's fault, and an on-path peer must not be able to stop the service with it.
             return Err(match e {
-                rustls::Error::InvalidCertificate(_) => error.tls_misconfigured(),
+                rustls::Error::InvalidCertificate(_) if tls.roots.is_some() => {
+                    error.tls_misconfigured()
+                }
                 _ => error,
             });
         }

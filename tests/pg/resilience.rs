@@ -796,3 +796,38 @@ fn a_failed_re_prepare_keeps_the_statement() {
     assert_eq!(c.connects(), 1, "served on the same connection throughout");
     c.close();
 }
+
+/// A simple query that fails inside the transaction block it opened (`BEGIN; SELECT 1/0;
+/// COMMIT` in one Query) leaves the session in a failed transaction (ReadyForQuery `E`). The
+/// connection must go, but that statement's outcome is known (it failed, nothing committed):
+/// its caller gets the server's error, not "connection lost".
+#[test]
+fn a_failed_transaction_block_reports_the_servers_error() {
+    support::init_runtime();
+    let fake = FakePg::start(|conn, n| {
+        use std::io::Write;
+        if n == 0 {
+            if fakepg::read_until_sync(conn).is_ok() {
+                let mut out = fakepg::message(b'C', b"BEGIN\0");
+                out.extend(fakepg::error_response("ERROR", "22012", "division by zero"));
+                out.extend(fakepg::message(b'Z', b"E"));
+                let _ = conn.write_all(&out);
+            }
+            fakepg::drain(conn);
+        } else {
+            fakepg::serve(conn);
+        }
+    });
+    let c = Client::start(fake_params(fake.port), &[]);
+    c.wait_connected(T).expect("connect");
+    let e = c
+        .simple_query("BEGIN; SELECT 1/0; COMMIT", T)
+        .expect_err("division by zero");
+    assert_eq!(e.code(), Some("22012"), "the server's own error: {e}");
+    assert!(
+        eventually(Duration::from_secs(5), || c.connects() >= 2
+            && c.is_connected()),
+        "the connection left in a failed transaction was replaced"
+    );
+    c.close();
+}

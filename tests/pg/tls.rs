@@ -660,3 +660,43 @@ fn the_service_stops_at_start_when_the_certificate_fails_verification() {
     );
     assert!(!stderr.contains("ssl-secret"), "{stderr}");
 }
+
+/// Whether a start-up failure is the TLS settings' fault (which stops the service at start)
+/// must not depend on the order of the hosts: one host whose certificate fails verification and
+/// one that is down are no verdict on the settings, whichever comes last.
+#[test]
+fn the_tls_verdict_does_not_depend_on_host_order() {
+    let s = tls_server();
+    let pki = TestPki::get();
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let base = || {
+        let mut p = ConnectParams::new(
+            "localhost",
+            s.port,
+            "ssl_only",
+            Some("ssl-secret"),
+            "postgres",
+        );
+        p.statement_timeout = Duration::ZERO;
+        p.connect_timeout = Duration::from_secs(2);
+        p.tls.mode = SslMode::VerifyFull;
+        p.tls.root_cert = Some(RootCert::File(pki.other_ca.clone()));
+        p
+    };
+    let mut bad_then_down = base();
+    bad_then_down.more_hosts = vec![("127.0.0.1".into(), down)];
+    let mut down_then_bad = base();
+    down_then_bad.host = "127.0.0.1".into();
+    down_then_bad.port = down;
+    down_then_bad.more_hosts = vec![("localhost".into(), s.port)];
+    let a = pg::connect_once(&bad_then_down).expect_err("no host");
+    let b = pg::connect_once(&down_then_bad).expect_err("no host");
+    assert!(!a.is_tls_misconfigured(), "[bad, down]: {a}");
+    assert!(!b.is_tls_misconfigured(), "[down, bad]: {b}");
+    // The bad certificate alone is the settings' fault.
+    let alone = pg::connect_once(&base()).expect_err("bad certificate");
+    assert!(alone.is_tls_misconfigured(), "{alone}");
+}
