@@ -13,7 +13,7 @@ use may::net::{TcpListener, TcpStream};
 
 use super::buffer::{Budget, InBuf};
 use super::response::write_error;
-use super::shared::{ConnEntry, ServerShared};
+use super::shared::{ConnEntry, IdleQueue, ServerShared};
 use super::stats::{Refused, ServerStats, Stats};
 use super::{conn, HttpConfig, Service, Status};
 
@@ -126,6 +126,7 @@ pub fn serve<S: Service>(
         draining: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         registry: Mutex::new(HashMap::new()),
+        idle_queue: IdleQueue::new(may::config().get_workers() + 2),
         listener: OwnedFd::from(listener.inner().try_clone()?),
         lingering_refusals: AtomicUsize::new(0),
         epoch: Instant::now(),
@@ -214,14 +215,7 @@ fn accept_loop<S: Service>(listener: TcpListener, service: Arc<S>, shared: Arc<S
         shared.active.fetch_add(1, Ordering::SeqCst);
         shared.stats.accepted();
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(ConnEntry {
-            fd: stream.as_raw_fd(),
-            idle: AtomicBool::new(false),
-            idle_since: AtomicU64::new(0),
-            write_deadline: AtomicU64::new(0),
-            read_deadline: AtomicU64::new(0),
-            waker: may::io::WaitIo::waker(&stream),
-        });
+        let entry = ConnEntry::new(stream.as_raw_fd(), may::io::WaitIo::waker(&stream));
         shared.registry().insert(id, entry.clone());
         let service = service.clone();
         let conn_shared = shared.clone();
@@ -290,7 +284,14 @@ struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.shared.registry().remove(&self.id);
+        let mut registry = self.shared.registry();
+        // Its idle mark is cleared with it, under the registry lock, before the socket closes:
+        // the idle queue may still refer to the entry, and a mark left set (a connection that
+        // ended while idle) would let the accept loop signal a descriptor number since reused.
+        if let Some(entry) = registry.remove(&self.id) {
+            entry.idle_since.store(0, Ordering::SeqCst);
+        }
+        drop(registry);
         self.shared.active.fetch_sub(1, Ordering::SeqCst);
     }
 }

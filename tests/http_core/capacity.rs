@@ -32,6 +32,39 @@ fn at_the_cap_the_oldest_idle_keep_alive_connection_makes_room() {
 }
 
 #[test]
+fn at_the_cap_a_connection_served_again_is_no_longer_the_oldest_idle() {
+    let server = TestServer::start(config(|c| c.limits.max_connections = 3));
+    let mut first = server.client();
+    first.send(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(first.response().status, 200);
+    let mut second = server.client();
+    second.send(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(second.response().status, 200);
+    let mut third = server.client();
+    third.send(b"GET /3 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(third.response().status, 200);
+    // The first went idle first, and many times since: each idle period is its own, so the
+    // one idle longest is now the second.
+    for _ in 0..50 {
+        first.send(b"GET /1again HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(first.response().status, 200);
+    }
+
+    let mut fourth = server.client();
+    fourth.send(b"GET /4 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(fourth.response().status, 200, "served, not refused");
+    assert!(
+        second.closed_within(Duration::from_secs(5)),
+        "the connection idle longest was closed"
+    );
+    for (c, path) in [(&mut first, "/1b"), (&mut third, "/3b")] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        assert_eq!(c.response().status, 200, "{path}: the others stay");
+    }
+    assert!(server.connections_settle_at(3));
+}
+
+#[test]
 fn at_the_cap_with_no_idle_connection_a_new_one_gets_503() {
     let server = TestServer::start(config(|c| c.limits.max_connections = 2));
     // Busy: one has sent half a head, one has not sent a request yet (neither is an idle

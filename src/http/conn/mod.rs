@@ -695,9 +695,7 @@ impl Conn<'_> {
             _ if idle => {
                 self.entry.idle.store(true, Ordering::SeqCst);
                 if self.served_any {
-                    self.entry
-                        .idle_since
-                        .store(self.shared.clock_ns(now), Ordering::SeqCst);
+                    self.shared.went_idle(self.entry, self.shared.clock_ns(now));
                     marked = true;
                 }
                 if self.shared.draining() {
