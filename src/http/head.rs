@@ -31,6 +31,9 @@ pub struct HeadInfo {
     pub expect_continue: bool,
 }
 
+/// The detail of a head that `httparse` cannot parse at all (not HTTP/1.x framing).
+pub(crate) const MALFORMED: &str = "Malformed request";
+
 /// Why a head was not accepted. Each maps to one status code: see [`HeadError::status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadError {
@@ -107,7 +110,7 @@ pub fn parse_head<'h, 'b>(
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
         Err(httparse::Error::Version) => return Err(version_error(buf)),
-        Err(_) => return Err(HeadError::Bad("Malformed request")),
+        Err(_) => return Err(HeadError::Bad(MALFORMED)),
     };
     if len > limits.max_head_bytes {
         return Err(HeadError::TooLarge);
@@ -132,7 +135,7 @@ fn version_error(buf: &[u8]) -> HeadError {
     let line = &buf[..line_end];
     let version = match line.iter().rposition(|&b| b == b' ') {
         Some(i) => &line[i + 1..],
-        None => return HeadError::Bad("Malformed request"),
+        None => return HeadError::Bad(MALFORMED),
     };
     match version {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]

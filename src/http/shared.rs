@@ -126,15 +126,37 @@ impl ServerShared {
             if deadline == 0 || deadline > now {
                 continue;
             }
-            // A queue that drained in time (the client read its answers) is not late; looked
-            // at only once a deadline passed, never per request.
-            let late = unsent_bytes(entry.fd) > 0;
-            if entry
+            // A write still in progress at its deadline is late. A delivery deadline (answers
+            // written, the kernel still holding some) is late only if the kernel sent nothing
+            // since it was armed: a client that reads, however slowly, gets another write
+            // timeout from now (as nginx's send_timeout runs between two writes). The queue is
+            // looked at only once a deadline passed, never per request.
+            let watched = entry.delivery_unsent.load(Ordering::Acquire);
+            let next = if watched == 0 {
+                None
+            } else {
+                let unsent = unsent_bytes(entry.fd) as u64;
+                if unsent == 0 {
+                    Some(0)
+                } else if unsent < watched {
+                    entry.delivery_unsent.store(unsent, Ordering::Release);
+                    Some(now.saturating_add(
+                        u64::try_from(self.config.timeouts.write.as_millis()).unwrap_or(u64::MAX),
+                    ))
+                } else {
+                    None
+                }
+            };
+            let cleared = entry
                 .write_deadline
-                .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-                && late
-            {
+                .compare_exchange(
+                    deadline,
+                    next.unwrap_or(0),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+            if cleared && next.is_none() {
                 self.stats.timed_out(Timeout::Write);
                 cut_with_reset(entry.fd);
             }
@@ -294,6 +316,9 @@ pub(crate) struct ConnEntry {
     pub(crate) idle_since: AtomicU64,
     /// When the answers being written must be sent by; 0 when not writing.
     pub(crate) write_deadline: AtomicU64,
+    /// Not 0 while `write_deadline` is a delivery deadline (no write in progress; the kernel
+    /// still held this many unsent bytes when last looked at), 0 while it bounds a write.
+    pub(crate) delivery_unsent: AtomicU64,
     /// When the input being waited for must have arrived by ([`ServerShared::clock_ms`]); 0
     /// when not reading.
     pub(crate) read_deadline: AtomicU64,
@@ -309,6 +334,7 @@ impl ConnEntry {
             idle: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             write_deadline: AtomicU64::new(0),
+            delivery_unsent: AtomicU64::new(0),
             read_deadline: AtomicU64::new(0),
             waker,
         })

@@ -186,6 +186,54 @@ fn empty_lines_after_a_request_leave_the_connection_idle() {
     assert_eq!(r.echo().path, "/second");
 }
 
+/// The same when the extra line's CR and LF come in two reads: the CR alone is not yet an empty
+/// line, and must not leave the connection under the header timeout once the LF completes it.
+#[test]
+fn an_empty_line_split_across_reads_after_a_request_leaves_the_connection_idle() {
+    let server = TestServer::start(config(|c| {
+        c.timeouts.header = Duration::from_millis(200);
+        c.timeouts.idle = Duration::from_secs(10);
+    }));
+    let mut c = server.client();
+    c.send(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n\r");
+    assert_eq!(c.response().status, 200);
+    // The answer came back: the server has read the CR. Now the LF.
+    c.send(b"\n");
+    assert!(
+        c.silent_for(Duration::from_millis(1000)),
+        "an answer nobody asked for, or a close: {:?}",
+        c.next_response(false).map(|r| r.status)
+    );
+}
+
+/// Empty lines keep a connection idle, not alive: the idle timeout runs from the last answer,
+/// so a client sending a CRLF now and then holds no connection longer than the idle timeout.
+#[test]
+fn empty_lines_between_requests_do_not_extend_the_idle_timeout() {
+    let server = TestServer::start(config(|c| {
+        c.timeouts.header = Duration::from_millis(300);
+        c.timeouts.idle = Duration::from_millis(500);
+        c.timeouts.linger = Duration::from_millis(300);
+    }));
+    let mut c = server.client();
+    c.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+    let start = Instant::now();
+    // Six idle timeouts' worth of a CRLF every 100 ms (pacing, not synchronisation), for as
+    // long as the server keeps the connection.
+    while start.elapsed() < Duration::from_secs(3)
+        && server.handle.active_connections() > 0
+        && c.try_send(b"\r\n").is_ok()
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let held = start.elapsed();
+    assert!(
+        held < Duration::from_millis(1500),
+        "empty lines kept an idle connection open {held:?} (idle timeout 500 ms)"
+    );
+}
+
 #[test]
 fn trickled_body_is_cut_at_the_body_timeout() {
     let server = TestServer::start(config(|c| c.timeouts.body = Duration::from_millis(300)));

@@ -314,3 +314,45 @@ fn answer_held_by_the_kernel_is_cut(send_buffer_bytes: usize) {
     }
     assert!(got < 262_144, "the whole answer arrived ({got} bytes)");
 }
+
+/// A client that reads its answer steadily but slowly (about 130 KB/s through a 4 KiB window)
+/// takes longer than the write timeout to receive 256 KiB: the delivery deadline is re-armed as
+/// long as the kernel sends something, so it gets the whole answer (a client that reads
+/// nothing is cut, above).
+#[test]
+fn a_slow_but_steadily_reading_client_gets_its_whole_answer() {
+    let server = TestServer::start(config(|c| {
+        c.timeouts.write = Duration::from_millis(1000);
+        c.timeouts.idle = Duration::from_secs(30);
+    }));
+    let mut s = connect_with_receive_buffer(server.addr(), 4096);
+    s.write_all(b"GET /big?n=262144 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let mut got = 0usize;
+    let mut chunk = [0u8; 2048];
+    let end = loop {
+        // Pacing the reader (a slow link), not synchronisation.
+        std::thread::sleep(Duration::from_millis(15));
+        match std::io::Read::read(&mut s, &mut chunk) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                got += n;
+                if got >= 262_144 {
+                    break Ok(());
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        end.is_ok() && got >= 262_144,
+        "cut after {got} bytes, {:?}: {end:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() > Duration::from_millis(1000),
+        "the delivery took longer than the write timeout, or the test proves nothing"
+    );
+}

@@ -272,3 +272,28 @@ fn lingering_stops_at_its_time_bound_though_input_keeps_coming() {
     drop(s);
     pacer.join().unwrap();
 }
+
+/// A first request whose head parses but is refused (here: no Host) may be sending a body, and
+/// a client that sends its whole request before it reads must still get the 400: the close
+/// lingers (only a head that never parsed closes at once).
+#[test]
+fn a_400_to_a_first_post_with_a_body_is_still_readable() {
+    let server = TestServer::default_config();
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = b"POST /x HTTP/1.1\r\nContent-Length: 4194304\r\n\r\n".to_vec();
+    req.extend_from_slice(&junk(4 << 20));
+    if let Err(e) = s.write_all(&req) {
+        panic!("sending the request failed ({e}): the 400 was lost to a reset");
+    }
+    let mut got = Vec::new();
+    if let Err(e) = s.read_to_end(&mut got) {
+        panic!("read failed ({e}) after {} bytes", got.len());
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}

@@ -33,7 +33,7 @@ pub(crate) use self::linger::{linger, urgent_data_inline};
 use super::buffer::InBuf;
 use super::chunked::{Chunked, Decoder};
 use super::dispatch::dispatch;
-use super::head::{parse_head, BodyFraming, HeadError, HeadInfo};
+use super::head::{parse_head, BodyFraming, HeadError, HeadInfo, MALFORMED};
 use super::response::write_error;
 use super::shared::{ConnEntry, ServerShared};
 use super::socket::{set_send_buffer, unsent_bytes};
@@ -235,6 +235,7 @@ impl<'s> Conn<'s> {
             reading: Reading::Idle,
             served_any: false,
             linger_on_close: true,
+            idle_from: None,
             unwatched: 0,
             queue_watched: false,
             drained: false,
@@ -269,6 +270,10 @@ struct Conn<'s> {
     served_any: bool,
     /// Whether closing with unread input lingers (see [`Conn::refuse`]).
     linger_on_close: bool,
+    /// When this connection began to wait for its next request, since its last answer: the
+    /// idle timeout runs from here, so empty lines between requests (which leave it idle) do
+    /// not extend it.
+    idle_from: Option<Instant>,
     /// Output written since the kernel's send queue was last looked at.
     unwatched: usize,
     /// The kernel's send queue held answers when last looked at: the write deadline stays
@@ -357,6 +362,7 @@ impl Conn<'_> {
                 Step::Answered { close, .. } => {
                     answered += 1;
                     self.served_any = true;
+                    self.idle_from = None;
                     self.reading = Reading::Idle;
                     if close {
                         return Next::Close;
@@ -379,13 +385,17 @@ impl Conn<'_> {
         // they trickle in after the first (re-parsing them would cost quadratic time).
         let blank = leading_empty_lines(self.input.data());
         self.input.consume(blank);
+        // Only empty lines after an answered request (also one whose CR and LF came in two
+        // reads): still between requests, under the idle timeout. Starting or keeping the
+        // header timeout here would end in a 408 nobody asked for, which a pooled client takes
+        // for the answer to its next request.
+        if self.input.is_empty() && self.served_any {
+            self.reading = Reading::Idle;
+            return Step::NeedInput;
+        }
         let (since, mut scanned) = match self.reading {
             Reading::Head { since, scanned } => (since, scanned.saturating_sub(blank)),
             _ if self.input.is_empty() && blank == 0 => return Step::NeedInput,
-            // Only empty lines after an answered request: still between requests, under the
-            // idle timeout. Starting the header timeout here would end in a 408 nobody asked
-            // for, which a pooled client takes for the answer to its next request.
-            _ if self.input.is_empty() && self.served_any => return Step::NeedInput,
             // The header timeout runs from the first byte, blank lines before a connection's
             // first request included (they must not hold a new connection open for ever).
             _ => (self.last_read, 0),
@@ -600,16 +610,17 @@ impl Conn<'_> {
     #[inline(never)]
     fn refuse(&mut self, refusal: Refusal) {
         self.shared.stats.core_response(refusal.status);
-        // A client whose first request never got past its head (a head timeout, a malformed
-        // head) is owed no answer that lingering would protect, and lingering would let a
-        // slowloris hold the slot for the whole linger time with a byte now and then: close at
-        // once, as nginx does. A refused body (413, say) may still be on its way: linger.
-        let head = !matches!(self.reading, Reading::Body { .. });
-        let ends_the_head = matches!(
+        // A client whose first request never got a head that parses (a head timeout, a head
+        // too large, bytes that are not HTTP) is owed no answer that lingering would protect,
+        // and lingering would let a slowloris hold the slot for the whole linger time with a
+        // byte now and then: close at once, as nginx does. A head that parsed and was refused
+        // (no Host, say) or a refused body (413) may have a body on its way, sent before the
+        // client reads: linger, or the answer is lost to a reset.
+        let unparsed = matches!(
             refusal.status,
-            Status::BAD_REQUEST | Status::REQUEST_TIMEOUT
-        );
-        if !self.served_any && head && ends_the_head {
+            Status::REQUEST_TIMEOUT | Status::HEADER_FIELDS_TOO_LARGE
+        ) || refusal.detail == MALFORMED;
+        if !self.served_any && !matches!(self.reading, Reading::Body { .. }) && unparsed {
             self.linger_on_close = false;
         }
         let head_only = self.front_is_head();
@@ -634,6 +645,8 @@ impl Conn<'_> {
             .shared
             .clock_ms()
             .saturating_add(millis(self.shared.config.timeouts.write));
+        // A write's deadline, not a delivery deadline: the watchdog cuts it when it passes.
+        self.entry.delivery_unsent.store(0, Ordering::Release);
         self.entry.write_deadline.store(deadline, Ordering::Release);
         let result = write_all(stream, &self.out, &mut self.drained);
         // Cleared by compare-and-swap, as the watchdog clears it when it cuts: whoever clears
@@ -668,14 +681,19 @@ impl Conn<'_> {
     /// within the write timeout too (a client that never reads would otherwise pin them, outside
     /// every budget, until the idle timeout). While they are queued the write deadline stays
     /// armed, from the end of this write; the watchdog looks at the queue when it passes, and
-    /// cuts the connection if it has not drained.
+    /// cuts the connection if the kernel sent nothing since (a client that reads, however
+    /// slowly, gets another write timeout).
     #[cold]
     #[inline(never)]
     fn watch_send_queue(&mut self, stream: &TcpStream) {
         use std::os::fd::AsRawFd;
         self.unwatched = 0;
-        self.queue_watched = unsent_bytes(stream.as_raw_fd()) > 0;
+        let unsent = unsent_bytes(stream.as_raw_fd());
+        self.queue_watched = unsent > 0;
         if self.queue_watched {
+            self.entry
+                .delivery_unsent
+                .store(unsent as u64, Ordering::Release);
             let deadline = self
                 .shared
                 .clock_ms()
@@ -702,7 +720,8 @@ impl Conn<'_> {
                     return Input::Gone;
                 }
                 if self.served_any {
-                    timeouts.idle
+                    let from = *self.idle_from.get_or_insert(now);
+                    (from + timeouts.idle).saturating_duration_since(now)
                 } else {
                     timeouts.header
                 }
@@ -715,6 +734,11 @@ impl Conn<'_> {
             Reading::Idle => timeouts.header,
         };
         if wait.is_zero() {
+            if idle && self.served_any {
+                // The idle timeout ran out while empty lines kept arriving.
+                self.shared.stats.timed_out(Timeout::Idle);
+                return Input::Gone;
+            }
             return self.timed_out();
         }
         if let Err(refusal) = self.make_room() {
