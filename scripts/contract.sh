@@ -79,7 +79,7 @@ curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" || { log "the service did 
 
 log "schemathesis $SCHEMATHESIS_VERSION against http://127.0.0.1:$port/openapi.json (seed $SEED)"
 status=0
-"$VENV/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+"$VENV/bin/python" scripts/schemathesis-run.py run "http://127.0.0.1:$port/openapi.json" \
   --checks all --seed "$SEED" --max-examples "$MAX_EXAMPLES" --max-time "$MAX_TIME" \
   --generation-deterministic \
   --workers 2 --request-timeout 10 \

@@ -95,20 +95,12 @@ pub fn error_response(severity: &str, code: &str, text: &str) -> Vec<u8> {
     message(b'E', &body)
 }
 
-/// Reads frontend messages until a Sync (`S`) has arrived; returns their types.
+/// Reads frontend messages until a Sync (`S`) or a Query (`Q`) has arrived; returns their types.
 pub fn read_until_sync(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut kinds = Vec::new();
-    loop {
-        let mut head = [0u8; 5];
-        conn.read_exact(&mut head)?;
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let mut body = vec![0u8; len - 4];
-        conn.read_exact(&mut body)?;
-        kinds.push(head[0]);
-        if head[0] == b'S' || head[0] == b'Q' {
-            return Ok(kinds);
-        }
-    }
+    Ok(read_batch(conn)?
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect())
 }
 
 /// The answers to one extended-protocol query (Parse, Bind, Execute, Sync) that changed a row.
