@@ -507,6 +507,22 @@ fn bytes_injected_before_the_handshake_are_refused() {
 /// The README's examples, end to end: the service binary itself, configured by nothing but a
 /// `DATABASE_URL` with each sslmode, migrates and serves over TLS against a server whose
 /// pg_hba.conf accepts this user over TLS only; `sslmode=disable` is refused with the reason.
+/// The environment of a service binary configured by `DATABASE_URL` alone, one worker, any port.
+fn service_env(url: &str) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", url.to_string()),
+        ("SERVER_PORT", "0".into()),
+        ("WORKERS", "1".into()),
+        (
+            "STATIC_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 #[test]
 fn the_service_connects_with_each_documented_sslmode() {
     use crate::support::app::{command, App};
@@ -519,20 +535,6 @@ fn the_service_connects_with_each_documented_sslmode() {
     let port = s.port;
     let ca = pki.ca.display();
     let base = |host: &str| format!("postgres://ssl_only:ssl-secret@{host}:{port}/{db}");
-    let env = |url: &str| -> Vec<(String, String)> {
-        [
-            ("DATABASE_URL", url.to_string()),
-            ("SERVER_PORT", "0".into()),
-            ("WORKERS", "1".into()),
-            (
-                "STATIC_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
-    };
     let urls = [
         base("127.0.0.1"),
         format!("{}?sslmode=prefer", base("127.0.0.1")),
@@ -541,13 +543,13 @@ fn the_service_connects_with_each_documented_sslmode() {
         format!("{}?sslmode=verify-full&sslrootcert={ca}", base("localhost")),
     ];
     for (n, url) in urls.iter().enumerate() {
-        let out = command(&env(url)).arg("migrate").output().unwrap();
+        let out = command(&service_env(url)).arg("migrate").output().unwrap();
         assert!(
             out.status.success(),
             "{url}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let app = App::spawn(&env(url));
+        let app = App::spawn(&service_env(url));
         assert!(
             support::wait::eventually(T, || get(app.addr, "/readyz").status == 200),
             "{url}: {}",
@@ -565,7 +567,7 @@ fn the_service_connects_with_each_documented_sslmode() {
         assert!(!app.log_text().contains("ssl-secret"), "{}", app.log_text());
     }
     let url = format!("{}?sslmode=disable", base("127.0.0.1"));
-    let out = command(&env(&url)).arg("migrate").output().unwrap();
+    let out = command(&service_env(&url)).arg("migrate").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -616,18 +618,7 @@ fn the_service_stops_at_start_when_the_certificate_fails_verification() {
         s.port,
         pki.other_ca.display()
     );
-    let env: Vec<(String, String)> = [
-        ("DATABASE_URL", url),
-        ("SERVER_PORT", "0".into()),
-        ("WORKERS", "1".into()),
-        (
-            "STATIC_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let env = service_env(&url);
     let child = command(&env)
         .arg("serve")
         .stdin(Stdio::null())
