@@ -1,137 +1,118 @@
-//! The xitca-web reference: xitca-web's HTTP/1 server (xitca-server: one thread per
-//! worker, each a single-threaded tokio runtime) and xitca-postgres, in the shape of TechEmpower's
-//! `frameworks/Rust/xitca-web` entry: per worker one PostgreSQL connection, pipelined by its
-//! driver, with the statement prepared once when the worker starts (`with_async_state`), the row
-//! read zero-copy and written as JSON into a buffer. Only `GET /user/{id}` is served, with the
-//! same answers as records-service and the axum reference (200 with the record, 404 with a
-//! detail).
+//! The xitca-web reference, built as xitca-web's authors build their TechEmpower entry
+//! (`frameworks/Rust/xitca-web`): xitca-server (a thread per worker, each with its own
+//! single-threaded runtime), HTTP/1 over io_uring, and per worker a xitca-postgres pool of one
+//! connection on which the worker's requests pipeline their queries (`db_pool.rs`, `db.rs`);
+//! mimalloc, sonic-rs, LTO, one codegen unit, `panic = "abort"` (`Cargo.toml`). Only
+//! `GET /user/{id}` is served, with records-service's answers: 200 with the record, 404 with a
+//! detail when there is none (an id outside the 32-bit range included), 400 when the id is not
+//! an integer.
 //!
 //! Configuration: POSTGRES_DB_HOST, POSTGRES_DB_PORT (default 5432), POSTGRES_DB_NAME,
 //! POSTGRES_DB_USER, POSTGRES_DB_PASSWORD, PORT (default 8004), HOST (default 127.0.0.1),
-//! WORKERS (default: every CPU).
+//! WORKERS (default: every CPU), XITCA_IO_URING (default 1; 0: the HTTP socket on epoll).
 
-use std::{convert::Infallible, future::IntoFuture};
+#[cfg(feature = "perf-allocator")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use serde::Serialize;
-use xitca_postgres::{iter::AsyncLendingIterator, types::Type, Client, Execute, Postgres, Statement};
+mod db;
+mod db_pool;
+mod ser;
+mod util;
+
+use std::convert::Infallible;
+
 use xitca_web::{
+    App, WebContext,
     http::{
-        header::{HeaderValue, CONTENT_TYPE},
         StatusCode, WebResponse,
+        header::{CONTENT_TYPE, HeaderValue, SERVER},
     },
     route::get,
     service::fn_service,
-    App, WebContext,
 };
 
-const SQL: &str = "SELECT id, email, text FROM records WHERE id = $1";
+use ser::{Detail, json_serialize};
+use util::{PathId, Settings, parse_id};
 
-struct Db {
-    client: Client,
-    stmt: Statement,
-}
+type Ctx<'a> = WebContext<'a, db_pool::Client>;
 
-#[derive(Serialize)]
-struct Record<'a> {
-    id: i32,
-    email: &'a str,
-    text: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Detail {
-    detail: String,
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
-}
-
-fn database_url() -> String {
-    let port = std::env::var("POSTGRES_DB_PORT").unwrap_or_else(|_| "5432".into());
-    format!(
-        "postgres://{}:{}@{}:{}/{}",
-        env("POSTGRES_DB_USER"),
-        env("POSTGRES_DB_PASSWORD"),
-        env("POSTGRES_DB_HOST"),
-        port,
-        env("POSTGRES_DB_NAME")
-    )
-}
-
-/// One worker's connection: connect, hand the driver to this worker's runtime, prepare once.
-async fn connect() -> Result<Db, xitca_postgres::Error> {
-    let (client, driver) = Postgres::new(database_url()).connect().await?;
-    tokio::task::spawn_local(driver.into_future());
-    let stmt = Statement::named(SQL, &[Type::INT4]).execute(&client).await?.leak();
-    Ok(Db { client, stmt })
-}
-
-fn json(status: StatusCode, body: Vec<u8>, ctx: WebContext<'_, Db>) -> WebResponse {
-    let mut res = ctx.into_response(body);
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    res
-}
-
-async fn user(ctx: WebContext<'_, Db>) -> Result<WebResponse, Infallible> {
-    let (status, body) = answer(&ctx).await;
-    Ok(json(status, body, ctx))
-}
-
-async fn answer(ctx: &WebContext<'_, Db>) -> (StatusCode, Vec<u8>) {
-    let raw = ctx.req().uri().path().strip_prefix("/user/").unwrap_or("");
-    let not_found = || {
-        let detail = Detail {
-            detail: format!("Record with ID {raw} was not found!"),
-        };
-        (StatusCode::NOT_FOUND, serde_json::to_vec(&detail).unwrap())
-    };
-    let Ok(id) = raw.parse::<i32>() else {
-        return not_found();
-    };
-    let db = ctx.state();
-    let found = async {
-        let mut rows = db.stmt.bind([id]).query(&db.client).await?;
-        Ok::<_, xitca_postgres::Error>(match rows.try_next().await? {
-            Some(row) => Some(
-                serde_json::to_vec(&Record {
-                    id: row.get(0),
-                    email: row.get(1),
-                    text: row.get(2),
-                })
-                .unwrap(),
-            ),
-            None => None,
-        })
-    }
-    .await;
-    match found {
-        Ok(Some(body)) => (StatusCode::OK, body),
-        Ok(None) => not_found(),
-        Err(e) => {
-            eprintln!("database error: {e}");
-            let body = br#"{"detail":"Internal Server Error"}"#.to_vec();
-            (StatusCode::INTERNAL_SERVER_ERROR, body)
-        }
-    }
-}
+const INVALID_ID: &[u8] =
+    br#"{"detail":"Invalid payload provided! Please check the API documentation."}"#;
+const INTERNAL: &[u8] = br#"{"detail":"Internal Server Error"}"#;
 
 fn main() -> std::io::Result<()> {
-    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let port = std::env::var("PORT").unwrap_or_else(|_| "8004".into());
-    let workers = std::env::var("WORKERS")
-        .ok()
-        .map(|w| w.parse().expect("WORKERS must be a positive integer"))
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    eprintln!("xitca reference listening on {host}:{port} with {workers} workers");
-    App::new()
-        .with_async_state(connect)
+    let settings = Settings::from_env();
+    eprintln!(
+        "xitca reference listening on {} with {} workers; HTTP socket on {}; allocator {}; JSON {}",
+        settings.addr,
+        settings.workers,
+        if settings.io_uring {
+            "io_uring"
+        } else {
+            "epoll"
+        },
+        if cfg!(feature = "perf-allocator") {
+            "mimalloc"
+        } else {
+            "system"
+        },
+        if cfg!(feature = "perf-json") {
+            "sonic-rs"
+        } else {
+            "serde_json"
+        },
+    );
+    let server = App::new()
+        .with_async_state(db_pool::Client::create)
         .at("/user/{id}", get(fn_service(user)))
         .serve()
-        .worker_threads(workers)
-        .bind(format!("{host}:{port}"))?
-        .run()
-        .wait()
+        .worker_threads(settings.workers);
+    #[cfg(feature = "io-uring")]
+    let server = if settings.io_uring {
+        server.enable_io_uring()
+    } else {
+        server
+    };
+    server.bind(settings.addr)?.run().wait()
+}
+
+async fn user(ctx: Ctx<'_>) -> Result<WebResponse, Infallible> {
+    let (status, body) = answer(&ctx).await;
+    let mut res = ctx.into_response(body);
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(SERVER, HeaderValue::from_static("xitca-web"));
+    Ok(res)
+}
+
+async fn answer(ctx: &Ctx<'_>) -> (StatusCode, Vec<u8>) {
+    let raw = ctx.req().uri().path().strip_prefix("/user/").unwrap_or("");
+    let Some(id) = parse_id(raw) else {
+        return (StatusCode::BAD_REQUEST, INVALID_ID.to_vec());
+    };
+    let Some(value) = id.value else {
+        return not_found(&id);
+    };
+    match ctx.state().user(value).await {
+        Ok(Some(body)) => (StatusCode::OK, body),
+        Ok(None) => not_found(&id),
+        Err(e) => internal(e),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn not_found(id: &PathId<'_>) -> (StatusCode, Vec<u8>) {
+    let detail = format!("Record with ID {id} was not found!");
+    let body = json_serialize(&Detail { detail: &detail }).expect("a string serializes");
+    (StatusCode::NOT_FOUND, body)
+}
+
+#[cold]
+#[inline(never)]
+fn internal(e: util::Error) -> (StatusCode, Vec<u8>) {
+    eprintln!("database error: {e}");
+    (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL.to_vec())
 }
