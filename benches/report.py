@@ -329,10 +329,23 @@ SYSTEM_LABELS = {
     "ours-access": "records-service, ACCESS_LOG=all (WORKERS={workers})",
     "ours-base": "records-service, BASE_BIN (WORKERS={workers})",
     "axum": "axum 0.8 + tokio-postgres + deadpool",
-    "xitca": "xitca-web 0.8 + xitca-postgres 0.4 (WORKERS={workers})",
+    "xitca": "xitca-web 0.8 + xitca-postgres 0.4, TechEmpower's build (WORKERS={workers})",
+    "xitca-epoll": "xitca-web, TechEmpower's build, XITCA_IO_URING=0 (WORKERS={workers})",
+    "xitca-plain": "xitca-web 0.8 + xitca-postgres 0.4, the old build (WORKERS={workers})",
     "fastapi": "FastAPI 0.110 + psycopg 3.1 pool (1 uvicorn worker)",
 }
-ORDER = ["ours", "ours-nometrics", "ours-access", "ours-base", "ours-1", "xitca", "axum", "fastapi"]
+ORDER = [
+    "ours",
+    "ours-nometrics",
+    "ours-access",
+    "ours-base",
+    "ours-1",
+    "xitca",
+    "xitca-epoll",
+    "xitca-plain",
+    "axum",
+    "fastapi",
+]
 
 
 def fmt(v, digits=2):
@@ -582,6 +595,8 @@ def draw_chart(medians, systems, meta, chart):
         "ours": "#2b7bba",
         "ours-1": "#6fa8dc",
         "xitca": "#6aa84f",
+        "xitca-epoll": "#93c47d",
+        "xitca-plain": "#b6d7a8",
         "axum": "#999999",
         "fastapi": "#e69138",
     }

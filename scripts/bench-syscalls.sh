@@ -8,7 +8,11 @@
 #
 #   ours        records-service (OURS_BIN, WORKERS = nproc)
 #   ours-base   BASE_BIN, another build of records-service (e.g. the previous commit)
-#   xitca       benches/compare/xitca (xitca-web + xitca-postgres, WORKERS = nproc)
+#   xitca       benches/compare/xitca (xitca-web + xitca-postgres, WORKERS = nproc; its HTTP
+#               socket on io_uring: what the ring does for it is not a system call, so its
+#               counts are only comparable with xitca-epoll's and xitca-plain's for the rest)
+#   xitca-epoll the same binary with XITCA_IO_URING=0
+#   xitca-plain benches/compare/xitca-plain, the reference before issue 23
 #
 # Knobs: SYSTEMS (ours,xitca; ours-base is added when BASE_BIN is set)  ROUNDS (3)
 #   DURATION (10 s)  WARMUP (3 s)  CONNECTIONS (50)  BENCH_ROWS (10000000, seeded by `make bench`)
@@ -25,6 +29,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 BENCH_ROWS=${BENCH_ROWS:-10000000}
 OURS_BIN=${OURS_BIN:-target/release/records-service}
 XITCA_BIN=benches/compare/xitca/target/release/xitca-records
+XITCA_PLAIN_BIN=benches/compare/xitca-plain/target/release/xitca-records-plain
 SYSTEMS=${SYSTEMS:-ours${BASE_BIN:+,ours-base},xitca}
 OUT=${BENCH_OUT:-bench-results}
 NPROC=$(nproc)
@@ -43,8 +48,9 @@ for s in "${SYS[@]}"; do
   case $s in
     ours) [ -x "$OURS_BIN" ] || cargo build --release >&2 ;;
     ours-base) [ -x "${BASE_BIN:-}" ] || die "ours-base needs BASE_BIN" ;;
-    xitca) (cd benches/compare/xitca && cargo build --release --locked >&2) ;;
-    *) die "unknown system '$s' (ours, ours-base, xitca)" ;;
+    xitca|xitca-epoll) (cd benches/compare/xitca && cargo build --release --locked >&2) ;;
+    xitca-plain) (cd benches/compare/xitca-plain && cargo build --release --locked >&2) ;;
+    *) die "unknown system '$s' (ours, ours-base, xitca, xitca-epoll, xitca-plain)" ;;
   esac
 done
 if [ -z "${POSTGRES_DB_HOST:-}" ]; then

@@ -8,12 +8,17 @@
 #   axum      benches/compare/axum (axum 0.8 + tokio-postgres)      127.0.0.1:8002
 #   fastapi   benches/compare/fastapi (the original's stack)        127.0.0.1:8003
 #   xitca     benches/compare/xitca (xitca-web + xitca-postgres,    127.0.0.1:8004
-#             TechEmpower's fastest Rust design), WORKERS = nproc
+#             built as TechEmpower's frameworks/Rust/xitca-web: io_uring,
+#             pool of one pipelined connection per worker, mimalloc), WORKERS = nproc
 #
 # and, named in SYSTEMS only (what observability costs; `make bench-observability`):
 #   ours-nometrics  records-service, WORKERS = nproc, METRICS=off       127.0.0.1:8021
 #   ours-access     records-service, WORKERS = nproc, ACCESS_LOG=all    127.0.0.1:8022
 #   ours-base       BASE_BIN (another build, e.g. the previous commit), WORKERS = nproc  :8023
+# and (what the xitca reference's build choices are worth; benches/README.md):
+#   xitca-epoll     benches/compare/xitca, XITCA_IO_URING=0 (HTTP socket on epoll)  127.0.0.1:8014
+#   xitca-plain     benches/compare/xitca-plain, the reference before issue 23       127.0.0.1:8024
+#   e.g. SYSTEMS=ours,xitca,xitca-epoll,xitca-plain scripts/bench.sh
 #
 # Each run: start the server, wait until it answers, warm up (WARMUP_SECONDS), a closed-loop run
 # of BENCH_SECONDS for peak throughput, then a fixed-rate run (oha -q) at LATENCY_LOAD (0.7) of
@@ -35,7 +40,8 @@
 #
 # Knobs (environment):
 #   BENCH_SECONDS (30)  WARMUP_SECONDS (5)  ROUNDS (3)  BENCH_ROWS (10000000)
-#   BENCH_CONNECTIONS (50)  SYSTEMS (ours,ours-1,xitca,axum,fastapi)  LATENCY_LOAD (0.7)
+#   BENCH_CONNECTIONS (50)  SYSTEMS (ours,ours-1,xitca,axum,fastapi; the others above by name)
+#   LATENCY_LOAD (0.7)
 #   LATENCY_RATE (empty: LATENCY_LOAD of each system's own peak; a number: that many req/s for
 #     every system's fixed-rate run, so their latencies are compared at the same offered load)
 #   SWEEP_CONNECTIONS (500,2000)  SWEEP_SECONDS (10)
@@ -78,6 +84,8 @@ AXUM_DIR=benches/compare/axum
 AXUM_BIN=$AXUM_DIR/target/release/axum-records
 XITCA_DIR=benches/compare/xitca
 XITCA_BIN=$XITCA_DIR/target/release/xitca-records
+XITCA_PLAIN_DIR=benches/compare/xitca-plain
+XITCA_PLAIN_BIN=$XITCA_PLAIN_DIR/target/release/xitca-records-plain
 NPROC=$(nproc)
 
 log() { echo "bench: $*" >&2; }
@@ -99,9 +107,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 wants() { local s; for s in "${SYS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 for s in "${SYS[@]}"; do
   case $s in
-    ours|ours-1|ours-nometrics|ours-access|xitca|axum|fastapi) ;;
+    ours|ours-1|ours-nometrics|ours-access|xitca|xitca-epoll|xitca-plain|axum|fastapi) ;;
     ours-base) [ -x "${BASE_BIN:-}" ] || die "ours-base needs BASE_BIN, an executable (got '${BASE_BIN:-}')" ;;
-    *) die "unknown system '$s' (known: ours, ours-1, ours-nometrics, ours-access, ours-base, xitca, axum, fastapi)" ;;
+    *) die "unknown system '$s' (known: ours, ours-1, ours-nometrics, ours-access, ours-base, xitca, xitca-epoll, xitca-plain, axum, fastapi)" ;;
   esac
 done
 
@@ -109,6 +117,7 @@ port_of() {
   case $1 in
     ours) echo 8001 ;; ours-1) echo 8011 ;; axum) echo 8002 ;; fastapi) echo 8003 ;; xitca) echo 8004 ;;
     ours-nometrics) echo 8021 ;; ours-access) echo 8022 ;; ours-base) echo 8023 ;;
+    xitca-epoll) echo 8014 ;; xitca-plain) echo 8024 ;;
   esac
 }
 
@@ -177,10 +186,15 @@ if wants axum; then
   (cd "$AXUM_DIR" && nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" --target-dir target >&2)
   [ -x "$AXUM_BIN" ] || die "axum build produced no $AXUM_BIN"
 fi
-if wants xitca; then
+if wants xitca || wants xitca-epoll; then
   log "building the xitca-web reference (release)"
   (cd "$XITCA_DIR" && nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" --target-dir target >&2)
   [ -x "$XITCA_BIN" ] || die "xitca build produced no $XITCA_BIN"
+fi
+if wants xitca-plain; then
+  log "building the old xitca-web reference, xitca-plain (release)"
+  (cd "$XITCA_PLAIN_DIR" && nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" --target-dir target >&2)
+  [ -x "$XITCA_PLAIN_BIN" ] || die "xitca-plain build produced no $XITCA_PLAIN_BIN"
 fi
 if { wants ours || wants ours-1 || wants ours-nometrics || wants ours-access; } && [ ! -x "$OURS_BIN" ]; then
   log "building records-service (release)"

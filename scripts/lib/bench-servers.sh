@@ -25,8 +25,8 @@ trap 'stop_load; stop_server' EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # Starts one system on 127.0.0.1:PORT, its output in LOG, and waits until GET /user/1 answers
-# 200 (60 s at most). Reads OURS_BIN, BASE_BIN, AXUM_BIN, XITCA_BIN, VENV and NPROC for the
-# systems that need them; `die` must be defined.
+# 200 (60 s at most). Reads OURS_BIN, BASE_BIN, AXUM_BIN, XITCA_BIN, XITCA_PLAIN_BIN, VENV and
+# NPROC for the systems that need them; `die` must be defined.
 start_system() { # system port log
   local sys=$1 port=$2 logf=$3
   if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null; then
@@ -41,7 +41,10 @@ start_system() { # system port log
       ACCESS_LOG=all SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
     ours-base) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$BASE_BIN" >"$logf" 2>&1 & ;;
     axum)   HOST=127.0.0.1 PORT=$port "$AXUM_BIN" >"$logf" 2>&1 & ;;
-    xitca)  HOST=127.0.0.1 PORT=$port WORKERS=$NPROC "$XITCA_BIN" >"$logf" 2>&1 & ;;
+    xitca)  XITCA_IO_URING=1 HOST=127.0.0.1 PORT=$port WORKERS=$NPROC "$XITCA_BIN" >"$logf" 2>&1 & ;;
+    xitca-epoll)
+      XITCA_IO_URING=0 HOST=127.0.0.1 PORT=$port WORKERS=$NPROC "$XITCA_BIN" >"$logf" 2>&1 & ;;
+    xitca-plain) HOST=127.0.0.1 PORT=$port WORKERS=$NPROC "$XITCA_PLAIN_BIN" >"$logf" 2>&1 & ;;
     fastapi)
       "$VENV/bin/uvicorn" app:app --app-dir benches/compare/fastapi --host 127.0.0.1 --port "$port" \
         --workers 1 --no-access-log --log-level warning >"$logf" 2>&1 & ;;
