@@ -2,7 +2,7 @@
 //!
 //! `GET /json` answers 200 `{"message":"Hello, World!"}` (application/json); any other path
 //! 404. Listens on 127.0.0.1:${PORT:-8101} with ${WORKERS:-number of cores} worker threads and
-//! the core's default limits and timeouts. `examples/hello_minihttp.rs` is the same program on
+//! the core's default limits and timeouts. `benches/compare/minihttp` is the same program on
 //! may_minihttp 0.1.11; `scripts/bench-http.sh` runs both side by side.
 //!
 //!     cargo build --release --examples

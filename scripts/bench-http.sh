@@ -3,7 +3,10 @@
 # Two example binaries answer GET /json with {"message":"Hello, World!"}:
 #
 #   target/release/examples/hello_core       ours            127.0.0.1:8101
-#   target/release/examples/hello_minihttp   may_minihttp    127.0.0.1:8102
+#   benches/compare/minihttp/target/release/hello_minihttp
+#                                            may_minihttp    127.0.0.1:8102
+#     (a standalone project: may_minihttp brings may's default features, work stealing included,
+#     which records-service's own builds leave out)
 #
 # Each is measured with wrk, alternating, ROUNDS rounds of HTTP_SECONDS, in two modes:
 #   keepalive    wrk -c 64 -t 2 (one request in flight per connection)
@@ -11,12 +14,13 @@
 # Output: bench-results/http-core.md (medians and the ratio ours / may_minihttp, also printed),
 # bench-results/http-core.json, raw wrk results under bench-results/http-raw/.
 #
-#   scripts/bench-http.sh                # builds the examples (cargo build --release --examples)
+#   scripts/bench-http.sh                # builds hello_core (cargo build --release --examples) and
+#                                        # the may_minihttp reference
 #   ROUNDS=5 HTTP_SECONDS=10 scripts/bench-http.sh
 #
 # Knobs: ROUNDS (3), HTTP_SECONDS (10), HTTP_CONNECTIONS (64), HTTP_THREADS (2), PIPELINE_DEPTH (16),
 # WARMUP_SECONDS (2), BENCH_OUT (bench-results), WORKERS (passed to both servers when set),
-# HTTP_NO_BUILD=1 (use the binaries as they are), HTTP_BIN_DIR (target/release/examples).
+# HTTP_NO_BUILD=1 (use the binaries as they are), HTTP_BIN_DIR (target/release/examples: hello_core's directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +32,7 @@ PIPELINE_DEPTH=${PIPELINE_DEPTH:-16}
 WARMUP_SECONDS=${WARMUP_SECONDS:-2}
 OUT_DIR=${BENCH_OUT:-bench-results}
 BIN_DIR=${HTTP_BIN_DIR:-target/release/examples}
+MINIHTTP_DIR=benches/compare/minihttp
 
 log() { echo "bench-http: $*" >&2; }
 die() { echo "bench-http: error: $*" >&2; exit 1; }
@@ -50,9 +55,12 @@ command -v python3 >/dev/null 2>&1 || die "python3 is needed (benches/report.py)
 if [ "${HTTP_NO_BUILD:-0}" != 1 ]; then
   log "building the examples (cargo build --release --examples)"
   nice -n 10 cargo build --release --examples -j "${BENCH_BUILD_JOBS:-2}" >&2
+  log "building the may_minihttp reference ($MINIHTTP_DIR)"
+  (cd "$MINIHTTP_DIR" && nice -n 10 cargo build --release -j "${BENCH_BUILD_JOBS:-2}") >&2
 fi
+bin_of() { case $1 in hello_core) echo "$BIN_DIR/hello_core" ;; hello_minihttp) echo "$MINIHTTP_DIR/target/release/hello_minihttp" ;; esac; }
 for b in hello_core hello_minihttp; do
-  [ -x "$BIN_DIR/$b" ] || die "missing $BIN_DIR/$b (cargo build --release --examples)"
+  [ -x "$(bin_of "$b")" ] || die "missing $(bin_of "$b") (run without HTTP_NO_BUILD=1 to build it)"
 done
 
 port_of() { case $1 in hello_core) echo 8101 ;; hello_minihttp) echo 8102 ;; esac; }
@@ -67,7 +75,7 @@ start_server() { # name port
     die "port $port is already in use"
   fi
   # Both examples read PORT (and WORKERS when set); they bind 127.0.0.1.
-  PORT=$port SERVER_HOST=127.0.0.1 SERVER_PORT=$port "$BIN_DIR/$name" >>"$logf" 2>&1 &
+  PORT=$port SERVER_HOST=127.0.0.1 SERVER_PORT=$port "$(bin_of "$name")" >>"$logf" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 200); do
     kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$logf" >&2; die "$name exited at start"; }

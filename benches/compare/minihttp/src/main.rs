@@ -1,12 +1,12 @@
 //! The reference for `make bench-http`: may_minihttp 0.1.11 serving the same fixed JSON
-//! response as `examples/hello_core.rs`, so the two can be measured side by side.
+//! response as records-service's `examples/hello_core.rs`, so the two can be measured side by side.
 //!
 //! `GET /json` answers 200 `{"message":"Hello, World!"}` (application/json); any other path
 //! 404. Listens on 127.0.0.1:${PORT:-8102} with ${WORKERS:-number of cores} worker threads.
 //! Not for exposure: may_minihttp's defects are listed in ARCHITECTURE.md.
 //!
-//!     cargo build --release --examples
-//!     target/release/examples/hello_minihttp &
+//!     cd benches/compare/minihttp && cargo build --release
+//!     target/release/hello_minihttp &
 //!     curl -s localhost:8102/json
 
 use std::io;
@@ -63,7 +63,7 @@ fn main() {
         eprintln!("hello_minihttp: PORT must be at most 65535");
         std::process::exit(2)
     });
-    records_service::signals::raise_fd_limit();
+    raise_fd_limit();
     may::config()
         .set_workers(workers)
         .set_stack_size(STACK_BYTES / std::mem::size_of::<usize>());
@@ -76,5 +76,18 @@ fn main() {
     if server.join().is_err() {
         eprintln!("hello_minihttp: the accept loop panicked");
         std::process::exit(1);
+    }
+}
+
+/// As records-service's `signals::raise_fd_limit`: the soft descriptor limit up to the hard one,
+/// so both servers of the comparison may hold as many connections.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
