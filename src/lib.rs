@@ -43,6 +43,7 @@
 pub mod ascii;
 pub mod config;
 pub mod http;
+pub mod limit;
 pub mod logging;
 pub mod metrics;
 pub mod pg;
