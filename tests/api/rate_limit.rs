@@ -169,7 +169,11 @@ fn over_the_limit_is_429_with_retry_after_and_ratelimit_fields_then_served_again
     });
     assert!(served, "still refused after Retry-After");
     let now = metrics_now(admin);
-    assert!(value(&now, RATE_LIMITED) >= 2.0, "{now:?}");
+    assert!(
+        value(&now, RATE_LIMITED) >= 2.0,
+        "{}",
+        value(&now, RATE_LIMITED)
+    );
     assert_eq!(
         value(
             &now,
