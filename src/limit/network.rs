@@ -6,7 +6,8 @@
 //! (`::ffff:10.0.0.0/104`) is the IPv4 block it maps. Otherwise the families are apart: `::/0`
 //! is every IPv6 address, not every IPv4 one. Must never accept an entry it would read as
 //! something else than written: a block with bits set past its prefix (`10.0.0.1/8`) is refused
-//! rather than rounded, since it usually means a typo.
+//! rather than rounded, since it usually means a typo. A block of every address (`0.0.0.0/0`, `::/0`)
+//! is refused: the walk of `X-Forwarded-For` would never stop before what the client wrote.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -60,6 +61,14 @@ impl Block {
                 },
             },
         };
+        if block.prefix() == 0 {
+            // The walk of X-Forwarded-For would never meet an untrusted entry and would end at
+            // the leftmost, which the client wrote: every client would choose its identity.
+            return Err(format!(
+                "{entry:?} is every address: each client could then name itself in \
+                 X-Forwarded-For (list the proxies' own addresses or subnets)"
+            ));
+        }
         if block.masked() != block {
             return Err(format!(
                 "{entry:?} has bits set past its /{prefix} prefix (the block is {})",
@@ -67,6 +76,12 @@ impl Block {
             ));
         }
         Ok(block)
+    }
+
+    fn prefix(self) -> u8 {
+        match self {
+            Block::V4 { prefix, .. } | Block::V6 { prefix, .. } => prefix,
+        }
     }
 
     /// The block with the bits past its prefix cleared.
@@ -190,22 +205,40 @@ mod tests {
 
     #[test]
     fn the_families_stay_apart_except_for_mapped_addresses() {
-        let all_v6 = TrustedProxies::parse("::/0").unwrap();
-        assert!(all_v6.contains(ip("2001:db8::1")));
+        let low_v6 = TrustedProxies::parse("::/1").unwrap();
+        assert!(low_v6.contains(ip("2001:db8::1")));
         assert!(
-            !all_v6.contains(ip("10.0.0.1")),
-            "::/0 is not every IPv4 address"
+            !low_v6.contains(ip("10.0.0.1")),
+            "::/1 holds no IPv4 address (::ffff:0:0/96 lies in it)"
         );
-        let all_v4 = TrustedProxies::parse("0.0.0.0/0").unwrap();
-        assert!(all_v4.contains(ip("203.0.113.1")));
-        assert!(all_v4.contains(ip("::ffff:203.0.113.1")));
-        assert!(!all_v4.contains(ip("2001:db8::1")));
+        let low_v4 = TrustedProxies::parse("0.0.0.0/1").unwrap();
+        assert!(low_v4.contains(ip("10.0.0.1")));
+        assert!(low_v4.contains(ip("::ffff:10.0.0.1")));
+        assert!(!low_v4.contains(ip("203.0.113.1")));
+        assert!(!low_v4.contains(ip("2001:db8::1")));
         let mapped = TrustedProxies::parse("::ffff:10.0.0.0/104").unwrap();
         assert!(
             mapped.contains(ip("10.9.9.9")),
             "a mapped block is its IPv4 block"
         );
         assert_eq!(format!("{mapped:?}"), r#"["10.0.0.0/8"]"#);
+    }
+
+    #[test]
+    fn a_block_of_every_address_is_refused() {
+        // With every address trusted, the walk of X-Forwarded-For never meets an untrusted
+        // entry and ends at the leftmost, which the client wrote: each client would choose its
+        // own identity (a fresh bucket a request), and any peer could send a PROXY header.
+        for list in [
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0.0/8, 0.0.0.0/0",
+            "::ffff:0.0.0.0/96",
+        ] {
+            let e = TrustedProxies::parse(list).unwrap_err();
+            assert!(e.contains("every address"), "{list:?}: {e}");
+        }
+        assert!(TrustedProxies::parse("0.0.0.0/1, 2001:db8::/32").is_ok());
     }
 
     #[test]
