@@ -58,7 +58,12 @@ pub struct RateLimiter {
     /// The `RateLimit-Policy` field: `"default";q=N;w=1`. Made once per limiter (response
     /// headers are `&'static`: one small string a process, never freed).
     policy: &'static str,
+    per_second: NonZeroU32,
 }
+
+/// The most clients a [`RateLimiter::for_probes`] tracks: those who probe are a few
+/// orchestrators and balancers, and a forgotten one only gets its burst back.
+pub const PROBE_CLIENTS: usize = 4096;
 
 type ClientCache = Cache<u128, u64, UnitWeighter, RandomState>;
 
@@ -81,6 +86,7 @@ impl RateLimiter {
             clients,
             capacity,
             policy: Box::leak(policy.into_boxed_str()),
+            per_second,
         }
     }
 
@@ -98,6 +104,14 @@ impl RateLimiter {
     /// Clients tracked now (at most [`RateLimiter::max_clients`]).
     pub fn tracked_clients(&self) -> usize {
         self.clients.len()
+    }
+
+    /// A limiter of the same rate for another kind of request, with its own buckets, tracking
+    /// at most [`PROBE_CLIENTS`] clients (or this one's cap, if lower): what `/readyz` checks
+    /// against, so that probes never spend a client's tokens, yet each client's probes cost
+    /// at most the rate in database checks.
+    pub fn for_probes(&self) -> RateLimiter {
+        RateLimiter::new(self.per_second, self.capacity.min(PROBE_CLIENTS))
     }
 
     /// The most clients it tracks: `RATE_LIMIT_MAX_CLIENTS`, rounded down to a multiple of

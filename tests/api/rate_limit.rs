@@ -211,6 +211,28 @@ fn a_429_costs_no_database_query() {
     assert_eq!(value(&now, RATE_LIMITED), refused as f64);
 }
 
+/// `/readyz` is never refused, but its check is a query: a client over its limit must not get
+/// one query per probe (a pipelined flood of probes would be a flood of queries the limit does
+/// not bound). Past the limit, the answer is the last check's.
+#[test]
+fn probes_over_the_limit_cost_no_query_each() {
+    const PINGS: &str = r#"records_service_pg_queries_total{statement="ping",outcome="ok"}"#;
+    let db = TestDb::new();
+    let (app, admin) = start(&db, &[("RATE_LIMIT_PER_CLIENT", "2")]);
+    let before = value(&metrics_now(admin), PINGS);
+    let (_, answers) = burst(app.addr, "/readyz", "", 50);
+    let statuses = statuses(&answers);
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "never refused: {statuses:?}"
+    );
+    let pings = value(&metrics_now(admin), PINGS) - before;
+    assert!(
+        (1.0..=4.0).contains(&pings),
+        "{pings} queries for 50 probes at 2 a second"
+    );
+}
+
 #[test]
 fn clients_behind_a_trusted_proxy_have_buckets_of_their_own() {
     let db = TestDb::new();
