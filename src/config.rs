@@ -7,7 +7,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::http::proxy::ProxyProtocol;
 use crate::http::{HttpConfig, Limits, NextRead, Timeouts};
+use crate::limit::{RateLimitConfig, TrustedProxies};
 use crate::pg::{self, ConnectParams};
 
 /// One configuration problem: which variable, and what is wrong with it.
@@ -139,6 +141,10 @@ pub struct Config {
     /// A separate listener for `/metrics`, `/livez` and `/readyz` (`METRICS_ADDR`).
     pub metrics_addr: Option<(String, u16)>,
     pub log: LogConfig,
+    /// `RATE_LIMIT_PER_CLIENT`, `RATE_LIMIT_MAX_CLIENTS`.
+    pub rate_limit: RateLimitConfig,
+    /// `TRUSTED_PROXIES`: who may name the client (also `http.proxy_protocol`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// One row of the configuration table: the variable, its default (`None`: no default; the
@@ -414,6 +420,25 @@ pub const VARIABLES: &[Setting] = &[
         default: Some("5000"),
         bounds: Some((1, DAY_MS)),
         description: "lingering close, longest wait for more input",
+    },
+    Setting {
+        name: "RATE_LIMIT_PER_CLIENT",
+        default: Some("0"),
+        bounds: Some((0, 1_000_000)),
+        description: "requests a second per client, and the burst (429 beyond); 0: no limit",
+    },
+    Setting {
+        name: "RATE_LIMIT_MAX_CLIENTS",
+        default: Some("100000"),
+        bounds: Some((1, 10_000_000)),
+        description: "clients the rate limiter tracks at once (beyond, the least active are forgotten)",
+    },
+    Setting {
+        name: "TRUSTED_PROXIES",
+        default: None,
+        bounds: None,
+        description: "proxies trusted to name the client (X-Forwarded-For, PROXY protocol v2): \
+         addresses and CIDR blocks, comma-separated; unset: none",
     },
     Setting {
         name: "SHUTDOWN_DELAY_MS",
@@ -707,6 +732,9 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             shutdown: self.millis("SHUTDOWN_TIMEOUT_MS")?,
         };
         let (host, port) = self.listen_address()?;
+        let trusted_proxies =
+            TrustedProxies::parse(&self.raw("TRUSTED_PROXIES").unwrap_or_default())
+                .map_err(|problem| err("TRUSTED_PROXIES", problem))?;
         Ok(Config {
             database: self.database()?,
             host,
@@ -716,6 +744,10 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
                 limits,
                 timeouts,
                 next_read: NextRead::Adaptive,
+                proxy_protocol: (!trusted_proxies.is_empty()).then(|| {
+                    let trusted = trusted_proxies.clone();
+                    ProxyProtocol::from(move |peer| trusted.contains(peer))
+                }),
             },
             static_dir: self.string_or("STATIC_DIR", "static"),
             stack_size: self.number::<usize>("STACK_SIZE_KIB")? * 1024,
@@ -723,6 +755,11 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             metrics: self.switch("METRICS", true)?,
             metrics_addr: self.metrics_address()?,
             log: self.log()?,
+            rate_limit: RateLimitConfig {
+                per_client: self.number("RATE_LIMIT_PER_CLIENT")?,
+                max_clients: self.number("RATE_LIMIT_MAX_CLIENTS")?,
+            },
+            trusted_proxies,
         })
     }
 
@@ -888,6 +925,23 @@ mod tests {
             ("HTTP_HEADER_TIMEOUT_MS", "10s", "is not a whole number"),
             ("SERVER_HOST", "not an ip", "is not an IP address"),
             ("POSTGRES_DB_HOST", "  ", "is empty"),
+            ("RATE_LIMIT_PER_CLIENT", "-5", "out of range"),
+            ("RATE_LIMIT_MAX_CLIENTS", "0", "out of range"),
+            (
+                "TRUSTED_PROXIES",
+                "10.0.0.0/33",
+                "\"10.0.0.0/33\": the prefix length",
+            ),
+            (
+                "TRUSTED_PROXIES",
+                "10.0.0.1/8",
+                "bits set past its /8 prefix",
+            ),
+            (
+                "TRUSTED_PROXIES",
+                "proxy.internal",
+                "is not an IP address or CIDR block",
+            ),
         ];
         for (var, value, problem) in cases {
             let mut pairs = BASE.to_vec();

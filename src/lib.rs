@@ -33,6 +33,8 @@
 //!   insides of `http` or `pg`.
 //! * `config`: fall back silently (a missing or malformed value stops the process with a
 //!   message naming the variable), or show the password in a message.
+//! * `limit`: let a client choose its own identity (only what trusted proxies appended is
+//!   believed), or grow with the number of clients seen.
 //! * `metrics`: take a lock or allocate when a value is recorded.
 //! * `logging`: make a worker wait for stderr (a full queue drops lines and counts them), or
 //!   let outside text forge a log line.
@@ -43,6 +45,7 @@
 pub mod ascii;
 pub mod config;
 pub mod http;
+pub mod limit;
 pub mod logging;
 pub mod metrics;
 pub mod pg;

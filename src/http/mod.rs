@@ -11,6 +11,7 @@ mod chunked;
 mod conn;
 mod dispatch;
 mod head;
+pub mod proxy;
 pub mod request_id;
 mod response;
 mod server;
@@ -215,6 +216,9 @@ pub struct HttpConfig {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub next_read: NextRead,
+    /// Peers whose connections may begin with a PROXY protocol v2 header naming the client
+    /// (see [`proxy`]); `None`: no connection may.
+    pub proxy_protocol: Option<proxy::ProxyProtocol>,
 }
 
 /// How a connection reads the next request after a read that emptied the socket.

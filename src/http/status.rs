@@ -21,6 +21,7 @@ impl Status {
     pub const CONTENT_TOO_LARGE: Status = Status(413);
     pub const EXPECTATION_FAILED: Status = Status(417);
     pub const UNPROCESSABLE_CONTENT: Status = Status(422);
+    pub const TOO_MANY_REQUESTS: Status = Status(429);
     pub const HEADER_FIELDS_TOO_LARGE: Status = Status(431);
     pub const INTERNAL_SERVER_ERROR: Status = Status(500);
     pub const NOT_IMPLEMENTED: Status = Status(501);
@@ -29,7 +30,7 @@ impl Status {
 
     /// The statuses this crate names, for metrics that count by status without a map: see
     /// [`Status::ordinal`].
-    pub const NAMED: [Status; 18] = [
+    pub const NAMED: [Status; 19] = [
         Status::CONTINUE,
         Status::OK,
         Status::CREATED,
@@ -43,6 +44,7 @@ impl Status {
         Status::CONTENT_TOO_LARGE,
         Status::EXPECTATION_FAILED,
         Status::UNPROCESSABLE_CONTENT,
+        Status::TOO_MANY_REQUESTS,
         Status::HEADER_FIELDS_TOO_LARGE,
         Status::INTERNAL_SERVER_ERROR,
         Status::NOT_IMPLEMENTED,
@@ -60,9 +62,9 @@ impl Status {
 
     /// The label for an [`Status::ordinal`]: the code, or `other`.
     pub fn ordinal_label(ordinal: usize) -> &'static str {
-        const LABELS: [&str; 19] = [
+        const LABELS: [&str; 20] = [
             "100", "200", "201", "204", "304", "400", "403", "404", "405", "408", "413", "417",
-            "422", "431", "500", "501", "503", "505", "other",
+            "422", "429", "431", "500", "501", "503", "505", "other",
         ];
         LABELS[ordinal.min(LABELS.len() - 1)]
     }
@@ -106,6 +108,7 @@ impl Status {
             413 => "Content Too Large",
             417 => "Expectation Failed",
             422 => "Unprocessable Content",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
             501 => "Not Implemented",

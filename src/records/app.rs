@@ -104,7 +104,8 @@ pub fn build(cfg: &Config) -> Result<Running, StartError> {
     let listener = listen("", &cfg.host, cfg.port)?;
     let draining = Arc::new(AtomicBool::new(false));
     let service = RecordsService::new(repo.clone(), &cfg.static_dir, draining.clone())
-        .access_log(cfg.log.access);
+        .access_log(cfg.log.access)
+        .clients(cfg.trusted_proxies.clone(), cfg.rate_limit.limiter());
     // With METRICS_ADDR, /metrics (with /livez and /readyz) has a listener of its own and the
     // public one does not serve it.
     let admin = match &cfg.metrics_addr {

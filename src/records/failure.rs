@@ -30,6 +30,8 @@ pub enum Failure {
     NotFound(Cow<'static, str>),
     /// 405, with the methods the path does allow.
     NotAllowed { allow: &'static str },
+    /// 429: the client is over `RATE_LIMIT_PER_CLIENT`; `policy` is the `RateLimit-Policy`.
+    RateLimited { policy: &'static str },
     /// 503 from `/readyz`: the database did not answer its check.
     NotReady(pg::Error),
     /// 503 from `/readyz` while the service drains.
@@ -92,6 +94,7 @@ impl Failure {
             Failure::BadRequest(_) => Status::BAD_REQUEST,
             Failure::NotFound(_) => Status::NOT_FOUND,
             Failure::NotAllowed { .. } => Status::METHOD_NOT_ALLOWED,
+            Failure::RateLimited { .. } => Status::TOO_MANY_REQUESTS,
             Failure::NotReady(_) | Failure::ShuttingDown => Status::SERVICE_UNAVAILABLE,
             Failure::Database(e) => match classify(e) {
                 DatabaseFailure::Backstop => Status::BAD_REQUEST,
@@ -119,6 +122,15 @@ impl Failure {
             Failure::NotAllowed { allow } => {
                 res.error(status, "Method Not Allowed")
                     .header("Allow", allow);
+                None
+            }
+            Failure::RateLimited { policy } => {
+                // The connection stays open: a client that waits as told is served on it.
+                metrics.rate_limited();
+                res.error(status, "Too Many Requests")
+                    .header("Retry-After", crate::limit::RETRY_AFTER)
+                    .header("RateLimit-Policy", policy)
+                    .header("RateLimit", crate::limit::EXHAUSTED);
                 None
             }
             Failure::ShuttingDown => {
@@ -231,6 +243,10 @@ mod tests {
             Status::METHOD_NOT_ALLOWED
         );
         assert_eq!(Failure::ShuttingDown.status(), Status::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            Failure::RateLimited { policy: "" }.status(),
+            Status::TOO_MANY_REQUESTS
+        );
         assert_eq!(
             Failure::NotReady(pg::Error::unavailable("down")).status(),
             Status::SERVICE_UNAVAILABLE

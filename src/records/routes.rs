@@ -3,11 +3,13 @@
 //! logged (`Service::call`). The routes themselves (path to `Route`, its template) are in
 //! `route`, the handlers in `handlers`, the failures in `failure`.
 
-use std::sync::atomic::AtomicBool;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::http::{Request, Response, ServerHandle, Service, Status};
+use crate::limit::{RateLimiter, TrustedProxies};
 use crate::logging::{AccessLog, Untrusted};
 
 use super::assets::{Asset, Assets};
@@ -33,6 +35,21 @@ pub struct RecordsService {
     server: Arc<OnceLock<ServerHandle>>,
     surface: Surface,
     access_log: AccessLog,
+    /// The per-client rate limit (`RATE_LIMIT_PER_CLIENT`), one for the process; `None` when
+    /// off (and on the metrics listener): one branch per request then.
+    limiter: Option<Arc<RateLimiter>>,
+    /// The same rate for `/readyz`, in buckets of its own: a probe is never refused and
+    /// spends none of its client's tokens, but past this a client's probes are answered with
+    /// the last check's outcome, not a query each.
+    probes: Option<Arc<RateLimiter>>,
+    /// The outcome of the last `/readyz` database check ([`LAST_CHECK_READY`] and
+    /// [`LAST_CHECK_FAILED`]; 0: none yet), shared by the listeners.
+    pub(super) last_check: Arc<AtomicU8>,
+    /// Where `/metrics` finds the limiter (set with it).
+    limiter_seen: Arc<OnceLock<Arc<RateLimiter>>>,
+    /// `TRUSTED_PROXIES`: who may name the client (the rate limit's key, the access log's
+    /// `client`).
+    trusted: TrustedProxies,
 }
 
 impl RecordsService {
@@ -41,10 +58,12 @@ impl RecordsService {
     pub fn new(repo: Arc<Repository>, static_dir: &str, draining: Arc<AtomicBool>) -> Self {
         let metrics = repo.metrics().clone();
         let server = Arc::new(OnceLock::new());
+        let limiter_seen = Arc::new(OnceLock::new());
         let exporter = Arc::new(Exporter::page(
             metrics.clone(),
             repo.pools(),
             server.clone(),
+            limiter_seen.clone(),
         ));
         RecordsService {
             repo,
@@ -56,6 +75,11 @@ impl RecordsService {
             server,
             surface: Surface::All,
             access_log: AccessLog::Errors,
+            limiter: None,
+            probes: None,
+            last_check: Arc::new(AtomicU8::new(0)),
+            limiter_seen,
+            trusted: TrustedProxies::default(),
         }
     }
 
@@ -72,12 +96,77 @@ impl RecordsService {
             server: self.server.clone(),
             surface,
             access_log: self.access_log,
+            // The metrics listener (probes and scrapes) is not limited.
+            limiter: self.limiter.clone().filter(|_| surface != Surface::Admin),
+            probes: self.probes.clone().filter(|_| surface != Surface::Admin),
+            last_check: self.last_check.clone(),
+            limiter_seen: self.limiter_seen.clone(),
+            trusted: self.trusted.clone(),
         }
     }
 
     pub fn access_log(mut self, access_log: AccessLog) -> Self {
         self.access_log = access_log;
         self
+    }
+
+    /// Tells clients apart by `trusted` (see [`TrustedProxies::client`]) and limits each to
+    /// what `limiter` allows (none: no limit).
+    pub fn clients(mut self, trusted: TrustedProxies, limiter: Option<RateLimiter>) -> Self {
+        self.probes = limiter.as_ref().map(|l| Arc::new(l.for_probes()));
+        self.limiter = limiter.map(Arc::new);
+        if let Some(limiter) = &self.limiter {
+            let _ = self.limiter_seen.set(limiter.clone());
+        }
+        self.trusted = trusted;
+        self
+    }
+
+    /// The rate limit, before anything is done for the request (a flood of bad requests is
+    /// limited too, and a 429 costs no query): 429 when its client is over the limit.
+    /// `Ok(false)`: a `/readyz` past its client's rate, answered without a query of its own.
+    #[inline]
+    fn admit(&self, route: Route, req: &Request<'_>) -> Result<bool, Failure> {
+        match &self.limiter {
+            None => Ok(true),
+            Some(limiter) => self.limit(limiter, route, req),
+        }
+    }
+
+    /// Every route but the orchestrator's probes counts against the client's limit (a
+    /// request whose peer the socket could not tell is let through). The probes are never
+    /// refused; `/readyz`, whose check is a query, counts in buckets of its own.
+    #[inline(never)]
+    fn limit(
+        &self,
+        limiter: &RateLimiter,
+        route: Route,
+        req: &Request<'_>,
+    ) -> Result<bool, Failure> {
+        let limiter = match (route, &self.probes) {
+            (Route::Livez, _) | (Route::Readyz, None) => return Ok(true),
+            (Route::Readyz, Some(probes)) => probes,
+            _ => limiter,
+        };
+        match self.client(req) {
+            Some(client) if !limiter.admit(client) => match route {
+                Route::Readyz => Ok(false),
+                _ => Err(Failure::RateLimited {
+                    policy: limiter.policy(),
+                }),
+            },
+            _ => Ok(true),
+        }
+    }
+
+    /// The request's client: its peer, or the address a trusted proxy gave for it.
+    fn client(&self, req: &Request<'_>) -> Option<IpAddr> {
+        let forwarded_for = req
+            .headers()
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|h| h.value);
+        Some(self.trusted.client(req.peer()?.ip(), forwarded_for))
     }
 
     /// Where the main listener's connection counters come from, once it runs.
@@ -87,7 +176,15 @@ impl RecordsService {
 
     /// The route table. `HEAD` is answered as `GET` (the HTTP core drops the body).
     #[inline(never)]
-    fn route(&self, route: Route, req: &Request<'_>, res: &mut Response<'_>) -> Handled {
+    /// `fresh`: false for a `/readyz` past its client's rate (it answers the last check's
+    /// outcome).
+    fn route(
+        &self,
+        route: Route,
+        req: &Request<'_>,
+        res: &mut Response<'_>,
+        fresh: bool,
+    ) -> Handled {
         let method = match req.method() {
             "HEAD" => "GET",
             m => m,
@@ -110,7 +207,7 @@ impl RecordsService {
                 res.body_mut().extend_from_slice(br#"{"status":"ok"}"#);
                 Ok(())
             }
-            (Route::Readyz, "GET") => self.readyz(affinity, res),
+            (Route::Readyz, "GET") => self.readyz(affinity, res, fresh),
             (Route::Metrics, "GET") => self.metrics(req, res),
             (Route::OpenApi, "GET") => {
                 self.openapi.answer(req, res);
@@ -126,6 +223,11 @@ impl RecordsService {
         }
     }
 }
+
+/// [`RecordsService::last_check`]: the database answered the last `/readyz` check.
+pub(super) const LAST_CHECK_READY: u8 = 1;
+/// [`RecordsService::last_check`]: it did not.
+pub(super) const LAST_CHECK_FAILED: u8 = 2;
 
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,8 +261,10 @@ impl Service for RecordsService {
         }
         // A panicking handler is answered 500 by the HTTP core; it is counted (and logged) as
         // such here first, so the in-flight gauge does not keep it for ever.
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.route(route, req, res)));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let fresh = self.admit(route, req)?;
+            self.route(route, req, res, fresh)
+        }));
         let (failed, panic) = match outcome {
             Ok(Ok(())) => (None, None),
             Ok(Err(failure)) => (failure.write(res, req, &self.metrics), None),
@@ -218,16 +322,18 @@ impl RecordsService {
             AccessLog::All => true,
         };
         if logged {
-            access_log(done);
+            access_log(done, self.client(done.req));
         }
     }
 }
 
 /// One access log event: no raw path or query (they may hold email addresses), the route
-/// template instead; and why it failed, if it was the server's failure.
-fn access_log(done: &Finished<'_, '_>) {
+/// template instead; why it failed, if it was the server's failure; the connection's `peer`
+/// and the `client` (the peer, or whom a trusted proxy named).
+fn access_log(done: &Finished<'_, '_>, client: Option<IpAddr>) {
     let req = done.req;
     let peer = req.peer().map(tracing::field::display);
+    let client = client.map(tracing::field::display);
     let cause = done.failed.map(|f| f.cause);
     let error = done
         .failed
@@ -243,6 +349,7 @@ fn access_log(done: &Finished<'_, '_>) {
         bytes = done.bytes,
         request_id = req.request_id(),
         peer,
+        client,
         cause,
         error,
     );

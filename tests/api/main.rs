@@ -6,5 +6,6 @@ mod support;
 
 mod cli;
 mod observability;
+mod rate_limit;
 mod resilience;
 mod routes;

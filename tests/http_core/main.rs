@@ -29,6 +29,7 @@
 //! - `shutdown`: graceful shutdown;
 //! - `memory`: a client that never reads, and accept out of descriptors (child processes);
 //! - `properties`: any split of a stream gets the same answers (proptest);
+//! - `proxy`: the PROXY protocol v2 header from trusted peers (and from others: a bad request);
 //! - `support`: the in-process server and raw client these modules share.
 
 mod support;
@@ -45,4 +46,5 @@ mod lingering;
 mod memory;
 mod pipelining;
 mod properties;
+mod proxy;
 mod shutdown;

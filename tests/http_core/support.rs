@@ -61,6 +61,7 @@ pub fn config(f: impl FnOnce(&mut HttpConfig)) -> HttpConfig {
 /// - `/big?n=N` answers N bytes of `x` as text/plain;
 /// - `/ignore-body` answers `{}` without looking at the body;
 /// - `/close` asks for the connection to close;
+/// - `/peer` answers the request's peer address (`Request::peer`) as text, or `none`;
 /// - anything else echoes the request as JSON (see [`Echo`]).
 ///
 /// Every path the handler is called for is recorded in `seen`, so a test can prove that a
@@ -144,6 +145,12 @@ impl Service for TestService {
             }
             "/close" => {
                 res.close_connection();
+            }
+            "/peer" => {
+                res.content_type("text/plain");
+                let peer = req.peer().map_or("none".to_string(), |p| p.to_string());
+                res.body_mut().extend_from_slice(peer.as_bytes());
+                return;
             }
             _ => {}
         }

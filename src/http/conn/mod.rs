@@ -18,6 +18,7 @@
 mod budget;
 mod io;
 mod linger;
+mod proxied;
 
 use std::io::ErrorKind;
 use std::mem::MaybeUninit;
@@ -243,7 +244,7 @@ impl<'s> Conn<'s> {
             last_read: Instant::now(),
             requests: 0,
             id_buf: [0; request_id::GENERATED_MAX],
-            peer: stream.peer_addr().ok(),
+            peer: proxied::Peer::of(stream, shared),
         })
     }
 }
@@ -289,7 +290,7 @@ struct Conn<'s> {
     requests: u64,
     /// The id the server made for the request being answered (when the client sent none).
     id_buf: [u8; request_id::GENERATED_MAX],
-    peer: Option<std::net::SocketAddr>,
+    peer: proxied::Peer,
 }
 
 impl Conn<'_> {
@@ -380,6 +381,9 @@ impl Conn<'_> {
     /// The front request is in its head (or not begun): find the head's end, parse it once,
     /// and answer it if its body is here too.
     fn advance_head<S: Service>(&mut self, service: &S) -> Step {
+        if let Some(step) = self.proxy_header() {
+            return step;
+        }
         let limits = &self.shared.config.limits;
         // Empty lines before a request line are ignored (RFC 9112 2.2), each once, also when
         // they trickle in after the first (re-parsing them would cost quadratic time).
@@ -458,7 +462,7 @@ impl Conn<'_> {
                             body: &data[info.len..end],
                             conn_id: self.id,
                             request_id: "",
-                            peer: self.peer,
+                            peer: self.peer.addr,
                         };
                         self.requests += 1;
                         req.identify(self.shared.id_prefix, self.requests, &mut self.id_buf);
@@ -579,7 +583,7 @@ impl Conn<'_> {
             body: &data[len..body_end],
             conn_id: self.id,
             request_id: "",
-            peer: self.peer,
+            peer: self.peer.addr,
         };
         self.requests += 1;
         req.identify(self.shared.id_prefix, self.requests, &mut self.id_buf);

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use crate::http::{ServerHandle, Status};
+use crate::limit::RateLimiter;
 use crate::metrics::{
     process::Process, Exposition, HistogramSnapshot, Registry, Source, Unit, NANOS,
 };
@@ -15,7 +16,7 @@ use crate::records::statements::Query;
 
 use super::{
     query_durations, request_durations, Metrics, Page, Unavailable, METHODS, OUTCOMES, QUERIES,
-    REQUESTS, STATUSES, UNAVAILABLE,
+    RATE_LIMITED, REQUESTS, STATUSES, UNAVAILABLE,
 };
 
 /// Everything `/metrics` shows, read at each scrape.
@@ -25,6 +26,8 @@ pub struct Exporter {
     pools: Vec<(&'static str, Vec<Client>)>,
     /// The main listener, once it runs (the service exists before its server does).
     server: Arc<OnceLock<ServerHandle>>,
+    /// The rate limiter, once the service has one (`RATE_LIMIT_PER_CLIENT`).
+    limiter: Arc<OnceLock<Arc<RateLimiter>>>,
 }
 
 impl Exporter {
@@ -34,12 +37,14 @@ impl Exporter {
         metrics: Arc<Metrics>,
         pools: [(&'static str, &[Client]); 3],
         server: Arc<OnceLock<ServerHandle>>,
+        limiter: Arc<OnceLock<Arc<RateLimiter>>>,
     ) -> Page {
         let mut registry = Registry::default();
         registry.add(Exporter {
             metrics,
             pools: pools.map(|(pool, clients)| (pool, clients.to_vec())).into(),
             server,
+            limiter,
         });
         registry.add(Process);
         Page::new(registry)
@@ -209,6 +214,26 @@ impl Exporter {
             "503 answers, by cause.",
             None,
             causes.iter().map(|(l, n)| (&l[..], *n)),
+        );
+    }
+
+    /// The rate limiter: requests it refused, and the clients it tracks (0 when it is off).
+    fn rate_limit(&self, out: &mut Exposition<'_>) {
+        let none: &[(&str, &str)] = &[];
+        if self.metrics.enabled {
+            out.counters(
+                "records_service_http_rate_limited",
+                "Requests answered 429: their client was over RATE_LIMIT_PER_CLIENT.",
+                None,
+                [(none, self.metrics.cells.sum(RATE_LIMITED))],
+            );
+        }
+        let tracked = self.limiter.get().map_or(0, |l| l.tracked_clients());
+        out.gauges(
+            "records_service_rate_limit_tracked_clients",
+            "Clients the rate limiter tracks now (at most RATE_LIMIT_MAX_CLIENTS).",
+            None,
+            [(none, tracked as f64)],
         );
     }
 
@@ -399,6 +424,7 @@ impl Source for Exporter {
     fn collect(&self, out: &mut Exposition<'_>) {
         self.requests(out);
         self.core(out);
+        self.rate_limit(out);
         self.queries(out);
         self.connections(out);
         self.log_and_build(out);

@@ -115,7 +115,9 @@ const IN_FLIGHT: usize = REQUEST_DURATIONS + Route::COUNT * DURATION_CELLS;
 const QUERIES: usize = IN_FLIGHT + 1;
 const QUERY_DURATIONS: usize = QUERIES + Query::COUNT * OUTCOMES.len();
 const UNAVAILABLE: usize = QUERY_DURATIONS + Query::COUNT * DURATION_CELLS;
-const WIDTH: usize = UNAVAILABLE + Unavailable::ALL.len();
+/// Requests answered 429 by the rate limiter.
+const RATE_LIMITED: usize = UNAVAILABLE + Unavailable::ALL.len();
+const WIDTH: usize = RATE_LIMITED + 1;
 
 fn request_durations(route: Route) -> Histogram {
     Histogram {
@@ -189,6 +191,13 @@ impl Metrics {
     pub fn unavailable(&self, cause: Unavailable) {
         if self.enabled {
             self.cells.inc(UNAVAILABLE + cause as usize);
+        }
+    }
+
+    /// A request was answered 429 (its client was over the rate limit).
+    pub fn rate_limited(&self) {
+        if self.enabled {
+            self.cells.inc(RATE_LIMITED);
         }
     }
 }
