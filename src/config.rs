@@ -139,6 +139,8 @@ pub struct Config {
     /// A separate listener for `/metrics`, `/livez` and `/readyz` (`METRICS_ADDR`).
     pub metrics_addr: Option<(String, u16)>,
     pub log: LogConfig,
+    /// Access control (`AUTH_*`), keys read.
+    pub auth: crate::auth::Settings,
 }
 
 /// One row of the configuration table: the variable, its default (`None`: no default; the
@@ -469,6 +471,48 @@ pub const VARIABLES: &[Setting] = &[
         bounds: None,
         description: "off, errors (requests answered 5xx) or all: one log event per request",
     },
+    Setting {
+        name: "AUTH_REQUIRED",
+        default: Some("off"),
+        bounds: None,
+        description: "which requests need a bearer token (JWT): off, writes (POST and DELETE) or all (every records route); never /livez, /readyz, /metrics or the documentation",
+    },
+    Setting {
+        name: "AUTH_JWT_SECRET",
+        default: None,
+        bounds: None,
+        description: "the HS256 secret tokens are verified with, at least 32 bytes (not with AUTH_JWT_SECRET_FILE)",
+    },
+    Setting {
+        name: "AUTH_JWT_SECRET_FILE",
+        default: None,
+        bounds: None,
+        description: "a file holding the HS256 secret (one final line end is not part of it)",
+    },
+    Setting {
+        name: "AUTH_JWKS_FILE",
+        default: None,
+        bounds: None,
+        description: "a JWKS file of RSA (RS256) and P-256 (ES256) public keys, chosen by kid; read again within a second of a change",
+    },
+    Setting {
+        name: "AUTH_AUDIENCE",
+        default: None,
+        bounds: None,
+        description: "when set, tokens must carry this aud",
+    },
+    Setting {
+        name: "AUTH_ISSUER",
+        default: None,
+        bounds: None,
+        description: "when set, tokens must carry this iss",
+    },
+    Setting {
+        name: "AUTH_LEEWAY_SECONDS",
+        default: Some("30"),
+        bounds: Some((0, 300)),
+        description: "clock skew allowed on a token's exp and nbf",
+    },
 ];
 
 /// How the service logs; see [`crate::logging`].
@@ -723,6 +767,8 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
             metrics: self.switch("METRICS", true)?,
             metrics_addr: self.metrics_address()?,
             log: self.log()?,
+            auth: crate::auth::Settings::read(|n| self.raw(n), self.number("AUTH_LEEWAY_SECONDS")?)
+                .map_err(|(v, p)| err(v, p))?,
         })
     }
 
