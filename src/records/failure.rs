@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use crate::auth::Denial;
 use crate::http::{Request, Response, Status};
 use crate::logging::Untrusted;
 use crate::pg::{self, ErrorKind};
@@ -30,6 +31,9 @@ pub enum Failure {
     NotFound(Cow<'static, str>),
     /// 405, with the methods the path does allow.
     NotAllowed { allow: &'static str },
+    /// 401 (no valid token) or 403 (a token without the scope), with a `WWW-Authenticate`
+    /// challenge.
+    Denied(Denial),
     /// 503 from `/readyz`: the database did not answer its check.
     NotReady(pg::Error),
     /// 503 from `/readyz` while the service drains.
@@ -92,6 +96,8 @@ impl Failure {
             Failure::BadRequest(_) => Status::BAD_REQUEST,
             Failure::NotFound(_) => Status::NOT_FOUND,
             Failure::NotAllowed { .. } => Status::METHOD_NOT_ALLOWED,
+            Failure::Denied(d) if d.is_forbidden() => Status::FORBIDDEN,
+            Failure::Denied(_) => Status::UNAUTHORIZED,
             Failure::NotReady(_) | Failure::ShuttingDown => Status::SERVICE_UNAVAILABLE,
             Failure::Database(e) => match classify(e) {
                 DatabaseFailure::Backstop => Status::BAD_REQUEST,
@@ -119,6 +125,12 @@ impl Failure {
             Failure::NotAllowed { allow } => {
                 res.error(status, "Method Not Allowed")
                     .header("Allow", allow);
+                None
+            }
+            Failure::Denied(denial) => {
+                metrics.auth_failure(denial);
+                res.error(status, denial.detail())
+                    .header("WWW-Authenticate", denial.challenge());
                 None
             }
             Failure::ShuttingDown => {

@@ -11,6 +11,7 @@ mod page;
 
 use std::time::Duration;
 
+use crate::auth::Denial;
 use crate::http::Status;
 use crate::metrics::{Histogram, Striped, DURATION_BUCKETS};
 use crate::pg::{self, ErrorKind};
@@ -115,7 +116,9 @@ const IN_FLIGHT: usize = REQUEST_DURATIONS + Route::COUNT * DURATION_CELLS;
 const QUERIES: usize = IN_FLIGHT + 1;
 const QUERY_DURATIONS: usize = QUERIES + Query::COUNT * OUTCOMES.len();
 const UNAVAILABLE: usize = QUERY_DURATIONS + Query::COUNT * DURATION_CELLS;
-const WIDTH: usize = UNAVAILABLE + Unavailable::ALL.len();
+/// Requests refused for their credentials, by [`Denial::index`].
+const AUTH_FAILURES: usize = UNAVAILABLE + Unavailable::ALL.len();
+const WIDTH: usize = AUTH_FAILURES + Denial::LABELS.len();
 
 fn request_durations(route: Route) -> Histogram {
     Histogram {
@@ -189,6 +192,13 @@ impl Metrics {
     pub fn unavailable(&self, cause: Unavailable) {
         if self.enabled {
             self.cells.inc(UNAVAILABLE + cause as usize);
+        }
+    }
+
+    /// Counts a request refused 401 or 403.
+    pub fn auth_failure(&self, denial: Denial) {
+        if self.enabled {
+            self.cells.inc(AUTH_FAILURES + denial.index());
         }
     }
 }
