@@ -327,12 +327,15 @@ SYSTEM_LABELS = {
     "ours-1": "records-service (WORKERS=1)",
     "ours-nometrics": "records-service, METRICS=off (WORKERS={workers})",
     "ours-access": "records-service, ACCESS_LOG=all (WORKERS={workers})",
+    "ours-auth": ("records-service, AUTH_REQUIRED=all, a valid HS256 token on every request "
+                  "(WORKERS={workers})"),
     "ours-base": "records-service, BASE_BIN (WORKERS={workers})",
     "axum": "axum 0.8 + tokio-postgres + deadpool",
     "xitca": "xitca-web 0.8 + xitca-postgres 0.4 (WORKERS={workers})",
     "fastapi": "FastAPI 0.110 + psycopg 3.1 pool (1 uvicorn worker)",
 }
-ORDER = ["ours", "ours-nometrics", "ours-access", "ours-base", "ours-1", "xitca", "axum", "fastapi"]
+ORDER = ["ours", "ours-nometrics", "ours-access", "ours-auth", "ours-base", "ours-1", "xitca",
+         "axum", "fastapi"]
 
 
 def fmt(v, digits=2):
