@@ -65,6 +65,13 @@ bench-observability: build db
 	$(WITH_DB) $(BIN) migrate
 	$(WITH_DB) SYSTEMS=ours,ours-nometrics,ours-access$${BASE_BIN:+,ours-base} scripts/bench.sh
 
+# What access control costs, same run: AUTH_REQUIRED=off (the default) against
+# AUTH_REQUIRED=all with a valid HS256 token on every request. BASE_BIN=path adds another build.
+.PHONY: bench-auth
+bench-auth: build db
+	$(WITH_DB) $(BIN) migrate
+	$(WITH_DB) SYSTEMS=ours,ours-auth$${BASE_BIN:+,ours-base} scripts/bench.sh
+
 # System calls, context switches and CPU per request, ours against xitca-web (perf stat; root).
 # BASE_BIN=path adds another build as ours-base.
 bench-syscalls: build db

@@ -327,6 +327,8 @@ SYSTEM_LABELS = {
     "ours-1": "records-service (WORKERS=1)",
     "ours-nometrics": "records-service, METRICS=off (WORKERS={workers})",
     "ours-access": "records-service, ACCESS_LOG=all (WORKERS={workers})",
+    "ours-auth": ("records-service, AUTH_REQUIRED=all, a valid HS256 token on every request "
+                  "(WORKERS={workers})"),
     "ours-base": "records-service, BASE_BIN (WORKERS={workers})",
     "axum": "axum 0.8 + tokio-postgres + deadpool",
     "xitca": "xitca-web 0.8 + xitca-postgres 0.4, TechEmpower's build (WORKERS={workers})",
@@ -338,6 +340,7 @@ ORDER = [
     "ours",
     "ours-nometrics",
     "ours-access",
+    "ours-auth",
     "ours-base",
     "ours-1",
     "xitca",

@@ -19,6 +19,10 @@
 #   xitca-epoll     benches/compare/xitca, XITCA_IO_URING=0 (HTTP socket on epoll)  127.0.0.1:8014
 #   xitca-plain     benches/compare/xitca-plain, the reference before issue 23       127.0.0.1:8024
 #   e.g. SYSTEMS=ours,xitca,xitca-epoll,xitca-plain scripts/bench.sh
+# and what access control costs (`make bench-auth`):
+#   ours-auth       records-service, WORKERS = nproc, AUTH_REQUIRED=all with an HS256 secret;
+#                   every request carries a valid bearer token (made here, scope records:read,
+#                   valid for a day) in its Authorization header                 127.0.0.1:8031
 #
 # Each run: start the server, wait until it answers, warm up (WARMUP_SECONDS), a closed-loop run
 # of BENCH_SECONDS for peak throughput, then a fixed-rate run (oha -q) at LATENCY_LOAD (0.7) of
@@ -107,9 +111,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 wants() { local s; for s in "${SYS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 for s in "${SYS[@]}"; do
   case $s in
-    ours|ours-1|ours-nometrics|ours-access|xitca|xitca-epoll|xitca-plain|axum|fastapi) ;;
+    ours|ours-1|ours-nometrics|ours-access|ours-auth|xitca|xitca-epoll|xitca-plain|axum|fastapi) ;;
     ours-base) [ -x "${BASE_BIN:-}" ] || die "ours-base needs BASE_BIN, an executable (got '${BASE_BIN:-}')" ;;
-    *) die "unknown system '$s' (known: ours, ours-1, ours-nometrics, ours-access, ours-base, xitca, xitca-epoll, xitca-plain, axum, fastapi)" ;;
+    *) die "unknown system '$s' (known: ours, ours-1, ours-nometrics, ours-access, ours-auth, ours-base, xitca, xitca-epoll, xitca-plain, axum, fastapi)" ;;
   esac
 done
 
@@ -117,9 +121,23 @@ port_of() {
   case $1 in
     ours) echo 8001 ;; ours-1) echo 8011 ;; axum) echo 8002 ;; fastapi) echo 8003 ;; xitca) echo 8004 ;;
     ours-nometrics) echo 8021 ;; ours-access) echo 8022 ;; ours-base) echo 8023 ;;
-    xitca-epoll) echo 8014 ;; xitca-plain) echo 8024 ;;
+    xitca-epoll) echo 8014 ;; xitca-plain) echo 8024 ;; ours-auth) echo 8031 ;;
   esac
 }
+
+# ours-auth's secret and token: HS256 (RFC 7519) signed here with Python's standard library,
+# the token valid for a day with the scope records:read. Only ours-auth's load carries it.
+BENCH_AUTH_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+BENCH_AUTH_HEADER="Authorization: Bearer $(python3 - "$BENCH_AUTH_SECRET" <<'EOF'
+import base64, hashlib, hmac, json, sys, time
+def b64(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+claims = {"sub": "bench", "exp": int(time.time()) + 86400, "scope": "records:read"}
+signed = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+print(signed + "." + b64(hmac.new(sys.argv[1].encode(), signed.encode(), hashlib.sha256).digest()))
+EOF
+)"
+export BENCH_AUTH_SECRET BENCH_AUTH_HEADER
 
 # --- cleanup: never leave a server behind ------------------------------------------------------
 . scripts/lib/bench-servers.sh
@@ -196,7 +214,8 @@ if wants xitca-plain; then
   (cd "$XITCA_PLAIN_DIR" && nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" --target-dir target >&2)
   [ -x "$XITCA_PLAIN_BIN" ] || die "xitca-plain build produced no $XITCA_PLAIN_BIN"
 fi
-if { wants ours || wants ours-1 || wants ours-nometrics || wants ours-access; } && [ ! -x "$OURS_BIN" ]; then
+if { wants ours || wants ours-1 || wants ours-nometrics || wants ours-access || wants ours-auth; } \
+  && [ ! -x "$OURS_BIN" ]; then
   log "building records-service (release)"
   nice -n 10 cargo build --release --locked -j "$BUILD_JOBS" >&2
   [ -x "$OURS_BIN" ] || die "no $OURS_BIN after cargo build"
@@ -293,17 +312,18 @@ rss_kb() {
 
 load() { # port seconds rate(0 = closed loop) outfile [connections]
   local port=$1 secs=$2 rate=$3 out=$4 conns=${5:-$BENCH_CONNECTIONS}
-  local limit=$((secs + 60))
+  local limit=$((secs + 60)) headers=()
+  [ "$port" = "$(port_of ours-auth)" ] && headers=(-H "$BENCH_AUTH_HEADER")
   if [ "$BENCH_TOOL" = oha ]; then
-    local extra=()
-    [ "$rate" -gt 0 ] && extra=(-q "$rate" --latency-correction)
+    local extra=("${headers[@]}")
+    [ "$rate" -gt 0 ] && extra+=(-q "$rate" --latency-correction)
     timeout --foreground "$limit" oha --no-tui --output-format json -w -z "${secs}s" -c "$conns" \
       "${extra[@]}" --rand-regex-url "http://127.0.0.1:$port/user/$ID_REGEX" >"$out" 2>"$out.err" &
     LOAD_PID=$!
     wait "$LOAD_PID" || die "oha failed or ran past ${limit}s (see $out.err)"
   else
     timeout --foreground "$limit" wrk -c "$conns" -t "$BENCH_THREADS" -d "${secs}s" --latency \
-      -s benches/random_user.lua "http://127.0.0.1:$port" -- "$BENCH_ROWS" >"$out" 2>"$out.err" &
+      "${headers[@]}" -s benches/random_user.lua "http://127.0.0.1:$port" -- "$BENCH_ROWS" >"$out" 2>"$out.err" &
     LOAD_PID=$!
     wait "$LOAD_PID" || die "wrk failed or ran past ${limit}s (see $out.err)"
   fi

@@ -20,7 +20,9 @@ ports:
   4. /docs (Swagger UI) and /redoc (ReDoc): every operation of /openapi.json rendered, and
      Swagger UI's "Try it out" on GET /user/{id} answering the record a direct GET returns;
   5. the bytes a first and a second visit to /docs and to /redoc cost (resource timing): the
-     first compressed, the second revalidated or from the cache, so far less.
+     first compressed, the second revalidated or from the cache, so far less;
+  6. with AUTH_REQUIRED=writes: Swagger UI's "Try it out" on POST /user answers 401 until a
+     token is entered through "Authorize", then 200 (the record is then read back directly).
 The browser resolves no host but 127.0.0.1: every page must work offline (no CDN).
 Every wait is a bounded poll, never a fixed sleep. Everything started is stopped at the end.
 Prints PASS or FAIL; the exit status is 0 only on PASS.
@@ -44,6 +46,9 @@ except ImportError:
           "(apt-get install python3-selenium chromium chromium-driver)")
     sys.exit(1)
 
+import base64
+import hashlib
+import hmac
 import http.client
 import json
 import random
@@ -666,6 +671,79 @@ def test_docs_transfer(services, driver):
               f"{path}: the second visit transferred {sent[1]} bytes, the first {sent[0]}")
 
 
+# The HS256 secret of the access-control check (test-only).
+AUTH_SECRET = "test-console-hs256-secret-" + uuid.uuid4().hex
+
+
+def hs256_token(secret, claims):
+    """A JWT signed with HS256 (RFC 7519): what an identity provider would issue."""
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    signed = (b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "."
+              + b64(json.dumps(claims).encode()))
+    mac = hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()
+    return f"{signed}.{b64(mac)}"
+
+
+def execute_post_user(driver, block, email):
+    """Try it out on POST /user with `email`; returns the status Swagger UI shows."""
+    field = wait_for(driver, "the email field",
+                     lambda d: (block.find_elements(
+                         By.CSS_SELECTOR, "tr[data-param-name='email'] input") or [None])[0])
+    field.clear()
+    field.send_keys(email)
+    # Swagger UI keeps the previous answer until the new one arrives: clear it first.
+    for button in block.find_elements(By.CSS_SELECTOR, "button.btn-clear"):
+        button.click()
+    block.find_element(By.CSS_SELECTOR, "button.execute").click()
+    cell = wait_for(
+        driver, "the live response to POST /user",
+        lambda d: (block.find_elements(
+            By.CSS_SELECTOR, ".live-responses-table tr.response .response-col_status")
+            or [None])[0])
+    return cell.text.strip()
+
+
+def test_docs_authorize(services, driver):
+    """With AUTH_REQUIRED=writes, /docs offers "Authorize" (the document declares the bearer
+    scheme): a POST without a token answers 401, the same POST after a token is entered 200."""
+    port = free_port()
+    proc = services.start("service-auth", port, AUTH_REQUIRED="writes",
+                          AUTH_JWT_SECRET=AUTH_SECRET)
+    wait_listening(services, proc, port, "/readyz", want_status=200)
+    email = f"authorize-{uuid.uuid4().hex[:8]}@example.com"
+
+    driver.get(f"http://127.0.0.1:{port}/docs")
+    wait_for(driver, "Swagger UI's Authorize button",
+             lambda d: d.find_elements(By.CSS_SELECTOR, ".auth-wrapper button.authorize"))
+    block = driver.find_element(By.ID, "operations-records-upsertRecord")
+    block.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    wait_for(driver, "the operation to open",
+             lambda d: block.find_elements(By.CSS_SELECTOR, "button.try-out__btn"))
+    block.find_element(By.CSS_SELECTOR, "button.try-out__btn").click()
+    status = execute_post_user(driver, block, email)
+    check(status.startswith("401"), f"POST /user without a token answered {status!r}")
+    log(f"/docs with AUTH_REQUIRED=writes: POST /user without a token: {status}")
+
+    token = hs256_token(AUTH_SECRET, {"sub": "test-console", "exp": int(time.time()) + 600,
+                                      "scope": "records:write"})
+    driver.find_element(By.CSS_SELECTOR, ".auth-wrapper button.authorize").click()
+    value = wait_for(driver, "the bearer token field",
+                     lambda d: (d.find_elements(
+                         By.CSS_SELECTOR, "input[aria-label='auth-bearer-value']") or [None])[0])
+    value.send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "button[aria-label='Apply credentials']").click()
+    wait_for(driver, "the token to be taken",
+             lambda d: d.find_elements(
+                 By.CSS_SELECTOR, "button[aria-label='Remove authorization']"))
+    driver.find_element(By.CSS_SELECTOR, "button.btn-done").click()
+    status = execute_post_user(driver, block, email)
+    check(status.startswith("200"), f"POST /user with the token answered {status!r}")
+    got, _, body = http_request(port, "GET", f"/user?email={urllib.parse.quote(email)}")
+    check(got == 200, f"the record POSTed through /docs is not there: {got} {body}")
+    log(f"/docs: after Authorize, POST /user: {status}; GET it back: {got} {body}")
+
+
 def seed():
     missing = [v for v in ("POSTGRES_DB_HOST", "POSTGRES_DB_NAME", "POSTGRES_DB_USER")
                if not os.environ.get(v)]
@@ -691,6 +769,7 @@ def main():
         test_metrics_elsewhere(services, driver)
         test_api_docs(services, driver)
         test_docs_transfer(services, driver)
+        test_docs_authorize(services, driver)
         ok = True
     except Failure as e:
         log(f"failed: {e}")

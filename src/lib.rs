@@ -38,11 +38,14 @@
 //! * `metrics`: take a lock or allocate when a value is recorded.
 //! * `logging`: make a worker wait for stderr (a full queue drops lines and counts them), or
 //!   let outside text forge a log line.
+//! * `auth`: let a request that needs a token through without a valid one, or put a token, a
+//!   secret or a key into a log line or a message.
 //! * `signals`: run service code in a signal handler.
 //! * `sync`: turn one panicking request into a poisoned server.
 //! * `ascii`: allocate, or depend on another module.
 
 pub mod ascii;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod limit;

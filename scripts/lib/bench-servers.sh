@@ -26,7 +26,8 @@ trap 'log "interrupted"; exit 130' INT TERM
 
 # Starts one system on 127.0.0.1:PORT, its output in LOG, and waits until GET /user/1 answers
 # 200 (60 s at most). Reads OURS_BIN, BASE_BIN, AXUM_BIN, XITCA_BIN, XITCA_PLAIN_BIN, VENV and
-# NPROC for the systems that need them; `die` must be defined.
+# NPROC for the systems that need them, and BENCH_AUTH_SECRET and BENCH_AUTH_HEADER for
+# ours-auth; `die` must be defined.
 start_system() { # system port log
   local sys=$1 port=$2 logf=$3
   if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null; then
@@ -39,6 +40,9 @@ start_system() { # system port log
       METRICS=off SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
     ours-access)
       ACCESS_LOG=all SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
+    ours-auth)
+      AUTH_REQUIRED=all AUTH_JWT_SECRET=$BENCH_AUTH_SECRET SERVER_HOST=127.0.0.1 SERVER_PORT=$port \
+        WORKERS=$NPROC "$OURS_BIN" >"$logf" 2>&1 & ;;
     ours-base) SERVER_HOST=127.0.0.1 SERVER_PORT=$port WORKERS=$NPROC "$BASE_BIN" >"$logf" 2>&1 & ;;
     axum)   HOST=127.0.0.1 PORT=$port "$AXUM_BIN" >"$logf" 2>&1 & ;;
     xitca)  XITCA_IO_URING=1 HOST=127.0.0.1 PORT=$port WORKERS=$NPROC "$XITCA_BIN" >"$logf" 2>&1 & ;;
@@ -50,10 +54,11 @@ start_system() { # system port log
         --workers 1 --no-access-log --log-level warning >"$logf" 2>&1 & ;;
   esac
   SERVER_PID=$!
-  local code
+  local code auth=()
+  [ "$sys" = ours-auth ] && auth=(-H "$BENCH_AUTH_HEADER")
   for _ in $(seq 600); do
     kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$logf" >&2; die "$sys exited at start (log: $logf)"; }
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/user/1" 2>/dev/null || true)
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "${auth[@]}" "http://127.0.0.1:$port/user/1" 2>/dev/null || true)
     [ "$code" = 200 ] && return 0
     sleep 0.1
   done

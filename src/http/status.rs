@@ -14,6 +14,7 @@ impl Status {
     pub const NO_CONTENT: Status = Status(204);
     pub const NOT_MODIFIED: Status = Status(304);
     pub const BAD_REQUEST: Status = Status(400);
+    pub const UNAUTHORIZED: Status = Status(401);
     pub const FORBIDDEN: Status = Status(403);
     pub const NOT_FOUND: Status = Status(404);
     pub const METHOD_NOT_ALLOWED: Status = Status(405);
@@ -30,13 +31,14 @@ impl Status {
 
     /// The statuses this crate names, for metrics that count by status without a map: see
     /// [`Status::ordinal`].
-    pub const NAMED: [Status; 19] = [
+    pub const NAMED: [Status; 20] = [
         Status::CONTINUE,
         Status::OK,
         Status::CREATED,
         Status::NO_CONTENT,
         Status::NOT_MODIFIED,
         Status::BAD_REQUEST,
+        Status::UNAUTHORIZED,
         Status::FORBIDDEN,
         Status::NOT_FOUND,
         Status::METHOD_NOT_ALLOWED,
@@ -62,9 +64,9 @@ impl Status {
 
     /// The label for an [`Status::ordinal`]: the code, or `other`.
     pub fn ordinal_label(ordinal: usize) -> &'static str {
-        const LABELS: [&str; 20] = [
-            "100", "200", "201", "204", "304", "400", "403", "404", "405", "408", "413", "417",
-            "422", "429", "431", "500", "501", "503", "505", "other",
+        const LABELS: [&str; 21] = [
+            "100", "200", "201", "204", "304", "400", "401", "403", "404", "405", "408", "413",
+            "417", "422", "429", "431", "500", "501", "503", "505", "other",
         ];
         LABELS[ordinal.min(LABELS.len() - 1)]
     }
@@ -101,6 +103,7 @@ impl Status {
             204 => "No Content",
             304 => "Not Modified",
             400 => "Bad Request",
+            401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",

@@ -40,6 +40,9 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    /// Access control could not start (its JWKS file went missing since the configuration
+    /// was read, or its watch could not be started).
+    Auth(String),
     /// A server could not start (its coroutines could not be spawned).
     Server {
         what: &'static str,
@@ -50,7 +53,7 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartError::Database(message) => f.write_str(message),
+            StartError::Database(message) | StartError::Auth(message) => f.write_str(message),
             StartError::Listen { what, addr, source } => {
                 write!(f, "cannot listen on {what}{addr}: {source}")
             }
@@ -66,6 +69,7 @@ impl std::error::Error for StartError {}
 /// verification is an error), then listens.
 pub fn build(cfg: &Config) -> Result<Running, StartError> {
     let db = &cfg.database;
+    let gate = crate::auth::Gate::start(&cfg.auth).map_err(StartError::Auth)?;
     let metrics = Arc::new(Metrics::new(cfg.workers + 2, cfg.metrics));
     let repo = Arc::new(Repository::start(db, cfg.workers, metrics));
     // Each host gets the whole connect timeout.
@@ -105,7 +109,8 @@ pub fn build(cfg: &Config) -> Result<Running, StartError> {
     let draining = Arc::new(AtomicBool::new(false));
     let service = RecordsService::new(repo.clone(), &cfg.static_dir, draining.clone())
         .access_log(cfg.log.access)
-        .clients(cfg.trusted_proxies.clone(), cfg.rate_limit.limiter());
+        .clients(cfg.trusted_proxies.clone(), cfg.rate_limit.limiter())
+        .access_control(gate);
     // With METRICS_ADDR, /metrics (with /livez and /readyz) has a listener of its own and the
     // public one does not serve it.
     let admin = match &cfg.metrics_addr {

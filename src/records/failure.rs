@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use crate::auth::Denial;
 use crate::http::{Request, Response, Status};
 use crate::logging::Untrusted;
 use crate::pg::{self, ErrorKind};
@@ -32,6 +33,9 @@ pub enum Failure {
     NotAllowed { allow: &'static str },
     /// 429: the client is over `RATE_LIMIT_PER_CLIENT`; `policy` is the `RateLimit-Policy`.
     RateLimited { policy: &'static str },
+    /// 401 (no valid token) or 403 (a token without the scope), with a `WWW-Authenticate`
+    /// challenge.
+    Denied(Denial),
     /// 503 from `/readyz`: the database did not answer its check.
     NotReady(pg::Error),
     /// 503 from `/readyz` while the service drains.
@@ -95,6 +99,8 @@ impl Failure {
             Failure::NotFound(_) => Status::NOT_FOUND,
             Failure::NotAllowed { .. } => Status::METHOD_NOT_ALLOWED,
             Failure::RateLimited { .. } => Status::TOO_MANY_REQUESTS,
+            Failure::Denied(d) if d.is_forbidden() => Status::FORBIDDEN,
+            Failure::Denied(_) => Status::UNAUTHORIZED,
             Failure::NotReady(_) | Failure::ShuttingDown => Status::SERVICE_UNAVAILABLE,
             Failure::Database(e) => match classify(e) {
                 DatabaseFailure::Backstop => Status::BAD_REQUEST,
@@ -131,6 +137,12 @@ impl Failure {
                     .header("Retry-After", crate::limit::RETRY_AFTER)
                     .header("RateLimit-Policy", policy)
                     .header("RateLimit", crate::limit::EXHAUSTED);
+                None
+            }
+            Failure::Denied(denial) => {
+                metrics.auth_failure(denial);
+                res.error(status, denial.detail())
+                    .header("WWW-Authenticate", denial.challenge());
                 None
             }
             Failure::ShuttingDown => {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::auth::{Access, Gate};
 use crate::http::{Request, Response, ServerHandle, Service, Status};
 use crate::limit::{RateLimiter, TrustedProxies};
 use crate::logging::{AccessLog, Untrusted};
@@ -50,6 +51,9 @@ pub struct RecordsService {
     /// `TRUSTED_PROXIES`: who may name the client (the rate limit's key, the access log's
     /// `client`).
     trusted: TrustedProxies,
+    /// Access control, when `AUTH_REQUIRED` is not `off`: the one branch a request pays
+    /// when it is.
+    gate: Option<Arc<Gate>>,
 }
 
 impl RecordsService {
@@ -80,6 +84,7 @@ impl RecordsService {
             last_check: Arc::new(AtomicU8::new(0)),
             limiter_seen,
             trusted: TrustedProxies::default(),
+            gate: None,
         }
     }
 
@@ -102,6 +107,7 @@ impl RecordsService {
             last_check: self.last_check.clone(),
             limiter_seen: self.limiter_seen.clone(),
             trusted: self.trusted.clone(),
+            gate: self.gate.clone(),
         }
     }
 
@@ -167,6 +173,33 @@ impl RecordsService {
             .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
             .map(|h| h.value);
         Some(self.trusted.client(req.peer()?.ip(), forwarded_for))
+    }
+
+    /// Requires bearer tokens as `gate` says (`None`: none).
+    pub fn access_control(mut self, gate: Option<Arc<Gate>>) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// The verdict of `gate` on a request: the token's subject when it needed and had a valid
+    /// token, `None` when it needs none. Only requests the route table would serve are asked
+    /// for a token: an unknown path is 404 and a wrong method 405 before any token is looked
+    /// at (the routes are public in `/openapi.json`), and `/livez`, `/readyz`, `/metrics`,
+    /// the documentation and the console never need one.
+    #[inline(never)]
+    fn authorize(&self, gate: &Gate, route: Route, req: &Request<'_>) -> Result<Subject, Failure> {
+        let access = match (route, req.method()) {
+            (Route::User, "POST" | "DELETE") => Access::Write,
+            (Route::UserById | Route::User | Route::Users, "GET" | "HEAD") => Access::Read,
+            _ => return Ok(None),
+        };
+        if !self.surface.serves(route) || !gate.guards(access) {
+            return Ok(None);
+        }
+        match gate.admit(req.header("authorization"), access) {
+            Ok(claims) => Ok(Some(claims.sub.unwrap_or_default())),
+            Err(denial) => Err(Failure::Denied(denial)),
+        }
     }
 
     /// Where the main listener's connection counters come from, once it runs.
@@ -259,15 +292,25 @@ impl Service for RecordsService {
         if counted {
             self.metrics.request_started();
         }
+        let mut subject = None;
+        let mut denied = None;
         // A panicking handler is answered 500 by the HTTP core; it is counted (and logged) as
         // such here first, so the in-flight gauge does not keep it for ever.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let fresh = self.admit(route, req)?;
+            if let Some(gate) = &self.gate {
+                subject = self.authorize(gate, route, req)?;
+            }
             self.route(route, req, res, fresh)
         }));
         let (failed, panic) = match outcome {
             Ok(Ok(())) => (None, None),
-            Ok(Err(failure)) => (failure.write(res, req, &self.metrics), None),
+            Ok(Err(failure)) => {
+                if let Failure::Denied(d) = &failure {
+                    denied = Some(d.label());
+                }
+                (failure.write(res, req, &self.metrics), None)
+            }
             Err(panic) => {
                 let failed = Failed {
                     cause: "panic",
@@ -288,6 +331,8 @@ impl Service for RecordsService {
                 took: started.elapsed(),
                 failed: failed.as_ref(),
                 bytes: res.body().len(),
+                subject: subject.as_deref(),
+                denied,
             });
         }
         if let Some(panic) = panic {
@@ -306,7 +351,18 @@ struct Finished<'r, 'a> {
     failed: Option<&'r Failed>,
     /// Body bytes sent.
     bytes: usize,
+    /// The `sub` of the request's bearer token, when it needed one and it was valid.
+    subject: Option<&'r str>,
+    /// Why its token was refused (401 or 403), when it was.
+    denied: Option<&'static str>,
 }
+
+/// The `sub` claim of a request's verified token ("" when the token has none), or `None`
+/// for a request that needed no token.
+type Subject = Option<String>;
+
+/// The most of a token's `sub` an access log event shows: the claim is the client's text.
+const MAX_LOGGED_SUBJECT_CHARS: usize = 128;
 
 impl RecordsService {
     /// Counts a finished request and writes its access log event.
@@ -329,11 +385,20 @@ impl RecordsService {
 
 /// One access log event: no raw path or query (they may hold email addresses), the route
 /// template instead; why it failed, if it was the server's failure; the connection's `peer`
-/// and the `client` (the peer, or whom a trusted proxy named).
+/// and the `client` (the peer, or whom a trusted proxy named); the token's `sub` (escaped and
+/// cut short: a token is signed, not trusted) or why it was refused. Never the token.
 fn access_log(done: &Finished<'_, '_>, client: Option<IpAddr>) {
     let req = done.req;
     let peer = req.peer().map(tracing::field::display);
     let client = client.map(tracing::field::display);
+    let sub = done.subject.map(|s| {
+        let cut = s
+            .char_indices()
+            .nth(MAX_LOGGED_SUBJECT_CHARS)
+            .map_or(s, |(i, _)| &s[..i]);
+        tracing::field::display(Untrusted(cut))
+    });
+    let auth_failure = done.denied;
     let cause = done.failed.map(|f| f.cause);
     let error = done
         .failed
@@ -350,6 +415,8 @@ fn access_log(done: &Finished<'_, '_>, client: Option<IpAddr>) {
         request_id = req.request_id(),
         peer,
         client,
+        sub,
+        auth_failure,
         cause,
         error,
     );

@@ -15,8 +15,8 @@ use crate::records::route::Route;
 use crate::records::statements::Query;
 
 use super::{
-    query_durations, request_durations, Metrics, Page, Unavailable, METHODS, OUTCOMES, QUERIES,
-    RATE_LIMITED, REQUESTS, STATUSES, UNAVAILABLE,
+    query_durations, request_durations, Metrics, Page, Unavailable, AUTH_FAILURES, METHODS,
+    OUTCOMES, QUERIES, RATE_LIMITED, REQUESTS, STATUSES, UNAVAILABLE,
 };
 
 /// Everything `/metrics` shows, read at each scrape.
@@ -237,6 +237,26 @@ impl Exporter {
         );
     }
 
+    /// Requests refused for their credentials, by reason (every reason, zeros included, so
+    /// that a rate over them exists before the first refusal).
+    fn auth_failures(&self, out: &mut Exposition<'_>) {
+        if !self.metrics.enabled {
+            return;
+        }
+        let c = &self.metrics.cells;
+        let reasons: Vec<([(&str, &str); 1], u64)> = crate::auth::Denial::LABELS
+            .iter()
+            .enumerate()
+            .map(|(i, reason)| ([("reason", *reason)], c.sum(AUTH_FAILURES + i)))
+            .collect();
+        out.counters(
+            "records_service_auth_failures",
+            "Requests refused 401 (no valid bearer token) or 403 (a token without the scope), by reason.",
+            None,
+            reasons.iter().map(|(l, n)| (&l[..], *n)),
+        );
+    }
+
     fn queries(&self, out: &mut Exposition<'_>) {
         if !self.metrics.enabled {
             return;
@@ -425,6 +445,7 @@ impl Source for Exporter {
         self.requests(out);
         self.core(out);
         self.rate_limit(out);
+        self.auth_failures(out);
         self.queries(out);
         self.connections(out);
         self.log_and_build(out);

@@ -11,6 +11,7 @@ mod page;
 
 use std::time::Duration;
 
+use crate::auth::Denial;
 use crate::http::Status;
 use crate::metrics::{Histogram, Striped, DURATION_BUCKETS};
 use crate::pg::{self, ErrorKind};
@@ -117,7 +118,9 @@ const QUERY_DURATIONS: usize = QUERIES + Query::COUNT * OUTCOMES.len();
 const UNAVAILABLE: usize = QUERY_DURATIONS + Query::COUNT * DURATION_CELLS;
 /// Requests answered 429 by the rate limiter.
 const RATE_LIMITED: usize = UNAVAILABLE + Unavailable::ALL.len();
-const WIDTH: usize = RATE_LIMITED + 1;
+/// Requests refused for their credentials, by [`Denial::index`].
+const AUTH_FAILURES: usize = RATE_LIMITED + 1;
+const WIDTH: usize = AUTH_FAILURES + Denial::LABELS.len();
 
 fn request_durations(route: Route) -> Histogram {
     Histogram {
@@ -198,6 +201,13 @@ impl Metrics {
     pub fn rate_limited(&self) {
         if self.enabled {
             self.cells.inc(RATE_LIMITED);
+        }
+    }
+
+    /// Counts a request refused 401 or 403.
+    pub fn auth_failure(&self, denial: Denial) {
+        if self.enabled {
+            self.cells.inc(AUTH_FAILURES + denial.index());
         }
     }
 }
