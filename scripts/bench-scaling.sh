@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Scaling run: GET /user/{id}, ids uniform in 1..ROWS, with WORKERS = 1, 2, 4, 8 on
 # one machine that also runs PostgreSQL and the load generator (wrk + benches/random_user.lua).
-# Meant for a machine with 16 or more cores; prints a markdown table and writes JSON.
+# Meant for a machine with 16 or more cores; prints a markdown table and writes JSON. With
+# XITCA_BIN (the reference built as TechEmpower builds it, benches/compare/xitca), each worker
+# count measures ours then xitca-web on the same database, so both curves come from one run.
 #
 #   BIN=target/release/records-service scripts/bench-scaling.sh
+#   XITCA_BIN=benches/compare/xitca/target/release/xitca-records WORKER_LIST="1 2 4 8 16" \
+#     scripts/bench-scaling.sh
 #
 # Knobs: WORKER_LIST ("1 2 4 8"), ROWS (10000000), SECONDS_PER_RUN (15), CONNECTIONS (50),
 # WRK_THREADS (4), PG_BINDIR (found under /usr/lib/postgresql), OUT_DIR (bench-results),
@@ -41,16 +45,24 @@ t0=$(date +%s.%N)
 "$BIN" seed --rows "$ROWS" 2>&1 | tail -2 >&2
 echo "scaling: seeded in $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s" >&2
 results=()
+systems=(ours)
+[ -n "${XITCA_BIN:-}" ] && systems+=(xitca)
 for w in $WORKER_LIST; do
-  WORKERS=$w SERVER_PORT=8099 "$BIN" serve 2>"$OUT_DIR/scaling-server-$w.log" &
+ for sys in "${systems[@]}"; do
+  if [ "$sys" = xitca ]; then
+    WORKERS=$w HOST=127.0.0.1 PORT=8099 "$XITCA_BIN" 2>"$OUT_DIR/scaling-$sys-$w.log" &
+  else
+    WORKERS=$w SERVER_PORT=8099 "$BIN" serve 2>"$OUT_DIR/scaling-server-$w.log" &
+  fi
   sp=$!
   for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:8099/user/1 2>/dev/null && break; sleep 0.1; done
   with_libs "$WRK" -c "$CONNS" -t "$THREADS" -d 3s -s benches/random_user.lua http://127.0.0.1:8099 -- "$ROWS" >/dev/null 2>&1 || true
   line=$(with_libs "$WRK" -c "$CONNS" -t "$THREADS" -d "${SECS}s" --latency -s benches/random_user.lua http://127.0.0.1:8099 -- "$ROWS" 2>/dev/null | grep '^{"tool"')
   rss=$(awk '/VmHWM/ {print $2}' /proc/$sp/status)
   kill "$sp"; wait "$sp" || true
-  echo "scaling: WORKERS=$w $line rss_kib=$rss" >&2
-  results+=("{\"workers\": $w, \"rss_kib\": $rss, \"wrk\": $line}")
+  echo "scaling: $sys WORKERS=$w $line rss_kib=$rss" >&2
+  results+=("{\"system\": \"$sys\", \"workers\": $w, \"rss_kib\": $rss, \"wrk\": $line}")
+ done
 done
 (IFS=,; echo "[${results[*]}]") >"$OUT_DIR/scaling.json"
 python3 - "$OUT_DIR/scaling.json" "$(nproc)" "$CONNS" "$SECS" "$ROWS" <<'PY'
@@ -58,11 +70,11 @@ import json, sys
 runs = json.load(open(sys.argv[1]))
 print(f"GET /user/{{id}}, ids uniform in 1..{int(sys.argv[5]):,}, {sys.argv[3]} connections, wrk, {sys.argv[4]} s per run; "
       f"{sys.argv[2]} cores shared by PostgreSQL, wrk and the server\n")
-print("| WORKERS | req/s | req/s per worker | p50 ms | p99 ms | errors | peak RSS MB |")
-print("|--:|--:|--:|--:|--:|--:|--:|")
+print("| system | WORKERS | req/s | req/s per worker | p50 ms | p99 ms | errors | peak RSS MB |")
+print("|---|--:|--:|--:|--:|--:|--:|--:|")
 for r in runs:
     w = r["wrk"]; rps = w["requests"] / (w["duration_us"] / 1e6)
     errs = sum(w["errors"].values())
-    print(f"| {r['workers']} | {rps:,.0f} | {rps / r['workers']:,.0f} | {w['latency_us']['p50']/1000:.2f} | "
+    print(f"| {r.get('system', 'ours')} | {r['workers']} | {rps:,.0f} | {rps / r['workers']:,.0f} | {w['latency_us']['p50']/1000:.2f} | "
           f"{w['latency_us']['p99']/1000:.2f} | {errs} | {r['rss_kib']/1024:.1f} |")
 PY
