@@ -64,8 +64,16 @@ pub struct Expect {
     pub leeway: u64,
 }
 
+/// The longest token looked at: longer is refused as malformed before any of it is decoded or
+/// hashed. A client without a key otherwise chooses what each request costs: the head limit
+/// (`HTTP_MAX_HEAD_BYTES`, up to 16 MiB) lets a token be as long as the head, and every byte of
+/// it is hashed once per key tried (a 60 KB token: about 100 µs of HMAC, 130 µs per RSA key,
+/// against 1.6 µs for a real one). Identity providers' tokens are a few KiB; a large group
+/// claim reaches about 12 KiB, and proxies commonly refuse header lines past 8 or 16 KiB.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
 /// The token of an `Authorization` header: `Bearer` (any case) and one or more spaces, then
-/// the token.
+/// the token, at most [`MAX_TOKEN_BYTES`] long.
 pub fn bearer(header: Option<&[u8]>) -> Result<&str, Denial> {
     let value = header.ok_or(Denial::Missing)?;
     let value = std::str::from_utf8(value).map_err(|_| Denial::Malformed)?;
@@ -74,7 +82,7 @@ pub fn bearer(header: Option<&[u8]>) -> Result<&str, Denial> {
         return Err(Denial::OtherScheme);
     }
     let token = rest.trim_matches(' ');
-    if token.is_empty() || token.contains(' ') {
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES || token.contains(' ') {
         return Err(Denial::Malformed);
     }
     Ok(token)
@@ -208,6 +216,34 @@ mod tests {
         assert_eq!(bearer(Some(b"Bearer")), Err(Denial::Malformed));
         assert_eq!(bearer(Some(b"Bearer a b")), Err(Denial::Malformed));
         assert_eq!(bearer(Some(b"Bearer \xff")), Err(Denial::Malformed));
+    }
+
+    /// A token is refused by its length before any of it is decoded or hashed: the head limit
+    /// (`HTTP_MAX_HEAD_BYTES`, up to 16 MiB) would otherwise let a client without a key make
+    /// every request cost an HMAC or RSA check over the whole header, once per JWKS key.
+    #[test]
+    fn a_token_longer_than_the_bound_is_refused_unread() {
+        let padded = |len: usize| {
+            let pad = "x".repeat(len);
+            let mut claims = json!({"exp": now() + 60, "scope": "records:write", "pad": ""});
+            let t = hs256(claims.clone(), SECRET);
+            // Each padding byte is 4/3 of a base64 character.
+            claims["pad"] = json!(pad[..(len - t.len()) * 3 / 4].to_string());
+            let t = hs256(claims, SECRET);
+            assert!(t.len() <= len && t.len() + 4 > len, "{} for {len}", t.len());
+            t
+        };
+        let within = padded(MAX_TOKEN_BYTES);
+        let header = format!("Bearer {within}");
+        let token = bearer(Some(header.as_bytes())).unwrap();
+        assert!(check(token, &expect(), Access::Write).is_ok());
+        let beyond = padded(MAX_TOKEN_BYTES + 100);
+        let header = format!("Bearer {beyond}");
+        assert_eq!(
+            bearer(Some(header.as_bytes())).map(str::len),
+            Err(Denial::Malformed),
+            "a token past the bound"
+        );
     }
 
     #[test]
