@@ -51,7 +51,8 @@ pub enum Denial {
     /// A JWT algorithm the configured keys do not take (`HS256` without `AUTH_JWT_SECRET`,
     /// `RS256` without a JWKS key for it, `HS384`, `PS256`...).
     BadAlgorithm,
-    /// A `kid` the JWKS file does not have.
+    /// A `kid` the JWKS file does not have, or none where the file has several keys of the
+    /// token's algorithm.
     UnknownKey,
     /// The signature does not verify with the key.
     BadSignature,
