@@ -44,14 +44,16 @@ pub enum Denial {
     Missing,
     /// An `Authorization` header with another scheme than `Bearer` (`Basic`, ...).
     OtherScheme,
-    /// Not a JWT: not three base64url parts, a header or claims that are not JSON, an
-    /// algorithm name the JWT library does not know (`none` among them), a required claim
-    /// (`exp`) missing or of the wrong type.
+    /// Not a JWT: longer than `token::MAX_TOKEN_BYTES` (16 KiB), not three base64url parts, a
+    /// header or claims that are not JSON, an algorithm name the JWT library does not know
+    /// (`none` among them), a required claim (`exp`) missing or of the wrong type. Also two
+    /// `Authorization` fields (ambiguous credentials, refused by the service).
     Malformed,
     /// A JWT algorithm the configured keys do not take (`HS256` without `AUTH_JWT_SECRET`,
     /// `RS256` without a JWKS key for it, `HS384`, `PS256`...).
     BadAlgorithm,
-    /// A `kid` the JWKS file does not have.
+    /// A `kid` the JWKS file does not have, or none where the file has several keys of the
+    /// token's algorithm.
     UnknownKey,
     /// The signature does not verify with the key.
     BadSignature,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::auth::{Access, Gate};
+use crate::auth::{Access, Denial, Gate};
 use crate::http::{Request, Response, ServerHandle, Service, Status};
 use crate::limit::{RateLimiter, TrustedProxies};
 use crate::logging::{AccessLog, Untrusted};
@@ -196,7 +196,17 @@ impl RecordsService {
         if !self.surface.serves(route) || !gate.guards(access) {
             return Ok(None);
         }
-        match gate.admit(req.header("authorization"), access) {
+        // One field: two are ambiguous credentials (the field is not a list, RFC 9110 §5.3),
+        // and a proxy reading the other one would see another principal than the one served.
+        let mut fields = req
+            .headers()
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("authorization"));
+        let authorization = fields.next().map(|h| h.value);
+        if fields.next().is_some() {
+            return Err(Failure::Denied(Denial::Malformed));
+        }
+        match gate.admit(authorization, access) {
             Ok(claims) => Ok(Some(claims.sub.unwrap_or_default())),
             Err(denial) => Err(Failure::Denied(denial)),
         }

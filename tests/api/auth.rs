@@ -302,6 +302,43 @@ fn writes_need_a_token_with_the_write_scope() {
     assert_failures_counted(app.addr, &[("missing", 2.0), ("insufficient_scope", 1.0)]);
 }
 
+/// Two `Authorization` fields are ambiguous credentials (the field is not a list, RFC 9110
+/// §5.3): a proxy or gateway that reads the last one (to revoke, rate-limit or log a subject)
+/// must not see another principal than the one the service acts for. Refused whichever
+/// field holds the valid token, in either case of the name.
+#[test]
+fn two_authorization_fields_are_refused() {
+    let db = TestDb::new();
+    let app = start(
+        &db,
+        &[("AUTH_REQUIRED", "writes"), ("AUTH_JWT_SECRET", SECRET)],
+    );
+    let write = bearer(&hs256(&claims(WRITE)));
+    let other = bearer(&hs256(
+        &json!({"sub": "mallory", "exp": now() + 300, "scope": WRITE}),
+    ));
+    for (first, second) in [
+        (write.as_str(), "Bearer not-a-token"),
+        ("Bearer not-a-token", write.as_str()),
+        (write.as_str(), other.as_str()),
+    ] {
+        let body = br#"{"text":"hi"}"#;
+        let head = format!(
+            "POST /user?email=two@b.com HTTP/1.1\r\nHost: test\r\nAuthorization: {first}\r\n\
+             authorization: {second}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        let mut c = Conn::connect(app.addr);
+        c.send(&bytes);
+        let r = c.raw_response(false);
+        assert_refused(&r, 401, Some("invalid_token"), "two Authorization fields");
+    }
+    assert_failures_counted(app.addr, &[("malformed", 3.0)]);
+}
+
 /// `all`: reads need `records:read` too; a write token alone does not read.
 #[test]
 fn all_needs_a_token_for_reads_too() {
